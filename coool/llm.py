@@ -1,0 +1,298 @@
+"""One async client for every OpenAI-compatible model server (vLLM).
+
+What it adds over the bare SDK, and why:
+
+- retries with exponential backoff (tenacity) on what is transient: lost
+  connections, timeouts, 429 and 5xx; a 4xx is our fault and is raised;
+- a bound on requests in flight per URL, so a 2-core client never floods a
+  server and several replicas of a role share the load;
+- ``n`` samples per call, split into requests of at most ``max_n``;
+- the reasoning split from the answer (``reasoning_content`` / ``reasoning``
+  fields, or the text before ``</think>``);
+- vLLM's sampling extras (top_k, min_p, repetition_penalty, chat_template_kwargs)
+  passed through ``extra_body``;
+- images as base64 data URLs or ``file://`` URLs restricted to a media root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import logging
+import mimetypes
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import openai
+from openai import AsyncOpenAI
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from coool.settings import RoleSettings
+
+log = logging.getLogger(__name__)
+
+
+class MediaPathError(ValueError):
+    """A ``file://`` image outside the allowed media root."""
+
+
+class ModelRequestError(RuntimeError):
+    """A request that failed for good (retries exhausted or a 4xx)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One choice of a chat completion."""
+
+    content: str
+    reasoning: str | None = None
+    finish_reason: str | None = None
+
+
+@dataclass
+class RequestStats:
+    """What a client did; stage summaries report these."""
+
+    requests: int = 0
+    retries: int = 0
+    failures: int = 0
+    samples: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "retries": self.retries,
+            "failures": self.failures,
+            "samples": self.samples,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "errors": dict(self.errors),
+        }
+
+
+def split_reasoning(content: str | None, reasoning: str | None = None) -> tuple[str, str | None]:
+    """Answer text and reasoning; a text before ``</think>`` is reasoning."""
+    text = content or ""
+    if "</think>" in text:
+        before, _, after = text.rpartition("</think>")
+        before = before.replace("<think>", "", 1).strip()
+        reasoning = "\n".join(r for r in (reasoning, before) if r) or None
+        text = after
+    return text.strip(), reasoning
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth retrying: the server may answer next time."""
+    if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError, asyncio.TimeoutError)):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code == 429 or exc.status_code >= 500
+    return False
+
+
+def image_url(
+    path: str | Path,
+    transport: Literal["data", "file"] = "data",
+    media_root: str | Path | None = None,
+) -> str:
+    """The URL for an image part: a base64 data URL or a ``file://`` URL.
+
+    ``file://`` URLs are only made for files under ``media_root``: the
+    server reads them from its own disk and must never be pointed elsewhere.
+    """
+    path = Path(path).resolve()
+    if transport == "file":
+        if media_root is None:
+            raise MediaPathError(f"{path}: file:// images need a media root (set COOOL_DATA_ROOT)")
+        root = Path(media_root).resolve()
+        if not path.is_relative_to(root):
+            raise MediaPathError(f"{path}: outside the allowed media root {root}")
+        return path.as_uri()
+    mime = mimetypes.guess_type(path.name)[0] or "image/png"
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def user_message(text: str, images: Sequence[str] = ()) -> dict[str, Any]:
+    """A user message with image URLs first (earliest first), then the text."""
+    if not images:
+        return {"role": "user", "content": text}
+    parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": url}} for url in images]
+    parts.append({"type": "text", "text": text})
+    return {"role": "user", "content": parts}
+
+
+def json_schema_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+
+
+def split_n(n: int, max_n: int) -> list[int]:
+    """Sizes of the requests that together ask for ``n`` samples."""
+    sizes = [max_n] * (n // max_n)
+    if n % max_n:
+        sizes.append(n % max_n)
+    return sizes
+
+
+class ChatClient:
+    """Chat completions for one model role, spread over its URLs.
+
+    Create it inside the event loop that uses it (the per-URL semaphores
+    belong to that loop). Not picklable on purpose: tasks that take a client
+    must not be cached on it.
+    """
+
+    def __init__(self, role: str, settings: RoleSettings, *, media_root: str | Path | None = None) -> None:
+        self.role = role
+        self.settings = settings
+        self.media_root = Path(media_root) if media_root else None
+        self.stats = RequestStats()
+        key = settings.api_key.get_secret_value()
+        self._clients = [
+            AsyncOpenAI(base_url=url, api_key=key, max_retries=0, timeout=settings.timeout_s)
+            for url in settings.urls
+        ]
+        self._limits = [asyncio.Semaphore(settings.max_concurrency) for _ in settings.urls]
+        self._in_flight = [0 for _ in settings.urls]
+        self._turn = itertools.count()
+
+    @property
+    def model(self) -> str:
+        return self.settings.model
+
+    def image_url(self, path: str | Path) -> str:
+        return image_url(path, self.settings.image_transport, self.media_root)
+
+    def response_format(self, name: str, schema: dict[str, Any]) -> dict[str, Any]:
+        """json_schema when the role's server enforces schemas, else json_object."""
+        if self.settings.structured_outputs:
+            return json_schema_format(name, schema)
+        return {"type": "json_object"}
+
+    def _pick(self) -> int:
+        # Least in flight, ties broken round-robin: replicas share the load.
+        start = next(self._turn) % len(self._clients)
+        order = [(start + i) % len(self._clients) for i in range(len(self._clients))]
+        return min(order, key=lambda i: self._in_flight[i])
+
+    async def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        n: int = 1,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_tokens: int | None = None,
+        response_format: dict[str, Any] | None = None,
+        seed: int | None = None,
+        top_k: int | None = None,
+        min_p: float | None = None,
+        repetition_penalty: float | None = None,
+        chat_template_kwargs: dict[str, Any] | None = None,
+    ) -> list[Sample]:
+        """``n`` samples for ``messages``; raises ModelRequestError when it can't."""
+        extra: dict[str, Any] = {}
+        for key, value in (
+            ("top_k", top_k),
+            ("min_p", min_p),
+            ("repetition_penalty", repetition_penalty),
+            ("chat_template_kwargs", chat_template_kwargs),
+        ):
+            if value is not None:
+                extra[key] = value
+        base: dict[str, Any] = {"model": self.settings.model, "messages": messages}
+        for key, value in (
+            ("temperature", temperature),
+            ("top_p", top_p),
+            ("max_tokens", max_tokens),
+            ("response_format", response_format),
+        ):
+            if value is not None:
+                base[key] = value
+        sizes = split_n(n, self.settings.max_n)
+        calls = []
+        for i, size in enumerate(sizes):
+            kwargs = dict(base, n=size)
+            if seed is not None:
+                # Distinct seeds, or the split requests would repeat each other.
+                kwargs["seed"] = seed + i
+            calls.append(self._request(kwargs, extra))
+        results = await asyncio.gather(*calls)
+        return [s for batch in results for s in batch]
+
+    async def _request(self, kwargs: dict[str, Any], extra: dict[str, Any]) -> list[Sample]:
+        def before_sleep(state: RetryCallState) -> None:
+            self.stats.retries += 1
+            exc = state.outcome.exception() if state.outcome else None
+            self.stats.errors[type(exc).__name__] += 1
+            log.warning("%s: retrying after %s (attempt %d)", self.role, _describe(exc), state.attempt_number)
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            stop=stop_after_attempt(self.settings.max_attempts),
+            wait=wait_exponential(multiplier=self.settings.backoff_s, max=60),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._send(kwargs, extra)
+        except Exception as exc:
+            self.stats.failures += 1
+            self.stats.errors[type(exc).__name__] += 1
+            raise ModelRequestError(f"{self.role} ({self.settings.model}): {_describe(exc)}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send(self, kwargs: dict[str, Any], extra: dict[str, Any]) -> list[Sample]:
+        i = self._pick()
+        self._in_flight[i] += 1
+        try:
+            async with self._limits[i]:
+                self.stats.requests += 1
+                response = await self._clients[i].chat.completions.create(**kwargs, extra_body=extra or None)
+        finally:
+            self._in_flight[i] -= 1
+        if response.usage:
+            self.stats.prompt_tokens += response.usage.prompt_tokens or 0
+            self.stats.completion_tokens += response.usage.completion_tokens or 0
+        samples = []
+        for choice in sorted(response.choices, key=lambda c: c.index):
+            message = choice.message
+            extra_fields = message.model_extra or {}
+            reasoning = extra_fields.get("reasoning_content") or extra_fields.get("reasoning")
+            content, reasoning = split_reasoning(message.content, reasoning)
+            samples.append(Sample(content=content, reasoning=reasoning, finish_reason=choice.finish_reason))
+        self.stats.samples += len(samples)
+        return samples
+
+    async def close(self) -> None:
+        for client in self._clients:
+            await client.close()
+
+    async def __aenter__(self) -> "ChatClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown error"
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code} from {exc.request.url}: {exc.message}"
+    if isinstance(exc, openai.APIConnectionError):
+        return f"cannot reach {exc.request.url}: {exc.__cause__ or exc}"
+    return f"{type(exc).__name__}: {exc}"

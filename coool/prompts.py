@@ -1,0 +1,110 @@
+"""Prompt files: loading, overriding, rendering and content hashes.
+
+Prompts live as files in ``coool/prompts/`` (see its README). A folder of
+the user's own can replace any of them by name.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coool import schema as S
+from coool.files import json_sha256
+
+BUILTIN_DIR = Path(__file__).parent / "prompts"
+
+_LISTS: dict[str, tuple[str, ...]] = {
+    "severities": S.SEVERITIES,
+    "severities_unknown": S.CAPTION_SEVERITIES,
+    "labels": S.LABELS,
+    "hazard_labels": S.HAZARD_LABELS,
+}
+
+
+class PromptError(ValueError):
+    """A prompt file that is missing or broken."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    text: str
+    system: str | None = None
+    schema: dict[str, Any] | None = None
+    source: Path | None = field(default=None, compare=False)
+
+    @property
+    def sha256(self) -> str:
+        """Content hash: the cache key part that makes a prompt edit rerun its work."""
+        return json_sha256({"text": self.text, "system": self.system, "schema": self.schema})
+
+    @property
+    def title(self) -> str:
+        return str((self.schema or {}).get("title", self.name))
+
+    def render(self, **values: object) -> str:
+        """The prompt text with ``$placeholders`` filled; unknown ones are an error."""
+        mapping = {k: ", ".join(json.dumps(v) for v in vals) for k, vals in _LISTS.items()}
+        mapping.update({k: str(v) for k, v in values.items()})
+        try:
+            return string.Template(self.text).substitute(mapping).strip()
+        except KeyError as exc:
+            raise PromptError(f"{self.source or self.name}: no value for placeholder ${exc.args[0]}") from exc
+
+
+def _expand_enums(node: Any) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "enum" and isinstance(value, str) and value.startswith("$"):
+                if value[1:] not in _LISTS:
+                    raise PromptError(f"unknown enum placeholder {value}")
+                out[key] = list(_LISTS[value[1:]])
+            else:
+                out[key] = _expand_enums(value)
+        return out
+    if isinstance(node, list):
+        return [_expand_enums(v) for v in node]
+    return node
+
+
+def _find(filename: str, override_dir: Path | None) -> Path | None:
+    for folder in (override_dir, BUILTIN_DIR):
+        if folder is not None and (folder / filename).is_file():
+            return folder / filename
+    return None
+
+
+def load_prompt(name: str, override_dir: str | Path | None = None) -> Prompt:
+    """The prompt ``name`` (``caption``, ``detect``, ``describe_texts_v2``...).
+
+    Files in ``override_dir`` win over the built-in ones, file by file.
+    """
+    folder = Path(override_dir) if override_dir else None
+    text_path = _find(f"{name}.md", folder)
+    if text_path is None:
+        raise PromptError(f"no prompt named {name!r} (looked for {name}.md in {folder or ''} {BUILTIN_DIR})")
+    system_path = _find(f"{name}.system.md", folder)
+    schema_path = _find(f"{name}.schema.json", folder)
+    schema_obj = None
+    if schema_path is not None:
+        try:
+            schema_obj = _expand_enums(json.loads(schema_path.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as exc:
+            raise PromptError(f"{schema_path}: not valid JSON ({exc})") from exc
+    return Prompt(
+        name=name,
+        text=text_path.read_text(encoding="utf-8"),
+        system=system_path.read_text(encoding="utf-8").strip() if system_path else None,
+        schema=schema_obj,
+        source=text_path,
+    )
+
+
+def load_snippet(name: str, override_dir: str | Path | None = None) -> str:
+    """A text fragment appended to prompts (e.g. ``ignore_image_text``)."""
+    return load_prompt(name, override_dir).text

@@ -1,0 +1,220 @@
+"""Recipes: which stages, configurations, merges, count pass and ensemble make a run.
+
+A recipe is a YAML file (``deployments/recipes/*.yaml``), validated on
+load. It names submissions: every describe configuration is one, a merge
+makes one from two others, the count pass and the ensemble make one each;
+``final`` names the one written as ``submission.csv``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from coool.params import (
+    CaptionParams,
+    CountPassParams,
+    DescribeConfig,
+    DetectParams,
+    EnsembleParams,
+    load_describe_configs,
+)
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "deployments" / "recipes"
+
+
+class RecipeError(ValueError):
+    """A recipe that can't be used; the message names the file and the problem."""
+
+
+class MergeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    primary: str
+    fallback: str
+
+
+class CountPassSpec(CountPassParams):
+    input: str
+    name: str = "countpass"
+
+
+class EnsembleSpec(EnsembleParams):
+    base: str
+    inputs: list[str] = Field(min_length=1)
+    name: str = "ensemble"
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    prompts_dir: Path | None = None
+    caption: CaptionParams = CaptionParams()
+    detect: DetectParams = DetectParams()
+    describe: list[str] = Field(min_length=1)
+    describe_configs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    merges: dict[str, MergeSpec] = Field(default_factory=dict)
+    count_pass: CountPassSpec | None = None
+    ensemble: EnsembleSpec | None = None
+    final: str
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> "Recipe":
+        configs = self.configs
+        missing = [c for c in self.describe if c not in configs]
+        if missing:
+            raise ValueError(f"describe: unknown configuration(s) {missing}; known: {sorted(configs)}")
+        defined: list[str] = list(self.describe)
+
+        def need(name: str, where: str) -> None:
+            if name not in defined:
+                raise ValueError(f"{where}: {name!r} is not a submission defined before it (have {defined})")
+
+        for merge_name, spec in self.merges.items():
+            need(spec.primary, f"merges.{merge_name}.primary")
+            need(spec.fallback, f"merges.{merge_name}.fallback")
+            defined.append(merge_name)
+        if self.count_pass is not None:
+            need(self.count_pass.input, "count_pass.input")
+            if self.count_pass.config not in configs:
+                raise ValueError(f"count_pass.config: unknown configuration {self.count_pass.config!r}")
+            defined.append(self.count_pass.name)
+        if self.ensemble is not None:
+            need(self.ensemble.base, "ensemble.base")
+            for name in self.ensemble.inputs:
+                need(name, "ensemble.inputs")
+            defined.append(self.ensemble.name)
+        need(self.final, "final")
+        if len(set(defined)) != len(defined):
+            raise ValueError(f"submission names must be unique, got {defined}")
+        return self
+
+    @property
+    def configs(self) -> dict[str, DescribeConfig]:
+        return load_describe_configs(extra=self.describe_configs)
+
+    def submissions(self) -> list[str]:
+        """Every submission the recipe defines, in definition order."""
+        names = list(self.describe) + list(self.merges)
+        if self.count_pass:
+            names.append(self.count_pass.name)
+        if self.ensemble:
+            names.append(self.ensemble.name)
+        return names
+
+    def describe_sources(self, name: str) -> set[str]:
+        """The describe configurations a submission is made from."""
+        if name in self.describe:
+            return {name}
+        if name in self.merges:
+            spec = self.merges[name]
+            return self.describe_sources(spec.primary) | self.describe_sources(spec.fallback)
+        if self.count_pass and name == self.count_pass.name:
+            return self.describe_sources(self.count_pass.input)
+        if self.ensemble and name == self.ensemble.name:
+            out = self.describe_sources(self.ensemble.base)
+            for i in self.ensemble.inputs:
+                out |= self.describe_sources(i)
+            return out
+        raise KeyError(name)
+
+    def stages(self) -> list["Stage"]:
+        """The model stages with their roles and dependencies, in a valid order."""
+        configs = self.configs
+        uses_detect = any(configs[c].window == "detected-frame" for c in self.describe) or self.count_pass is not None
+        out = [Stage("caption", "caption", "captioner", ())]
+        if uses_detect:
+            out.append(Stage("detect", "detect", "detector", ("caption",)))
+        for name in self.describe:
+            config = configs[name]
+            deps = ("caption",) if config.window == "caption-trigger" else ("caption", "detect")
+            out.append(Stage(f"describe:{name}", "describe", config.role, deps, config=name))
+        if self.count_pass:
+            deps = tuple(f"describe:{c}" for c in sorted(self.describe_sources(self.count_pass.input))) + ("detect",)
+            role = configs[self.count_pass.config].role
+            out.append(Stage("countpass", "countpass", role, deps, config=self.count_pass.config))
+        if self.ensemble:
+            names = [self.ensemble.base, *self.ensemble.inputs]
+            deps_set = {f"describe:{c}" for n in names for c in self.describe_sources(n)}
+            if self.count_pass and self.count_pass.name in names:
+                deps_set.add("countpass")
+            out.append(Stage("ensemble", "ensemble", "ensembler", tuple(sorted(deps_set))))
+        return out
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    kind: str  # caption | detect | describe | countpass | ensemble
+    role: str
+    deps: tuple[str, ...]
+    config: str | None = None
+
+
+@dataclass
+class Phase:
+    """Stages that run while one role's server is up (role None: all servers up)."""
+
+    role: str | None
+    stages: list[Stage] = field(default_factory=list)
+
+    @property
+    def roles(self) -> list[str]:
+        return sorted({s.role for s in self.stages})
+
+
+def phases(stages: list[Stage], *, concurrent: bool = False) -> list[Phase]:
+    """Group stages so that one server runs at a time, dependencies respected.
+
+    Greedy, in recipe order: take the role of the first ready stage, then
+    every stage of that role that is or becomes ready; repeat. With
+    ``concurrent`` servers there is a single phase and no barrier.
+    """
+    if concurrent:
+        return [Phase(None, list(stages))]
+    done: set[str] = set()
+    remaining = list(stages)
+    out: list[Phase] = []
+    while remaining:
+        ready = [s for s in remaining if set(s.deps) <= done]
+        if not ready:
+            raise RecipeError(f"stages with unmet dependencies: {[s.name for s in remaining]}")
+        phase = Phase(ready[0].role)
+        grew = True
+        while grew:
+            grew = False
+            for s in list(remaining):
+                if s.role == phase.role and set(s.deps) <= done | {p.name for p in phase.stages}:
+                    phase.stages.append(s)
+                    remaining.remove(s)
+                    grew = True
+        done |= {s.name for s in phase.stages}
+        out.append(phase)
+    return out
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """A recipe from a path, or from a name in ``deployments/recipes/`` (``quick``)."""
+    candidate = Path(path)
+    if not candidate.exists() and (RECIPES_DIR / f"{path}.yaml").exists():
+        candidate = RECIPES_DIR / f"{path}.yaml"
+    if not candidate.is_file():
+        raise RecipeError(f"{path}: no such recipe (nor {RECIPES_DIR}/{path}.yaml)")
+    try:
+        raw = yaml.safe_load(candidate.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{candidate}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{candidate}: a recipe is a mapping of settings, got {type(raw).__name__}")
+    if raw.get("prompts_dir"):
+        raw["prompts_dir"] = (candidate.parent / raw["prompts_dir"]).resolve()
+    try:
+        return Recipe(**raw)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(str(p) for p in e['loc']) or '(recipe)'}: {e['msg']}" for e in exc.errors()]
+        raise RecipeError(f"{candidate}: invalid recipe:\n  " + "\n  ".join(lines)) from exc

@@ -1,0 +1,140 @@
+"""Settings: environment variables (``COOOL_...``) and an optional YAML file.
+
+Every model stage talks to a *role* (captioner, detector, describer,
+ensembler); these settings map each role to a served model name, one or
+more OpenAI-compatible base URLs, and how its server is obtained.
+
+Precedence, highest first: keyword arguments, environment variables
+(``COOOL_CAPTIONER__URLS='["http://gpu1:8000/v1"]'``), the YAML file named
+by ``COOOL_SETTINGS_FILE``, the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from typing import Annotated
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+ROLES: tuple[str, ...] = ("captioner", "detector", "describer", "ensembler")
+
+
+class ServerSettings(BaseModel):
+    """How the pipeline gets a role's model server."""
+
+    # external: already running at the role's URLs; process: a command we
+    # start and stop; docker: the role's image from images/ via the docker SDK.
+    backend: Literal["external", "process", "docker"] = "external"
+    command: list[str] = Field(default_factory=list, description="argv for the process backend")
+    image: str = Field("", description="image for the docker backend")
+    gpus: str = Field("all", description="GPUs requested by the docker backend")
+    env: dict[str, str] = Field(default_factory=dict)
+    health_timeout_s: float = Field(1800.0, description="how long to wait for /health")
+    port: int | None = None
+
+
+class RoleSettings(BaseModel):
+    # Empty means "the role's default" (filled in by Settings), so an
+    # environment variable can override one field of a role alone.
+    model: str = Field("", description="served model name")
+    urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="OpenAI-compatible base URLs (…/v1); requests spread across them"
+    )
+    api_key: SecretStr = SecretStr("EMPTY")
+    max_concurrency: int = Field(64, ge=1, description="requests in flight per URL")
+    timeout_s: float = Field(900.0, gt=0, description="per request")
+    max_attempts: int = Field(6, ge=1, description="tries per request on transient errors")
+    backoff_s: float = Field(1.0, ge=0, description="first retry delay; doubles each try")
+    max_n: int = Field(16, ge=1, description="largest n one request may ask; larger n is split")
+    structured_outputs: bool = Field(True, description="send json_schema response formats (vLLM structured outputs)")
+    image_transport: Literal["data", "file"] = Field("data", description="base64 data URLs, or file:// under the data root")
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        # Allow "http://a/v1,http://b/v1" from an environment variable.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [u.strip() for u in text.split(",") if u.strip()]
+        return value
+
+
+# The spec's models; ports are distinct so that several servers can run at
+# once when the GPUs allow (the reference reused 8000 and 22002 in turn).
+ROLE_DEFAULTS: dict[str, tuple[str, int]] = {
+    "captioner": ("zai-org/GLM-4.5V", 8000),
+    "detector": ("openai/gpt-oss-120b", 8001),
+    "describer": ("Qwen/Qwen3-VL-235B-A22B-Thinking-FP8", 22002),
+    "ensembler": ("Qwen/Qwen3-Next-80B-A3B-Instruct", 22003),
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="COOOL_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    results_dir: Path = Field(Path("results"), description="where every output and the cache live")
+    data_root: Path | None = Field(None, description="folder holding videos/ and heatmaps/; file:// images must lie under it")
+    every: int = Field(10, ge=1, description="stage 2 samples every k-th frame")
+    image_format: Literal["png", "jpg"] = "png"
+    video_concurrency: int = Field(8, ge=1, description="videos processed at once per stage")
+
+    captioner: RoleSettings = Field(default_factory=RoleSettings)
+    detector: RoleSettings = Field(default_factory=RoleSettings)
+    describer: RoleSettings = Field(default_factory=RoleSettings)
+    ensembler: RoleSettings = Field(default_factory=RoleSettings)
+
+    @model_validator(mode="after")
+    def _fill_role_defaults(self) -> "Settings":
+        for name, (model, port) in ROLE_DEFAULTS.items():
+            role: RoleSettings = getattr(self, name)
+            if not role.model:
+                role.model = model
+            if not role.urls:
+                role.urls = [f"http://127.0.0.1:{port}/v1"]
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        settings_file = os.environ.get("COOOL_SETTINGS_FILE")
+        if settings_file:
+            path = Path(settings_file)
+            if not path.is_file():
+                raise FileNotFoundError(f"COOOL_SETTINGS_FILE={settings_file}: no such file")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    def role(self, name: str) -> RoleSettings:
+        if name not in ROLES:
+            raise KeyError(f"unknown model role {name!r}; roles are {', '.join(ROLES)}")
+        return getattr(self, name)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

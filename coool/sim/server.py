@@ -1,0 +1,353 @@
+"""The SIMULATED model server: an OpenAI-compatible HTTP API with no model inside.
+
+A test double for vLLM's chat-completions server. Answers are scripted and
+deterministic (``coool.sim.answers``); latency, a batch capacity and faults
+are simulated on request. Every response carries ``X-Coool-Simulated: true``
+and /v1/models says ``owned_by: coool-simulation``, so nothing it returns can
+be mistaken for model output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from coool.sim.answers import Answer, ChatInput, answer_request
+from coool.sim.config import FAULT_MODES, SimConfig, check_rates
+from coool.sim.faults import FAIL_NEXT, FaultState
+from coool.sim.images import MediaError, decode_image_url
+from coool.sim.protocol import ChatRequest, RequestError, error_body, parse_request
+from coool.sim.tokens import apply_stop, estimate_tokens, limit_tokens, prompt_tokens
+
+log = logging.getLogger("coool.sim")
+
+OWNED_BY = "coool-simulation"
+SIM_HEADER = "X-Coool-Simulated"
+_REASONING_LEVEL = re.compile(r"reasoning:\s*(low|medium|high)", re.IGNORECASE)
+_HANG_POLL_S = 0.1
+
+
+class SimulatedHeader:
+    """Pure ASGI middleware: marks every response, errors included, as simulated."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def marked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (SIM_HEADER.lower().encode(), b"true")]
+            await send(message)
+
+        await self.app(scope, receive, marked)
+
+
+@dataclass
+class Stats:
+    received: int = 0
+    completed: int = 0
+    rejected: int = 0  # 4xx for a bad request
+    abandoned: int = 0  # the client left during a hang
+    choices: int = 0
+    tasks: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0  # inside the chat handler, queued or processing
+    max_in_flight: int = 0
+    processing: int = 0  # holding a capacity slot
+    max_processing: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "simulated": True,
+            "received": self.received,
+            "completed": self.completed,
+            "rejected": self.rejected,
+            "abandoned": self.abandoned,
+            "choices": self.choices,
+            "tasks": dict(self.tasks),
+            "faults": {mode: self.faults.get(mode, 0) for mode in (*FAULT_MODES, FAIL_NEXT)},
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "processing": self.processing,
+            "max_processing": self.max_processing,
+        }
+
+    def reset(self) -> None:
+        # The gauges describe requests still running, so they survive a reset.
+        live, busy = self.in_flight, self.processing
+        self.__init__()  # type: ignore[misc]
+        self.in_flight = self.max_in_flight = live
+        self.processing = self.max_processing = busy
+
+
+class SimState:
+    """Everything one app instance mutates. Single event loop: no locks needed."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.stats = Stats()
+        self.faults = FaultState(config.faults, seed=config.seed, hang_s=config.hang_s)
+        self.created = int(time.time())
+        self._slots: asyncio.Semaphore | None = None
+        self._slots_loop: asyncio.AbstractEventLoop | None = None
+
+    def slots(self) -> asyncio.Semaphore:
+        # Created on first use in the running loop (a test client may bring a new loop).
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots_loop is not loop:
+            self._slots = asyncio.Semaphore(self.config.capacity)
+            self._slots_loop = loop
+        return self._slots
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(error_body(status, message), status_code=status)
+
+
+def create_app(config: SimConfig | None = None) -> FastAPI:
+    """The simulated server as an ASGI app (serve it with uvicorn)."""
+    config = config or SimConfig()
+    state = SimState(config)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        log.warning(
+            "coool SIMULATED model server (a test double, no model inside) serving %s; "
+            "capacity %d, latency %.3fs + %.4fs/token, faults %s",
+            ", ".join(config.models),
+            config.capacity,
+            config.latency_s,
+            config.per_token_latency_s,
+            config.faults or "none",
+        )
+        yield
+
+    app = FastAPI(
+        title="coool simulated model server",
+        description="A simulation of vLLM's OpenAI-compatible API with no model inside.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(SimulatedHeader)
+    app.state.sim = state
+
+    @app.get("/health")
+    async def health() -> Response:
+        return Response(status_code=200)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        data = [
+            {"id": name, "object": "model", "created": state.created, "owned_by": OWNED_BY, "root": name, "parent": None}
+            for name in config.models
+        ]
+        return {"object": "list", "data": data}
+
+    @app.get("/sim/stats")
+    async def stats() -> dict[str, Any]:
+        return state.stats.as_dict()
+
+    @app.post("/sim/reset")
+    async def reset() -> dict[str, Any]:
+        state.stats.reset()
+        state.faults.restart()
+        return state.stats.as_dict()
+
+    @app.get("/sim/faults")
+    async def get_faults() -> dict[str, Any]:
+        return _faults_view(state.faults)
+
+    @app.post("/sim/faults")
+    async def set_faults(request: Request) -> Response:
+        try:
+            body = await request.json()
+            _apply_fault_settings(state.faults, body)
+        except (ValueError, TypeError) as exc:
+            return _error(400, f"bad fault settings: {exc}")
+        return JSONResponse(_faults_view(state.faults))
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        return await _chat(state, request)
+
+    return app
+
+
+def _faults_view(faults: FaultState) -> dict[str, Any]:
+    return {
+        "rates": {mode: faults.rates.get(mode, 0.0) for mode in FAULT_MODES},
+        "fail_next": faults.fail_next,
+        "status": faults.fail_status,
+        "hang_s": faults.hang_s,
+    }
+
+
+def _apply_fault_settings(faults: FaultState, body: Any) -> None:
+    """Rates (merged into the current ones), fail_next + status, hang_s; all checked before any is set."""
+    if not isinstance(body, dict):
+        raise ValueError("expected a JSON object")
+    body = dict(body)
+    rates = dict(faults.rates)
+    rates.update(body.pop("rates", None) or {})
+    rates.update({mode: body.pop(mode) for mode in FAULT_MODES if mode in body})
+    fail_next = int(body.pop("fail_next", faults.fail_next))
+    status = int(body.pop("status", faults.fail_status))
+    hang_s = float(body.pop("hang_s", faults.hang_s))
+    if body:
+        raise ValueError(f"unknown keys {sorted(body)}")
+    if fail_next < 0 or not 100 <= status <= 599 or hang_s < 0:
+        raise ValueError("fail_next must be >= 0, status an HTTP status, hang_s >= 0")
+    faults.rates = check_rates({mode: float(rate) for mode, rate in rates.items()})
+    faults.fail_next, faults.fail_status, faults.hang_s = fail_next, status, hang_s
+
+
+async def _chat(state: SimState, request: Request) -> Response:
+    stats = state.stats
+    stats.received += 1
+    fault = state.faults.draw()  # one draw per arrival, used or not: keeps the sequence by arrival order
+    forced = state.faults.take_forced()
+    if forced is not None:
+        stats.faults[FAIL_NEXT] += 1
+        return _error(forced, f"simulated failure (fail_next): status {forced}")
+    try:
+        req, chat_input = await _prepare(state, request)
+    except RequestError as exc:
+        stats.rejected += 1
+        return _error(exc.status, exc.message)
+    if fault == "5xx":
+        stats.faults[fault] += 1
+        status = state.faults.server_error_status()
+        return _error(status, f"simulated server error {status}")
+
+    stats.in_flight += 1
+    stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+    try:
+        if fault == "hang":
+            stats.faults[fault] += 1
+            if not await _hang(request, state.faults.hang_s):
+                stats.abandoned += 1
+                return Response(status_code=499)  # nobody is listening any more
+        async with state.slots():
+            stats.processing += 1
+            stats.max_processing = max(stats.max_processing, stats.processing)
+            try:
+                body = await _complete(state, req, chat_input, fault)
+            finally:
+                stats.processing -= 1
+    finally:
+        stats.in_flight -= 1
+    stats.completed += 1
+    return JSONResponse(body)
+
+
+async def _prepare(state: SimState, request: Request) -> tuple[ChatRequest, ChatInput]:
+    """Parse and check the request; every 4xx is decided here, before any fault applies."""
+    try:
+        raw = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"the body is not JSON: {exc}") from exc
+    req = parse_request(raw)
+    if req.model not in state.config.models:
+        raise RequestError(404, f"The model `{req.model}` does not exist.")
+    if req.stream:
+        raise RequestError(400, "the simulated server does not stream; send stream=false")
+    if req.n > state.config.max_n:
+        raise RequestError(400, f"n={req.n} is larger than this server's limit of {state.config.max_n}")
+    schema, schema_name = req.schema_and_name()
+    urls = [url for message in req.messages for url in message.image_urls()]
+    try:
+        images = await asyncio.to_thread(
+            lambda: tuple(decode_image_url(url, state.config.allowed_local_media_path) for url in urls)
+        )
+    except MediaError as exc:
+        raise RequestError(400, str(exc)) from exc
+    system_text = "\n".join(m.text() for m in req.messages if m.role in ("system", "developer"))
+    kwargs = req.chat_template_kwargs or {}
+    chat_input = ChatInput(
+        text="\n".join(m.text() for m in req.messages),
+        user_text="\n".join(m.text() for m in req.messages if m.role == "user"),
+        images=images,
+        schema=schema,
+        schema_name=schema_name,
+        json_mode=req.json_mode(),
+        temperature=1.0 if req.temperature is None else req.temperature,
+        reasoning=bool(
+            kwargs.get("enable_thinking") or kwargs.get("thinking") or req.reasoning_effort
+        ) or bool(_REASONING_LEVEL.search(system_text)),
+        canonical=json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+    )
+    return req, chat_input
+
+
+async def _hang(request: Request, seconds: float) -> bool:
+    """Sleep ``seconds`` like a stuck server; False as soon as the client has gone."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(_HANG_POLL_S, left))
+        if await request.is_disconnected():
+            return False
+    return True
+
+
+async def _complete(state: SimState, req: ChatRequest, chat_input: ChatInput, fault: str | None) -> dict[str, Any]:
+    """The chat.completion body; holds the caller's capacity slot for the simulated latency."""
+    task, answers = await asyncio.to_thread(answer_request, chat_input, req.n, fault == "nonenglish")
+    if fault in ("malformed", "empty", "nonenglish"):
+        state.stats.faults[fault] += 1
+    choices, tokens = [], []
+    for index, answer in enumerate(answers):
+        choice, used = _choice(index, answer, req, state, fault)
+        choices.append(choice)
+        tokens.append(used)
+    # The n choices of one request decode together, like a batch: time follows the longest.
+    delay = state.config.latency_s + state.config.per_token_latency_s * max(tokens, default=0)
+    if delay > 0:
+        await asyncio.sleep(delay)
+    state.stats.tasks[task] += 1
+    state.stats.choices += len(choices)
+    texts = [m.text() for m in req.messages]
+    prompt = prompt_tokens(texts, len(chat_input.images))
+    return {
+        "id": f"chatcmpl-sim-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": req.model,
+        "choices": choices,
+        "usage": {"prompt_tokens": prompt, "completion_tokens": sum(tokens), "total_tokens": prompt + sum(tokens)},
+        "system_fingerprint": OWNED_BY,
+    }
+
+
+def _choice(index: int, answer: Answer, req: ChatRequest, state: SimState, fault: str | None) -> tuple[dict[str, Any], int]:
+    content, reasoning = answer.content, answer.reasoning
+    if fault == "malformed":
+        content = state.faults.break_json(content)
+    elif fault == "empty":
+        content = ""
+    content, stop_word = apply_stop(content, req.stop_list(), bool(req.include_stop_str_in_output))
+    content, reasoning, cut = limit_tokens(content, reasoning, req.token_limit())
+    choice = {
+        "index": index,
+        "message": {"role": "assistant", "content": content, "reasoning_content": reasoning, "tool_calls": []},
+        "logprobs": None,
+        "finish_reason": "length" if cut else "stop",
+        "stop_reason": stop_word,
+    }
+    return choice, estimate_tokens(content) + estimate_tokens(reasoning)

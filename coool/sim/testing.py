@@ -1,0 +1,194 @@
+"""Helpers to run the SIMULATED model server (no model inside) from tests.
+
+- ``running_sim_server``: in this process, uvicorn on a background thread, a free port.
+- ``start_sim_process``: ``python -m coool.sim`` as a separate process (crash tests,
+  the process backend).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from coool.sim.config import SimConfig
+from coool.sim.server import create_app
+
+# Python-friendly spellings of the "5xx" fault mode for keyword arguments.
+_MODE_ALIASES = {"five_xx": "5xx", "server_error": "5xx", "http_5xx": "5xx"}
+_PROCESS_OPTIONS = {
+    "host",
+    "latency",
+    "per_token_latency",
+    "capacity",
+    "faults",
+    "seed",
+    "model",
+    "allowed_local_media_path",
+    "max_n",
+    "hang_s",
+}
+
+
+@dataclass(frozen=True)
+class SimHandle:
+    """A running simulated server: its URLs and its /sim control endpoints."""
+
+    base_url: str  # http://127.0.0.1:PORT
+    config: SimConfig
+
+    @property
+    def url(self) -> str:
+        """The OpenAI base URL (what a client's ``base_url`` wants)."""
+        return f"{self.base_url}/v1"
+
+    @property
+    def port(self) -> int:
+        return int(self.base_url.rsplit(":", 1)[1])
+
+    def stats(self) -> dict[str, Any]:
+        return _call("GET", f"{self.base_url}/sim/stats")
+
+    def reset(self) -> dict[str, Any]:
+        """Zero the stats and restart the fault sequence."""
+        return _call("POST", f"{self.base_url}/sim/reset")
+
+    def set_faults(
+        self,
+        rates: Mapping[str, float] | None = None,
+        *,
+        fail_next: int | None = None,
+        status: int | None = None,
+        hang_s: float | None = None,
+        **named_rates: float,
+    ) -> dict[str, Any]:
+        """Change faults at runtime, e.g. ``set_faults(fail_next=2, status=503)`` or
+        ``set_faults({"5xx": 0.5})`` / ``set_faults(five_xx=0.5, hang=0.1)``."""
+        body: dict[str, Any] = dict(rates or {})
+        body.update({_MODE_ALIASES.get(k, k): v for k, v in named_rates.items()})
+        for key, value in (("fail_next", fail_next), ("status", status), ("hang_s", hang_s)):
+            if value is not None:
+                body[key] = value
+        return _call("POST", f"{self.base_url}/sim/faults", json=body)
+
+
+def _call(method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+    # verify=False: plain http to localhost, and it spares ~50 ms of loading CA certificates per call.
+    response = httpx.request(method, url, timeout=10, verify=False, **kwargs)
+    response.raise_for_status()
+    return response.json()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (may be taken by the time it is used)."""
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_health(base_url: str, timeout_s: float = 30.0, alive: Any = None) -> None:
+    """Poll ``base_url/health`` until 200; ``alive()`` False stops early (the server died)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if alive is not None and not alive():
+            raise RuntimeError(f"simulated server at {base_url} exited before it was healthy")
+        try:
+            if httpx.get(f"{base_url}/health", timeout=1.0, verify=False).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"simulated server at {base_url} not healthy after {timeout_s}s")
+        time.sleep(0.05)
+
+
+@contextmanager
+def running_sim_server(config: SimConfig | None = None, **overrides: Any) -> Iterator[SimHandle]:
+    """A simulated server on 127.0.0.1 and a free port for the duration of the block.
+
+    ``overrides`` are SimConfig fields (``latency_s=0.2``, ``faults="5xx=0.5"``,
+    ``model=["a", "b"]``...) applied on top of ``config``.
+    """
+    if "model" in overrides:
+        overrides["models"] = overrides.pop("model")
+    base = (config or SimConfig()).model_dump()
+    config = SimConfig.model_validate({**base, **overrides})
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit this; without it Nagle + delayed ACK add ~40 ms per POST
+    # (uvicorn sets it itself only on sockets it creates).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(("127.0.0.1", 0))  # bound here, so the port is ours before uvicorn starts
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(config),
+            log_config=None,  # leave the test process's logging alone
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=1,  # hung requests must not hold up the exit
+        )
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"sim-server-{port}", daemon=True)
+    thread.start()
+    handle = SimHandle(base_url=f"http://127.0.0.1:{port}", config=config)
+    try:
+        wait_for_health(handle.base_url, timeout_s=15, alive=thread.is_alive)
+        yield handle
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def start_sim_process(
+    port: int,
+    *,
+    wait: bool = True,
+    timeout_s: float = 30.0,
+    log_path: str | Path | None = None,
+    **options: Any,
+) -> subprocess.Popen[bytes]:
+    """``python -m coool.sim --port PORT ...`` as a child process; waits for /health unless ``wait=False``.
+
+    ``options`` are the CLI's: host, latency, per_token_latency, capacity, faults
+    (a string or a dict of rates), seed, model (a name or a list), allowed_local_media_path,
+    max_n, hang_s. The caller owns the process: terminate() and wait() it.
+    """
+    unknown = set(options) - _PROCESS_OPTIONS
+    if unknown:
+        raise TypeError(f"unknown simulated-server options: {sorted(unknown)}")
+    args = [sys.executable, "-m", "coool.sim", "--port", str(port)]
+    for key, value in options.items():
+        if value is None:
+            continue
+        if key == "faults" and isinstance(value, Mapping):
+            value = ",".join(f"{mode}={rate}" for mode, rate in value.items())
+        values = [value] if isinstance(value, (str, int, float, Path)) else list(value)
+        for item in values:
+            args += [f"--{key.replace('_', '-')}", str(item)]
+    output = open(log_path, "ab") if log_path else None  # noqa: SIM115 (the child keeps it)
+    try:
+        process = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT if output else None)
+    finally:
+        if output is not None:
+            output.close()
+    if wait:
+        host = options.get("host") or "127.0.0.1"
+        try:
+            wait_for_health(f"http://{host}:{port}", timeout_s=timeout_s, alive=lambda: process.poll() is None)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+    return process

@@ -1,0 +1,92 @@
+"""Per-video intermediate outputs of the pipeline: what exists, and the frames they point at."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Link:
+    title: str
+    rel: str  # results-relative path
+    kind: str  # "table" or "json"
+
+
+@dataclass
+class Lane:
+    """One row of the timeline: a start frame and, optionally, the window of frames shown."""
+
+    label: str
+    start: int | None
+    window: list[int] = field(default_factory=list)
+    kind: str = "submission"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _frames(value: Any) -> list[int]:
+    if not isinstance(value, list):
+        return []
+    return [int(v) for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def _frame(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def describe_configs(results_dir: Path) -> list[str]:
+    folder = results_dir / "describe"
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def describe_window(results_dir: Path, config: str, video: int) -> tuple[list[int], int | None] | None:
+    """(window frames, final start frame) of describe/<config>/<video>.json; None if absent/unreadable."""
+    data = _read_json(results_dir / "describe" / config / f"{video}.json")
+    if not isinstance(data, dict):
+        return None
+    return _frames(data.get("window")), _frame(data.get("frame"))
+
+
+def detected_frame(results_dir: Path, video: int) -> int | None:
+    data = _read_json(results_dir / "detect" / f"{video}.json")
+    return _frame(data.get("frame")) if isinstance(data, dict) else None
+
+
+def links(results_dir: Path, video: int) -> list[Link]:
+    """Every intermediate file of one video that exists, in pipeline order."""
+    wanted = [
+        ("frames manifest", f"frames/{video}/manifest.json", "json"),
+        ("captions (stage 2)", f"captions/{video}.csv", "table"),
+        ("raw caption answers", f"captions/{video}.raw.jsonl", "json"),
+        ("detect votes (stage 3)", f"detect/{video}.json", "json"),
+    ]
+    wanted += [(f"describe {c} (stage 4)", f"describe/{c}/{video}.json", "json") for c in describe_configs(results_dir)]
+    wanted += [
+        ("count pass", f"countpass/{video}.json", "json"),
+        ("ensemble (stage 5)", f"ensemble/{video}.json", "json"),
+    ]
+    return [Link(t, rel, kind) for t, rel, kind in wanted if (results_dir / rel).is_file()]
+
+
+def submission_config(rel_key: str) -> str | None:
+    """'describe/<config>/submission.csv' -> '<config>' (whose window JSONs explain its frames)."""
+    parts = rel_key.split("/")
+    if len(parts) == 3 and parts[0] == "describe" and parts[2] == "submission.csv":
+        return parts[1]
+    return None

@@ -1,0 +1,114 @@
+"""Browser-playable copies of the videos, their frame counts, and thumbnails, all cached on disk."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+
+from coool.files import atomic_write_bytes
+from coool.video import VideoError, probe, read_frames, transcode_h264
+
+THUMB_WIDTH = 192
+STRIP_THUMBS = 8
+
+Transcoder = Callable[[Path, Path], Path]
+
+
+@dataclass(frozen=True)
+class VideoMeta:
+    frames: int
+    fps: float
+
+    def time_of(self, frame: int) -> float:
+        """Seconds at which a 1-based frame is shown."""
+        return (frame - 1) / self.fps if self.fps > 0 else 0.0
+
+
+def strip_frames(frames: int, k: int = STRIP_THUMBS) -> list[int]:
+    """k evenly spaced 1-based frame numbers from first to last."""
+    if frames <= k:
+        return list(range(1, frames + 1))
+    return sorted({1 + round(i * (frames - 1) / (k - 1)) for i in range(k)})
+
+
+def _fresh(cached: Path, source: Path) -> bool:
+    try:
+        return cached.stat().st_mtime_ns >= source.stat().st_mtime_ns and cached.stat().st_size > 0
+    except OSError:
+        return False
+
+
+class Media:
+    def __init__(self, h264_dir: Path, thumbs_dir: Path, transcode: Transcoder = transcode_h264) -> None:
+        self.h264_dir = h264_dir
+        self.thumbs_dir = thumbs_dir
+        self._transcode = transcode
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._meta: dict[Path, tuple[int, VideoMeta | None]] = {}
+        # One background worker: warming the next A/B video must not starve page requests.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="studio-transcode")
+
+    def _lock(self, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(name, threading.Lock())
+
+    def h264(self, video: int, source: Path) -> Path:
+        """The H.264 copy of a video, transcoded once (again only if the original changes)."""
+        target = self.h264_dir / f"{video}.mp4"
+        with self._lock(f"h264:{video}"):  # concurrent range requests must not transcode twice
+            if not _fresh(target, source):
+                self._transcode(source, target)
+        return target
+
+    def prefetch(self, video: int, source: Path) -> None:
+        """Transcode in the background so the next page plays at once."""
+        if not _fresh(self.h264_dir / f"{video}.mp4", source):
+            self._pool.submit(self._quiet_h264, video, source)
+
+    def _quiet_h264(self, video: int, source: Path) -> None:
+        try:
+            self.h264(video, source)
+        except (VideoError, OSError, RuntimeError):
+            pass  # the page's own request will report it
+
+    def meta(self, source: Path) -> VideoMeta | None:
+        """Frame count and rate of the original (None if it can't be read)."""
+        try:
+            stamp = source.stat().st_mtime_ns
+        except OSError:
+            return None
+        cached = self._meta.get(source)
+        if cached is None or cached[0] != stamp:
+            try:
+                info = probe(source)
+                cached = (stamp, VideoMeta(info.frames, info.fps or 30.0))
+            except VideoError:
+                cached = (stamp, None)
+            self._meta[source] = cached
+        return cached[1]
+
+    def thumbnail(self, video: int, source: Path, frame: int) -> Path:
+        """A small JPEG of one frame (ValueError for a frame outside the video)."""
+        target = self.thumbs_dir / str(video) / f"{frame}.jpg"
+        with self._lock(f"thumb:{video}"):
+            if not _fresh(target, source):
+                meta = self.meta(source)
+                if meta is None or not 1 <= frame <= meta.frames:
+                    raise ValueError(f"frame {frame} is not in video {video}")
+                for _, image in read_frames(source, [frame]):
+                    h, w = image.shape[:2]
+                    small = cv2.resize(image, (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))), interpolation=cv2.INTER_AREA)
+                    ok, data = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 80])
+                    if not ok:
+                        raise VideoError(source, f"cannot encode frame {frame} as JPEG")
+                    atomic_write_bytes(target, data.tobytes())
+        return target
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

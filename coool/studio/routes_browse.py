@@ -1,0 +1,186 @@
+"""Browsing: the home page, one page per video, result files rendered or raw, media."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, Response
+
+from coool import schema as S
+from coool.studio import intermediates as I
+from coool.studio import render, security
+from coool.studio.context import Studio, studio
+from coool.studio.media import strip_frames
+from coool.video import VideoError
+
+router = APIRouter()
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request, st: Studio = Depends(studio)) -> Response:
+    refs = st.catalog.submissions()
+    loaded = [st.catalog.load(r) for r in refs]
+    files = st.catalog.video_files()
+    results = st.config.results_dir
+    videos = []
+    for video in st.catalog.video_ids():
+        rows = [s.rows.get(video) for s in loaded]
+        labels = {r[S.LABEL] for r in rows if r}
+        videos.append(
+            {
+                "id": video,
+                "has_source": video in files,
+                "in_subs": sum(r is not None for r in rows),
+                "labels": sorted(labels),
+                "captions": (results / "captions" / f"{video}.csv").is_file(),
+                "detect": (results / "detect" / f"{video}.json").is_file(),
+            }
+        )
+    return st.render(request, "home.html", submissions=loaded, videos=videos, n_subs=len(refs))
+
+
+def _neighbours(ids: list[int], video: int) -> tuple[int | None, int | None]:
+    if video not in ids:
+        return None, None
+    i = ids.index(video)
+    return (ids[i - 1] if i > 0 else None), (ids[i + 1] if i + 1 < len(ids) else None)
+
+
+def _lanes(st: Studio, video: int, subs: list[tuple[Any, dict[str, str] | None]]) -> list[I.Lane]:
+    results = st.config.results_dir
+    lanes, covered = [], set()
+    for loaded, row in subs:
+        start = row.get(S.START_FRAME, "") if row else ""
+        lane = I.Lane(loaded.ref.label, int(start) if start.strip().isdigit() else None)
+        config = I.submission_config(loaded.ref.key)
+        window = I.describe_window(results, config, video) if config else None
+        if window is not None:
+            lane.window = window[0]
+            covered.add(config)
+        lanes.append(lane)
+    for config in I.describe_configs(results):
+        window = I.describe_window(results, config, video)
+        if config not in covered and window is not None:
+            lanes.append(I.Lane(f"describe/{config} window", window[1], window[0], kind="describe"))
+    detected = I.detected_frame(results, video)
+    if detected is not None:
+        lanes.append(I.Lane("detect (stage 3)", detected, kind="detect"))
+    return lanes
+
+
+@router.get("/video/{video:int}", response_class=HTMLResponse)
+def video_page(request: Request, video: int, st: Studio = Depends(studio)) -> Response:
+    ids = st.catalog.video_ids()
+    source = st.source_file(video)
+    loaded = [st.catalog.load(r) for r in st.catalog.submissions()]
+    subs = [(s, s.rows.get(video)) for s in loaded]
+    if source is None and not any(row for _, row in subs):
+        raise HTTPException(status_code=404, detail=f"no video {video}")
+    meta = st.media.meta(source) if source else None
+    lanes = _lanes(st, video, subs)
+    mentioned = [f for lane in lanes for f in [lane.start, *lane.window] if f]
+    frames = meta.frames if meta else max(mentioned, default=1)
+    # Columns where the submissions disagree get highlighted.
+    differ = {c for c in S.COLUMNS if len({row[c] for _, row in subs if row}) > 1}
+    prev_id, next_id = _neighbours(ids, video)
+    return st.render(
+        request,
+        "video.html",
+        video=video,
+        source=source,
+        meta=meta,
+        frames=frames,
+        subs=subs,
+        differ=differ,
+        lanes=lanes,
+        strip=strip_frames(meta.frames) if meta else [],
+        links=I.links(st.config.results_dir, video),
+        prev_id=prev_id,
+        next_id=next_id,
+    )
+
+
+@router.get("/submission/{sid}", response_class=HTMLResponse)
+def submission_page(request: Request, sid: str, st: Studio = Depends(studio)) -> Response:
+    ref = st.catalog.by_sid(sid)
+    if ref is None:
+        raise HTTPException(status_code=404)
+    loaded = st.catalog.load(ref)
+    return st.render(request, "submission.html", sub=loaded, rows=loaded.frame.to_dict("records"))
+
+
+@router.get("/view/{rel:path}", response_class=HTMLResponse)
+def view_file(request: Request, rel: str, st: Studio = Depends(studio)) -> Response:
+    """A result file made readable: CSV as a table, JSON / JSON lines as a tree."""
+    path = st.results_file(rel)
+    rel = path.relative_to(st.config.results_dir).as_posix()
+    if path.suffix == ".csv":
+        header, rows = render.read_table(path)
+        links = {}
+        for i, row in enumerate(rows):
+            for j, cell in enumerate(row):
+                link = render.image_link(cell, st.config.results_dir)
+                if link:
+                    links[(i, j)] = link
+        return st.render(request, "table.html", rel=rel, header=header, rows=rows, links=links)
+    if path.suffix in (".json", ".jsonl"):
+        try:
+            data = render.load_json_any(path)
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=f"{rel} is not valid JSON: {exc}") from exc
+        return st.render(
+            request,
+            "json.html",
+            rel=rel,
+            data=data,
+            summary=render.scalars(data),
+            tallies=render.int_tallies(data),
+            pretty=json.dumps(data, indent=2, ensure_ascii=False),
+        )
+    raise HTTPException(status_code=404, detail="only CSV and JSON files have a view; use /files/ for the raw file")
+
+
+@router.get("/files/{rel:path}")
+def raw_file(rel: str, st: Studio = Depends(studio)) -> FileResponse:
+    """A results file as is (confined to the results dir; the studio's state is never served)."""
+    return FileResponse(st.results_file(rel))
+
+
+@router.get("/source/{rel:path}")
+def source_file(rel: str, st: Studio = Depends(studio)) -> FileResponse:
+    """An original from the videos dir as is."""
+    if st.config.videos_dir is None:
+        raise HTTPException(status_code=404)
+    path = security.confined(st.config.videos_dir, rel)
+    if path is None:
+        raise HTTPException(status_code=404)
+    return FileResponse(path)
+
+
+@router.get("/media/video/{video:int}.mp4")
+def h264_video(video: int, st: Studio = Depends(studio)) -> FileResponse:
+    """The H.264 copy (transcoded on first request); FileResponse answers Range requests (206)."""
+    source = st.source_file(video)
+    if source is None:
+        raise HTTPException(status_code=404, detail=f"no original for video {video}")
+    try:
+        path = st.media.h264(video, source)
+    except (VideoError, RuntimeError) as exc:
+        raise HTTPException(status_code=500, detail=str(exc)) from exc
+    return FileResponse(path, media_type="video/mp4", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/media/thumb/{video:int}/{frame:int}.jpg")
+def thumbnail(video: int, frame: int, st: Studio = Depends(studio)) -> FileResponse:
+    source = st.source_file(video)
+    if source is None:
+        raise HTTPException(status_code=404)
+    try:
+        path = st.media.thumbnail(video, source, frame)
+    except ValueError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+    except VideoError as exc:
+        raise HTTPException(status_code=500, detail=str(exc)) from exc
+    return FileResponse(path, media_type="image/jpeg")

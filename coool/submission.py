@@ -1,0 +1,240 @@
+"""Reading, validating, writing and merging submission CSVs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Literal, Mapping
+
+import pandas as pd
+
+from coool import schema as S
+from coool.files import atomic_write_text
+
+
+class SubmissionError(ValueError):
+    """A submission that can't be read or isn't valid."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One broken rule. ``row`` is the 1-based data row (None: the whole file)."""
+
+    row: int | None
+    column: str | None
+    message: str
+    level: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        where = "file" if self.row is None else f"row {self.row}"
+        if self.column:
+            where += f", {self.column!r}"
+        return f"{self.level}: {where}: {self.message}"
+
+
+def read_submission(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """A submission as a DataFrame of strings, exactly as written (no coercion).
+
+    Keeping strings lets ``validate`` report what the file really says; use
+    ``typed`` for numbers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SubmissionError(f"{path}: no such file")
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SubmissionError(f"{path}: not a readable CSV ({exc})") from exc
+
+
+def typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """Integer columns as ints (the frame must be valid)."""
+    out = frame.copy()
+    for column in (S.VIDEO, S.START_FRAME, S.DETECTION, S.EGO, *S.COUNT_COLUMNS):
+        out[column] = out[column].astype(int)
+    return out
+
+
+def load_submission(path: str | os.PathLike[str], *, strict: bool = False) -> pd.DataFrame:
+    """Read, validate (raise on errors) and type a submission; rows sorted by video."""
+    frame = read_submission(path)
+    errors = [p for p in validate(frame, strict=strict) if p.level == "error"]
+    if errors:
+        shown = "\n  ".join(str(p) for p in errors[:20])
+        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise SubmissionError(f"{path}: {len(errors)} problem(s):\n  {shown}{more}")
+    return typed(frame).sort_values(S.VIDEO).reset_index(drop=True)
+
+
+def _as_int(value: object) -> int | None:
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    return None
+
+
+def is_english(text: str) -> bool:
+    """No letters of a non-Latin script (curly quotes and dashes are fine).
+
+    The captions are scored against English references: Chinese or Cyrillic
+    letters mean the model drifted into another language.
+    """
+    return all(ch.isascii() or not ch.isalpha() or unicodedata.name(ch, "").startswith("LATIN") for ch in text)
+
+
+def validate(
+    frame: pd.DataFrame,
+    *,
+    expected_videos: Iterable[int] | None = None,
+    strict: bool = False,
+) -> list[Problem]:
+    """Every problem of a submission (read with ``read_submission``).
+
+    A label outside the 19 is a warning (the challenge accepted such files,
+    and two of the reference submissions have some; it just scores as
+    wrong); ``strict`` makes it an error, as the pipeline's own output must
+    never contain one.
+    """
+    problems: list[Problem] = []
+    header = list(frame.columns)
+    if header != list(S.COLUMNS):
+        missing = [c for c in S.COLUMNS if c not in header]
+        extra = [c for c in header if c not in S.COLUMNS]
+        detail = []
+        if missing:
+            detail.append(f"missing {missing}")
+        if extra:
+            detail.append(f"unexpected {extra}")
+        if not missing and not extra:
+            detail.append("columns out of order")
+        problems.append(Problem(None, None, f"header must be exactly {list(S.COLUMNS)}: " + "; ".join(detail)))
+        return problems
+    if frame.empty:
+        problems.append(Problem(None, None, "no rows"))
+
+    seen: dict[int, int] = {}
+    for i, row in enumerate(frame.to_dict("records"), start=1):
+        def bad(column: str, message: str, level: Literal["error", "warning"] = "error") -> None:
+            problems.append(Problem(i, column, message, level))
+
+        video = _as_int(row[S.VIDEO])
+        if video is None or video < 0:
+            bad(S.VIDEO, f"video id must be a non-negative integer, got {row[S.VIDEO]!r}")
+        elif video in seen:
+            bad(S.VIDEO, f"video {video} appears again (first at row {seen[video]})")
+        else:
+            seen[video] = i
+
+        start = _as_int(row[S.START_FRAME])
+        if start is None or start < 1:
+            bad(S.START_FRAME, f"must be an integer >= 1 (frames are 1-based), got {row[S.START_FRAME]!r}")
+        detection = _as_int(row[S.DETECTION])
+        if detection not in S.DETECTION_VALUES:
+            bad(S.DETECTION, f"must be one of 1, 0, -1, got {row[S.DETECTION]!r}")
+        if row[S.SEVERITY] not in S.SEVERITIES:
+            bad(S.SEVERITY, f"not an allowed severity: {row[S.SEVERITY]!r}")
+        if _as_int(row[S.EGO]) not in S.EGO_VALUES:
+            bad(S.EGO, f"must be 0 or 1, got {row[S.EGO]!r}")
+        if row[S.LABEL] not in S.LABELS:
+            bad(S.LABEL, f"not one of the 19 labels: {row[S.LABEL]!r}", "error" if strict else "warning")
+        for column in S.COUNT_COLUMNS:
+            count = _as_int(row[column])
+            if count is None or count < 0:
+                bad(column, f"must be a non-negative integer, got {row[column]!r}")
+        for column in S.TEXT_COLUMNS:
+            text = str(row[column]).strip()
+            if not text:
+                bad(column, "empty text")
+            elif not is_english(text):
+                bad(column, f"non-English characters in {text[:60]!r}")
+
+    if expected_videos is not None:
+        expected = set(int(v) for v in expected_videos)
+        missing_ids = sorted(expected - set(seen))
+        extra_ids = sorted(set(seen) - expected)
+        if missing_ids:
+            problems.append(Problem(None, S.VIDEO, f"missing videos: {_ids(missing_ids)}"))
+        if extra_ids:
+            problems.append(Problem(None, S.VIDEO, f"videos not in the input: {_ids(extra_ids)}"))
+    return problems
+
+
+def _ids(ids: list[int]) -> str:
+    shown = ", ".join(str(i) for i in ids[:20])
+    return shown + (f" ... ({len(ids)} in all)" if len(ids) > 20 else "")
+
+
+def submission_text(rows: Iterable[Mapping[str, object]]) -> str:
+    """CSV text: the exact header, rows sorted by video, every text field quoted."""
+    ordered = sorted(rows, key=lambda r: int(r[S.VIDEO]))  # type: ignore[arg-type]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(S.COLUMNS)
+    text_columns = {S.SEVERITY, S.LABEL, *S.TEXT_COLUMNS}
+    for row in ordered:
+        cells = []
+        for column in S.COLUMNS:
+            value = row[column]
+            if column in text_columns:
+                cells.append('"' + str(value).replace('"', '""') + '"')
+            else:
+                cells.append(str(int(value)))  # type: ignore[call-overload]
+        buffer.write(",".join(cells) + "\n")
+    return buffer.getvalue()
+
+
+def write_submission(
+    rows: Iterable[Mapping[str, object]] | pd.DataFrame,
+    path: str | os.PathLike[str],
+    *,
+    expected_videos: Iterable[int] | None = None,
+    strict: bool = True,
+) -> Path:
+    """Validate, then write atomically. Raises SubmissionError, writing nothing, if invalid."""
+    records = rows.to_dict("records") if isinstance(rows, pd.DataFrame) else list(rows)
+    text = submission_text(records)
+    frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    errors = [p for p in validate(frame, expected_videos=expected_videos, strict=strict) if p.level == "error"]
+    if errors:
+        shown = "\n  ".join(str(p) for p in errors[:20])
+        raise SubmissionError(f"{path}: refusing to write an invalid submission:\n  {shown}")
+    return atomic_write_text(path, text)
+
+
+def nothing_found(row: Mapping[str, object]) -> bool:
+    """The merge rule's test: start frame 1 and detection -1."""
+    return int(row[S.START_FRAME]) == 1 and int(row[S.DETECTION]) == -1  # type: ignore[call-overload]
+
+
+def merge_row(
+    primary: Mapping[str, object] | None, fallback: Mapping[str, object] | None
+) -> Mapping[str, object] | None:
+    """The spec's merge for one video: the fallback's whole row where the
+    primary found nothing (start frame 1 and detection -1) and the fallback
+    did. A missing row (None) gives way to the other."""
+    if primary is None or fallback is None:
+        return primary if fallback is None else fallback
+    if nothing_found(primary) and not nothing_found(fallback):
+        return fallback
+    return primary
+
+
+def merge(primary: pd.DataFrame, fallback: pd.DataFrame) -> tuple[pd.DataFrame, list[int]]:
+    """``merge_row`` over two submissions, rows matched by video id.
+
+    Returns the merged submission (sorted by video) and the ids taken from
+    the fallback. A video only in the fallback is not added.
+    """
+    fallback_rows = {int(r[S.VIDEO]): r for r in typed(fallback).to_dict("records")}
+    merged, taken = [], []
+    for row in typed(primary).to_dict("records"):
+        chosen = merge_row(row, fallback_rows.get(int(row[S.VIDEO])))
+        if chosen is not row:
+            taken.append(int(row[S.VIDEO]))
+        merged.append(chosen)
+    out = pd.DataFrame(merged, columns=list(S.COLUMNS)).sort_values(S.VIDEO).reset_index(drop=True)
+    return out, taken

@@ -1,0 +1,222 @@
+"""Self-consistency voting over model samples.
+
+Implements PIPELINE.md Stage 3 "Decision" and Stage 4 "Cleaning and voting"
+(vote, re-ask schedule), plus the Stage 4 reconcile consistency rules as a
+post-vote guard and Stage 5's frame fallback.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from typing import Hashable, Iterable, Mapping, Sequence, TypeVar
+
+from coool import schema as S
+from coool.parsing import canonical_label, canonical_severity
+
+T = TypeVar("T", bound=Hashable)
+
+_CATEGORICAL: tuple[str, ...] = (S.DETECTION, S.SEVERITY, S.LABEL, S.EGO)
+_CANONICAL = {S.SEVERITY: canonical_severity, S.LABEL: canonical_label}
+_EGO_SEVERITY = "1. Ego-car collided but did not stop"
+_OTHERS_SEVERITY = "6. One or Multiple vehicles collided but ego-car is fine"
+
+_PENALTY_STEP = 0.1
+_PENALTY_TRIES = 5
+_PENALTY_CAP = 1.5
+
+
+def majority(values: Sequence[T]) -> T | None:
+    """The most common non-None value; ties -> the smallest in sort order.
+
+    Stage 4 "Vote": categorical fields by majority (ties: smallest value in
+    sort order). None when there is no non-None value.
+    """
+    counts = Counter(value for value in values if value is not None)
+    if not counts:
+        return None
+    top = max(counts.values())
+    return min(value for value, count in counts.items() if count == top)
+
+
+def median_count(values: Sequence[int]) -> int:
+    """The median of the counts, rounded to an int; 0 for no values.
+
+    Stage 4 "Vote": counts by median, rounded. Python's ``round`` rounds
+    halves to even, so the median 2.5 gives 2 and 3.5 gives 4.
+    """
+    if not values:
+        return 0
+    return round(statistics.median(values))
+
+
+def vote_start_index(values: Sequence[int | None]) -> int:
+    """Majority of the start indexes ignoring -1 (ties smallest).
+
+    Stage 4 "Vote": all -1 gives -1; none gives 0. Choice: None entries
+    (absent in a sample) are ignored like missing samples.
+    """
+    present = [value for value in values if value is not None]
+    if not present:
+        return 0
+    voted = majority([value for value in present if value != -1])
+    return -1 if voted is None else voted
+
+
+def _canonical(field: str, value: object) -> object:
+    convert = _CANONICAL.get(field)
+    return convert(value) if convert is not None and value is not None else value
+
+
+def _is_blank(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _pick_text_sample(samples: Sequence[Mapping], voted: Mapping) -> Mapping:
+    """The sample whose categorical fields agree most with the vote.
+
+    Stage 4 "Vote": the two texts come from the sample that agrees with the
+    voted detection, severity, label and ego on the most fields. Choices:
+    ties go to the earliest sample; only samples with the most non-empty
+    texts (of the two) compete, so an empty text is never chosen while
+    another sample has one; a field voted None doesn't count.
+    """
+
+    def filled(sample: Mapping) -> int:
+        return sum(not _is_blank(sample.get(field)) for field in S.TEXT_COLUMNS)
+
+    most_filled = max(filled(sample) for sample in samples)
+    best: Mapping | None = None
+    best_score = -1
+    for sample in samples:
+        if filled(sample) != most_filled:
+            continue
+        score = sum(
+            voted[field] is not None and _canonical(field, sample.get(field)) == voted[field]
+            for field in _CATEGORICAL
+        )
+        if score > best_score:  # strict: ties keep the earliest
+            best, best_score = sample, score
+    assert best is not None  # most_filled is reached by some sample
+    return best
+
+
+def vote_samples(samples: Sequence[Mapping]) -> dict:
+    """The voted 11 answer fields of ``coerce_answer`` outputs.
+
+    Stage 4 "Vote": detection, severity, label and ego by majority; counts
+    by median; start index by ``vote_start_index``; the two texts from the
+    best-agreeing sample (``_pick_text_sample``). Choices: severity and label
+    are canonicalised before voting (a value that maps to no allowed value
+    counts as absent), so the result only holds allowed values; a field
+    present in no sample comes out None (a text can also be None when the
+    chosen sample lacks it).
+    """
+    voted: dict[str, object] = {}
+    for field in S.ANSWER_FIELDS:
+        if field in S.TEXT_COLUMNS:
+            continue  # chosen below, once the categorical vote is known
+        values = (_canonical(field, sample.get(field)) for sample in samples)
+        present = [value for value in values if value is not None]
+        if not present:
+            voted[field] = None
+        elif field == S.START_FRAME:
+            voted[field] = vote_start_index(present)
+        elif field in S.COUNT_COLUMNS:
+            voted[field] = median_count(present)
+        else:
+            voted[field] = majority(present)
+    if samples:
+        chosen = _pick_text_sample(samples, voted)
+        for field in S.TEXT_COLUMNS:
+            voted[field] = chosen.get(field)
+    else:
+        voted.update({field: None for field in S.TEXT_COLUMNS})
+    return {field: voted[field] for field in S.ANSWER_FIELDS}
+
+
+def empty_fields(voted: Mapping, fields: Iterable[str]) -> list[str]:
+    """The fields whose voted value is None or a blank string.
+
+    Stage 4 "Cleaning and voting": a voted field that is empty is asked
+    again. A field missing from ``voted`` counts as empty.
+    """
+    return [field for field in fields if _is_blank(voted.get(field))]
+
+
+def repetition_penalties(base: float = 1.0) -> list[float]:
+    """The re-ask schedule: one penalty per try.
+
+    Stage 4: raise the repetition penalty by 0.1 per try, at most 5 tries,
+    capped at 1.5 -> [1.1, 1.2, 1.3, 1.4, 1.5] from 1.0. Choices: always 5
+    entries (a higher base repeats 1.5, the caller stops when the field is
+    filled); values rounded to 10 decimals to drop float noise (1.3, not
+    1.3000000000000003).
+    """
+    return [
+        round(min(base + _PENALTY_STEP * attempt, _PENALTY_CAP), 10)
+        for attempt in range(1, _PENALTY_TRIES + 1)
+    ]
+
+
+def decide_incident_frame(frames: Sequence[int]) -> int | None:
+    """Stage 3 "Decision" over the detector's sampled frames.
+
+    Majority vote (ties smallest); if the majority is -1, the upper median
+    of the sorted list (index len // 2); if that is -1 too, frame 1.
+    Choice: an empty list gives None, because the spec retries the whole
+    video when no sample parses; the caller does that retry. Frames are not
+    range-checked (``windows.detected_frame_window`` clamps them).
+    """
+    if not frames:
+        return None
+    voted = majority(frames)
+    if voted != -1:
+        return voted
+    upper_median = sorted(frames)[len(frames) // 2]
+    return 1 if upper_median == -1 else upper_median
+
+
+def consistent(row: Mapping) -> dict:
+    """A voted answer with the spec's consistency rules enforced.
+
+    IMPROVEMENT over the original (which only asked the model to obey them
+    in the reconcile prompt): detection -1 forces "0. No Crash", ego 0,
+    label "unknown", counts 0; detection 0 forces "0. No Crash" and turns a
+    non-hazard label (``schema.HAZARD_LABELS``) into "unknown"; detection 1
+    replaces "0. No Crash" or None by severity 1 when ego is 1, else 6, and
+    a None label by "unknown". Choices: the start index is left alone; a
+    detection of None leaves the row unchanged (nothing to enforce against);
+    ego/severity mismatches under detection 1 (e.g. ego 0 with severity 1)
+    are left alone, since the spec does not say which field to trust.
+    Returns a new dict; the input is untouched.
+    """
+    out = dict(row)
+    detection = out.get(S.DETECTION)
+    if detection == -1:
+        out[S.SEVERITY] = S.NO_CRASH
+        out[S.EGO] = 0
+        out[S.LABEL] = S.UNKNOWN_LABEL
+        out.update({field: 0 for field in S.COUNT_COLUMNS})
+    elif detection == 0:
+        out[S.SEVERITY] = S.NO_CRASH
+        if out.get(S.LABEL) not in S.HAZARD_LABELS:
+            out[S.LABEL] = S.UNKNOWN_LABEL
+    elif detection == 1:
+        if out.get(S.SEVERITY) in (None, S.NO_CRASH):
+            out[S.SEVERITY] = _EGO_SEVERITY if out.get(S.EGO) == 1 else _OTHERS_SEVERITY
+        if out.get(S.LABEL) is None:
+            out[S.LABEL] = S.UNKNOWN_LABEL
+    return out
+
+
+def most_common_frame(frames: Sequence[int]) -> int:
+    """The most common frame, ties smallest.
+
+    Stage 5: a missing or unknown ensemble frame is replaced by the most
+    common input frame (tie: smallest). Raises ValueError for no frames.
+    """
+    voted = majority(frames)
+    if voted is None:
+        raise ValueError("most_common_frame needs at least one frame")
+    return voted

@@ -1,0 +1,125 @@
+"""The frames shown to the describer: PIPELINE.md Stage 4 "Frame windows".
+
+All frame numbers are 1-based and returned in ascending order.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+
+from coool import schema as S
+from coool.parsing import coerce_int, has_hazard_clue
+
+FRAME = "frame"  # the Stage 2 table's frame-number column
+
+
+def _check_pre_post(pre: int, post: int) -> None:
+    if pre < 0 or post < 0:
+        raise ValueError(f"pre and post must be >= 0, got pre={pre}, post={post}")
+
+
+def _detection_triggers(value: object) -> bool:
+    """Whether a row's Incident_Detection is "not -1".
+
+    Choice: the value is read with ``coerce_int`` like any answer number, so
+    a blank cell (NaN) counts as 0 and triggers, as ``coerce_caption`` and
+    the saved-table loader also make it 0.
+    """
+    return coerce_int(value) != -1
+
+
+def _trigger_position(rows: pd.DataFrame) -> int:
+    """Position of the trigger row in frame-sorted rows (Stage 4, window 1)."""
+    for position, value in enumerate(rows[S.CAP_DETECTION]):
+        if _detection_triggers(value):
+            return position
+    for position, value in enumerate(rows[S.HAZARD_CLUES]):
+        if has_hazard_clue(value):
+            return position
+    totals = [
+        sum(max(coerce_int(row[field]), 0) for field in S.CAPTION_COUNT_FIELDS)
+        for _, row in rows.iterrows()
+    ]
+    return totals.index(max(totals))  # index() gives the first such row
+
+
+def caption_trigger_window(rows: pd.DataFrame, pre: int, post: int) -> list[int]:
+    """Stage 4 window 1 (caption-trigger): frame numbers of N = pre+post+1 rows.
+
+    ``rows`` is one video's Stage 2 table (sorted by frame here). Trigger: the
+    first row whose Incident_Detection is not -1; else the first row whose
+    Hazard_Clues is not empty/none/null/na/n/a; else the first row with the
+    largest sum of the four counts. Rows trigger-pre .. trigger+post; all
+    rows when the video has fewer than N; otherwise shifted to stay inside
+    the rows, keeping exactly N. Choices: counts are read with
+    ``coerce_int`` (NaN -> 0); see ``_detection_triggers`` for missing
+    detections. Raises ValueError for an empty table, missing columns or a
+    negative pre/post.
+    """
+    _check_pre_post(pre, post)
+    needed = (FRAME, S.CAP_DETECTION, S.HAZARD_CLUES, *S.CAPTION_COUNT_FIELDS)
+    missing = [column for column in needed if column not in rows.columns]
+    if missing:
+        raise ValueError(f"caption table lacks columns {missing}")
+    if rows.empty:
+        raise ValueError("caption table has no rows")
+    ordered = rows.sort_values(FRAME, kind="stable").reset_index(drop=True)
+    frames = [int(frame) for frame in ordered[FRAME]]
+    size = pre + post + 1
+    if len(frames) < size:
+        return frames
+    trigger = _trigger_position(ordered)
+    # Clamp the start so the N rows stay inside the table.
+    start = min(max(trigger - pre, 0), len(frames) - size)
+    return frames[start : start + size]
+
+
+def detected_frame_window(
+    frame: int, first_frame: int, last_frame: int, pre: int, post: int, step: int
+) -> list[int]:
+    """Stage 4 window 2 (detected-frame): N = pre+post+1 frames around ``frame``.
+
+    Frames i - pre*s .. i + post*s in steps of s. Every frame of the video
+    when N exceeds its frame count; s lowered to floor(available span /
+    (N-1)) when (N-1)*s is wider than the video (available span =
+    last_frame - first_frame); the window shifted to stay inside
+    [first_frame, last_frame], keeping its width. Choices: a detected frame
+    outside the video is clamped into it first; the shift is the smallest
+    that fits, so after a shift the window may step over i (i still lies
+    between its first and last frame). Raises ValueError on pre or post < 0,
+    step < 1 or first_frame > last_frame.
+    """
+    _check_pre_post(pre, post)
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
+    if first_frame > last_frame:
+        raise ValueError(f"first_frame {first_frame} > last_frame {last_frame}")
+    size = pre + post + 1
+    if size > last_frame - first_frame + 1:
+        return list(range(first_frame, last_frame + 1))
+    centre = min(max(frame, first_frame), last_frame)
+    available = last_frame - first_frame
+    if (size - 1) * step > available:
+        step = available // (size - 1)  # size > 1 here: a 1-frame window has span 0
+    width = (size - 1) * step
+    start = min(max(centre - pre * step, first_frame), last_frame - width)
+    return [start + k * step for k in range(size)]
+
+
+def window_index_to_frame(frames: Sequence[int], index: int) -> tuple[int, bool]:
+    """Stage 4 "Final start frame": (frame number, whether the index was clamped).
+
+    Index -1 gives frame 1; otherwise the frame of the shown image at that
+    index. Guard (spec: "guard an index outside the window"): an index
+    outside 0..len-1 is clamped to the nearest end (so -2 gives the first
+    frame, not Python's second-to-last) and the flag is True for the caller
+    to record. Raises ValueError for an empty window unless the index is -1.
+    """
+    if index == -1:
+        return 1, False
+    if not frames:
+        raise ValueError("no frames in the window")
+    clamped = min(max(index, 0), len(frames) - 1)
+    return int(frames[clamped]), clamped != index

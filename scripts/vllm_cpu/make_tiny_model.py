@@ -1,0 +1,382 @@
+"""Build a tiny random-weight chat model that real vLLM (CPU) can serve.
+
+Nothing is downloaded: the tokenizer is trained here, on text this script
+generates, and the weights are drawn from a seeded generator. Two kinds:
+
+- ``text``: ``Qwen2ForCausalLM`` (2 layers, hidden 128, 2 heads of 64, one KV
+  head): the detector and ensembler roles.
+- ``vl``: ``Qwen2VLForConditionalGeneration`` with a 2-block vision tower
+  (patch 14, merge 2, heads of 64) and the same tiny text model: the image
+  roles (captioner, describer). Its processor uses transformers' PIL image
+  backend, so it needs no torchvision.
+
+The weights are random except for one deliberate lean. Random logits are
+flat, so under a JSON schema a string or an integer would run until
+``max_tokens`` (a cut-off, unparseable answer) far more often than it ends.
+So every token embedding carries a constant channel (dimension 0), the
+final norm turns it into a constant ~1, and ``lm_head`` reads it as a
+per-token bias: ``+closer_bias`` for the tokens that end things (``"``,
+``}``, ``,`` and the end-of-turn token), ``-closer_bias`` for those a stage
+never wants to see (non-ASCII bytes, control characters, bare whitespace,
+special tokens other than end-of-turn). The answers stay random and short,
+and always ASCII. ``--closer-bias 0`` gives a plainly random model.
+
+Usage (the vLLM venv has torch, transformers and tokenizers)::
+
+    .venv-vllm/bin/python scripts/vllm_cpu/make_tiny_model.py build/tiny-text
+    .venv-vllm/bin/python scripts/vllm_cpu/make_tiny_model.py build/tiny-vl --kind vl
+
+Deterministic: the same seed and versions give the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+END_OF_TEXT = "<|endoftext|>"
+VISION_START = "<|vision_start|>"
+VISION_END = "<|vision_end|>"
+IMAGE_PAD = "<|image_pad|>"
+VIDEO_PAD = "<|video_pad|>"
+# Qwen2-VL's ids for these come from the config; the order here fixes them.
+SPECIAL_TOKENS = [END_OF_TEXT, IM_START, IM_END, VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD]
+THINK_TOKENS = ["<think>", "</think>"]  # ordinary added tokens, like Qwen3's
+
+# ChatML, as the Qwen models use it. Content may be a string or a list of
+# OpenAI parts (text / image); an image part becomes the vision placeholder
+# that vLLM expands to the image's tokens. chat_template_kwargs:
+# enable_thinking=false adds an empty think block (as Qwen3's template does),
+# which makes the kwarg visible in the prompt's token count.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['content'] is string -%}"
+    "{{- message['content'] -}}"
+    "{%- else -%}"
+    "{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'text' -%}"
+    "{{- part['text'] -}}"
+    "{%- elif part['type'] in ('image', 'image_url') -%}"
+    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}"
+    "{{- '<|im_start|>assistant\\n' -}}"
+    "{%- if enable_thinking is defined and enable_thinking is false -%}"
+    "{{- '<think>\\n\\n</think>\\n\\n' -}}"
+    "{%- endif -%}"
+    "{%- endif -%}"
+)
+
+WORDS = """
+the a an and or but of to in on at by for with from into onto over under near behind ahead
+ego car ego-car truck bus van motorcycle scooter bicycle cyclist pedestrian person people
+animal dog deer cat goose geese cow horse road street lane lanes crosswalk intersection
+junction highway ramp shoulder curb sidewalk barrier guardrail pole tree wall sign signal
+traffic light red green yellow oncoming parked stopped moving turning merging crossing
+overtakes overtaking brakes braking swerves swerving hits hit collides collided collision
+crash crashes accident hazard debris object flying flipped over loses control skids slides
+rain snow night day dark bright wet dry city rural urban suburban tunnel bridge parking lot
+left right front rear side center middle suddenly slowly quickly fast slow steady ahead
+is are was were be being been has have had does do did not no none unknown clear scene
+frame frames caption reason before after start window detection severity label count
+number vehicles pedestrians animals bicyclists scooters involved incident describe answer
+json object string integer true false null value key field frame video image table row
+driver gaze heatmap focus looks watches sees enters exits approaches passes follows
+""".split()
+
+KEYS = [
+    "frame",
+    "caption_before",
+    "reason",
+    "incident_start_frame",
+    "Scene_Description",
+    "Hazard_Clues",
+    "Gaze_Focus",
+    "Incident window start frame",
+    "Incident Detection",
+    "Crash Severity",
+    "Ego-car involved",
+    "Label",
+    "Number of Bicyclists/Scooters",
+    "Number of animals involved",
+    "Number of pedestrians involved",
+    "Number of vehicles involved (excluding ego-car)",
+    "Caption Before Incident",
+    "Reason of Incident",
+]
+
+
+def build_corpus(rng: random.Random, lines: int = 6000) -> list[str]:
+    """English-ish sentences, numbers and JSON objects: what answers are made of."""
+
+    def sentence() -> str:
+        words = [rng.choice(WORDS) for _ in range(rng.randint(4, 16))]
+        words[0] = words[0].capitalize()
+        return " ".join(words) + rng.choice([".", ".", ".", "!", "?", ";", ":"])
+
+    def number() -> str:
+        return str(rng.choice([rng.randint(-1, 9), rng.randint(10, 99), rng.randint(100, 9999)]))
+
+    def value() -> object:
+        kind = rng.random()
+        if kind < 0.4:
+            return int(number())
+        if kind < 0.8:
+            return sentence()
+        return rng.choice([True, False, None, 0.5, [1, 2, 3]])
+
+    out: list[str] = []
+    for i in range(lines):
+        kind = i % 4
+        if kind == 0:
+            out.append(sentence())
+        elif kind == 1:
+            obj = {rng.choice(KEYS): value() for _ in range(rng.randint(1, 5))}
+            out.append(json.dumps(obj, indent=rng.choice([None, 2])))
+        elif kind == 2:
+            out.append(" | ".join(number() for _ in range(rng.randint(2, 10))))
+        else:
+            out.append("```json\n" + json.dumps({"frame": int(number())}) + "\n```")
+    return out
+
+
+def train_tokenizer(corpus: list[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    tok.add_tokens(THINK_TOKENS)
+    return tok
+
+
+def save_tokenizer(tok, out: Path):
+    from transformers import PreTrainedTokenizerFast
+
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=IM_END,
+        pad_token=END_OF_TEXT,
+        unk_token=None,
+        bos_token=None,
+        model_max_length=32768,
+        additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in (IM_END, END_OF_TEXT)],
+        clean_up_tokenization_spaces=False,
+    )
+    hf.chat_template = CHAT_TEMPLATE
+    hf.save_pretrained(out)
+    return hf
+
+
+def token_leans(hf) -> tuple[list[int], list[int]]:
+    """Ids of the tokens to favour and to avoid (see the module docstring)."""
+    favour, avoid = [], []
+    specials = set(hf.all_special_ids) | {hf.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS + THINK_TOKENS}
+    eos = hf.convert_tokens_to_ids(IM_END)
+    for token_id in range(len(hf)):
+        if token_id == eos:
+            favour.append(token_id)
+            continue
+        if token_id in specials:
+            avoid.append(token_id)
+            continue
+        text = hf.decode([token_id])
+        if text in ('"', "}", ","):
+            favour.append(token_id)
+        elif not text or not text.isascii() or not text.isprintable() or not text.strip() or "\ufffd" in text:
+            avoid.append(token_id)
+    return favour, avoid
+
+
+def text_config_kwargs(vocab_size: int, hf) -> dict:
+    return dict(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,  # head size 64: one the CPU attention backend supports
+        num_key_value_heads=1,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        bos_token_id=hf.convert_tokens_to_ids(END_OF_TEXT),
+        eos_token_id=hf.convert_tokens_to_ids(IM_END),
+        pad_token_id=hf.convert_tokens_to_ids(END_OF_TEXT),
+    )
+
+
+def lean(model, favour: list[int], avoid: list[int], bias: float) -> None:
+    """Write the constant channel and the per-token bias into the weights."""
+    import torch
+
+    lm = model.get_output_embeddings().weight
+    emb = model.get_input_embeddings().weight
+    norm = model.get_decoder().norm.weight if hasattr(model.get_decoder(), "norm") else None
+    with torch.no_grad():
+        emb[:, 0] = 1.0  # dominates the rms of a row of std 0.02 over 128 dims
+        lm[:, 0] = 0.0
+        if bias:
+            # After the final RMSNorm the channel is ~sqrt(hidden); scale the
+            # norm so that it is ~1 and lm_head's column 0 reads as a bias.
+            hidden = emb.shape[1]
+            if norm is not None:
+                norm[0] = 1.0 / hidden**0.5
+            lm[favour, 0] = bias
+            lm[avoid, 0] = -bias
+
+
+def measure_lean(model, hf, favour: list[int]) -> float:
+    """Mean probability mass of the favoured tokens at temperature 1 on a prompt."""
+    import torch
+
+    ids = hf.apply_chat_template([{"role": "user", "content": "Answer in JSON."}], add_generation_prompt=True)
+    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+        ids = ids["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([list(ids)])).logits[0]
+    probs = torch.softmax(logits.float(), dim=-1)
+    return float(probs[:, favour].sum(dim=-1).mean())
+
+
+def build(out: Path, kind: str, seed: int, vocab: int, bias: float) -> dict:
+    import torch
+    import transformers
+
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+    tok = train_tokenizer(build_corpus(rng), vocab)
+    hf = save_tokenizer(tok, out)
+    vocab_size = -(-len(hf) // 64) * 64  # the model's rows: the tokenizer's, padded to 64
+    text_kwargs = text_config_kwargs(vocab_size, hf)
+
+    if kind == "text":
+        config = transformers.Qwen2Config(**text_kwargs, dtype="float32")
+        config.architectures = ["Qwen2ForCausalLM"]
+        model = transformers.Qwen2ForCausalLM(config)
+    else:
+        text_kwargs["rope_parameters"] = {
+            "rope_type": "default",
+            "rope_theta": 1000000.0,
+            "mrope_section": [8, 12, 12],  # sums to head size / 2 = 32
+        }
+        config = transformers.Qwen2VLConfig(
+            text_config=text_kwargs,
+            vision_config=dict(
+                depth=2,
+                embed_dim=128,
+                num_heads=2,  # vision head size 64
+                mlp_ratio=2,
+                hidden_size=128,  # the merger's output: the text hidden size
+                in_channels=3,
+                patch_size=14,
+                spatial_merge_size=2,
+                temporal_patch_size=2,
+            ),
+            image_token_id=hf.convert_tokens_to_ids(IMAGE_PAD),
+            video_token_id=hf.convert_tokens_to_ids(VIDEO_PAD),
+            vision_start_token_id=hf.convert_tokens_to_ids(VISION_START),
+            vision_end_token_id=hf.convert_tokens_to_ids(VISION_END),
+            tie_word_embeddings=False,
+            dtype="float32",
+        )
+        config.architectures = ["Qwen2VLForConditionalGeneration"]
+        model = transformers.Qwen2VLForConditionalGeneration(config)
+    model = model.to(torch.float32).eval()
+
+    favour, avoid = token_leans(hf)
+    lean(model, favour, avoid, bias)
+    favoured_mass = measure_lean(model, hf, favour)
+    model.save_pretrained(out)
+
+    gen = transformers.GenerationConfig(
+        eos_token_id=[hf.convert_tokens_to_ids(IM_END), hf.convert_tokens_to_ids(END_OF_TEXT)],
+        pad_token_id=hf.convert_tokens_to_ids(END_OF_TEXT),
+        bos_token_id=hf.convert_tokens_to_ids(END_OF_TEXT),
+        do_sample=True,
+        temperature=1.0,
+        top_p=1.0,
+    )
+    gen.save_pretrained(out)
+
+    if kind == "vl":
+        save_vl_processor(out, hf)
+
+    info = {
+        "kind": kind,
+        "architecture": config.architectures[0],
+        "seed": seed,
+        "tokenizer_size": len(hf),
+        "vocab_size": vocab_size,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "closer_bias": bias,
+        "favoured_tokens": len(favour),
+        "avoided_tokens": len(avoid),
+        "favoured_mass_t1": round(favoured_mass, 4),
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    (out / "tiny_model.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def save_vl_processor(out: Path, hf) -> None:
+    """Qwen2-VL's processor with the PIL image backend and small images."""
+    from transformers import Qwen2VLProcessor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    # At most 16 x 16 patches of 14 px (a 224 x 224 image): 64 image tokens.
+    image_processor = Qwen2VLImageProcessorPil(
+        min_pixels=56 * 56,
+        max_pixels=224 * 224,
+        size={"shortest_edge": 56 * 56, "longest_edge": 224 * 224},
+        patch_size=14,
+        temporal_patch_size=2,
+        merge_size=2,
+    )
+    processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=hf, chat_template=CHAT_TEMPLATE)
+    processor.save_pretrained(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path, help="folder to (re)create")
+    parser.add_argument("--kind", choices=("text", "vl"), default="text")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vocab", type=int, default=1024, help="BPE vocabulary size before special tokens")
+    parser.add_argument("--closer-bias", type=float, default=3.5, help="logit lean towards ending tokens; 0: none")
+    args = parser.parse_args(argv)
+    info = build(args.out, args.kind, args.seed, args.vocab, args.closer_bias)
+    json.dump(info, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,209 @@
+"""The scripted answer logic and the schema filler of the simulated server."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import jsonschema
+import pytest
+
+from coool import schema as S
+from coool.sim import answers as A
+from coool.sim.fill import MISSING, fill_schema
+from coool.sim.images import analyse_frame
+
+import sim_scenes as scenes
+
+# ---- fill_schema ----
+
+
+def test_fill_keeps_valid_proposals_and_replaces_invalid_ones() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "label": {"type": "string", "enum": ["a", "b"]},
+            "n": {"type": "integer", "minimum": 0, "maximum": 20},
+            "text": {"type": "string", "minLength": 8},
+            "flag": {"type": "boolean"},
+        },
+        "required": ["label", "n", "text", "flag"],
+        "additionalProperties": False,
+    }
+    filled = fill_schema(schema, {"label": "b", "n": 3, "text": "long enough", "flag": True, "extra": 1})
+    assert filled == {"label": "b", "n": 3, "text": "long enough", "flag": True}
+    filled = fill_schema(schema, {"label": "zzz", "n": 99, "text": "short", "flag": "yes"})
+    jsonschema.validate(filled, schema)
+    assert filled["label"] == "a"  # enum: first value
+    assert filled["n"] == 20  # clamped into range
+    assert len(filled["text"]) >= 8
+    assert filled["flag"] is False
+
+
+def test_fill_defaults_from_schema_alone() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "i": {"type": "integer", "minimum": 3},
+            "x": {"type": ["null", "number"], "exclusiveMinimum": 1},
+            "s": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+            "inner": {"type": "object", "properties": {"k": {"const": 7}}, "required": ["k"]},
+            "optional": {"type": "string"},
+        },
+        "required": ["i", "x", "s", "tags", "inner"],
+    }
+    filled = fill_schema(schema)
+    jsonschema.validate(filled, schema)
+    assert filled["i"] == 3 and filled["s"] == "none" and filled["inner"] == {"k": 7}
+    assert "optional" not in filled
+
+
+def test_fill_follows_refs_and_optional_unions() -> None:
+    # What pydantic generates for an Enum field and an Optional[int] field.
+    schema = {
+        "$defs": {"Colour": {"enum": ["red", "blue"], "type": "string"}},
+        "type": "object",
+        "properties": {
+            "colour": {"$ref": "#/$defs/Colour"},
+            "maybe": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]},
+            "both": {"allOf": [{"type": "integer"}, {"maximum": -2}]},
+        },
+        "required": ["colour", "maybe", "both"],
+    }
+    jsonschema.validate(fill_schema(schema, {"colour": "green", "maybe": "x", "both": 5}), schema)
+    kept = fill_schema(schema, {"colour": "blue", "maybe": None, "both": -3})
+    assert kept == {"colour": "blue", "maybe": None, "both": -3}
+
+
+def test_fill_scalar_root_and_missing() -> None:
+    assert fill_schema({"type": "integer", "enum": [4, 5]}, MISSING) == 4
+    assert fill_schema({"type": "integer"}, 2.0) == 2
+
+
+# ---- task recognition and the handlers ----
+
+
+@pytest.mark.parametrize(
+    ("title", "name", "text", "task"),
+    [
+        ("frame_caption", None, "", A.FRAME_CAPTION),
+        ("FrameCaption", None, "", A.FRAME_CAPTION),
+        (None, "describe-texts", "", A.DESCRIBE_TEXTS),
+        (None, None, scenes.caption_table([(1, -1)]), A.INCIDENT_FRAME),
+        (None, None, "answer in <caption_before> tags", A.ENSEMBLE),
+        (None, None, f"Give {S.SCENE} and {S.GAZE}", A.FRAME_CAPTION),
+        (None, None, f"Give {S.CAPTION} and {S.N_VEHICLES}", A.DESCRIBE_RECONCILE),
+        (None, None, f"Give {S.CAPTION} and {S.REASON}", A.DESCRIBE_TEXTS),
+        (None, None, f"Give {S.SEVERITY} and {S.N_ANIMALS}", A.DESCRIBE_COUNTS),
+        (None, None, "tell me a joke", A.GENERIC),
+    ],
+)
+def test_recognise_task(title: str | None, name: str | None, text: str, task: str) -> None:
+    schema = {"title": title, "type": "object"} if title else None
+    assert A.recognise_task(schema, name, text) == task
+
+
+def test_incident_frame_is_first_flagged_row_without_temperature() -> None:
+    import random
+
+    text = "Here is the table:\n" + scenes.caption_table([(1, -1), (11, -1), (21, 0), (31, 1), (41, -1)])
+    for i in range(40):
+        answer, _ = A.incident_frame(text, 0.0, random.Random(i))
+        assert answer == {"frame": 21}
+    none_flagged = scenes.caption_table([(1, -1), (11, -1)])
+    assert A.incident_frame(none_flagged, 0.6, random.Random(0))[0] == {"frame": -1}
+
+
+def test_incident_frame_jitters_a_minority_with_temperature() -> None:
+    import random
+
+    text = scenes.caption_table([(1, -1), (11, 0), (21, 1), (31, 1)])
+    frames = [A.incident_frame(text, 0.6, random.Random(i))[0]["frame"] for i in range(400)]
+    assert set(frames) == {11, 21}
+    assert 0.1 < frames.count(21) / len(frames) < 0.4  # jitter is a minority: voting recovers 11
+
+
+def test_describe_start_is_first_red_image_and_fields_are_consistent() -> None:
+    frames = [analyse_frame(scenes.road(r, vehicles=2)) for r in (0, 0, 0, 12, 30, 45)]
+    fields, _ = A.describe(frames, 0)
+    assert fields[S.START_FRAME] == 3
+    assert fields[S.DETECTION] == 1
+    assert fields[S.SEVERITY] != S.NO_CRASH and fields[S.EGO] == 1
+    assert fields[S.LABEL] in S.LABELS and fields[S.LABEL] != S.UNKNOWN_LABEL
+    assert fields[S.N_VEHICLES] == 2
+
+    calm, _ = A.describe([analyse_frame(scenes.road(0, vehicles=2)) for _ in range(4)], 0)
+    assert calm[S.START_FRAME] == -1 and calm[S.DETECTION] == -1
+    assert calm[S.SEVERITY] == S.NO_CRASH and calm[S.EGO] == 0 and calm[S.LABEL] == S.UNKNOWN_LABEL
+    assert all(calm[c] == 0 for c in S.COUNT_COLUMNS)
+
+    small, _ = A.describe([analyse_frame(scenes.road(r)) for r in (0, 10)], 0)
+    assert small[S.DETECTION] == 0 and small[S.SEVERITY] == S.NO_CRASH and small[S.LABEL] in S.HAZARD_LABELS
+
+
+def test_describe_texts_vary_by_sample_and_keep_the_style() -> None:
+    frames = [analyse_frame(scenes.road(r)) for r in (0, 30)]
+    captions = {A.describe(frames, i)[0][S.CAPTION] for i in range(4)}
+    assert len(captions) > 1
+    sentences = [c.format(cars=cars) for c in A.CAPTIONS for cars in ("no other cars", "one car", "two cars")]
+    sentences += [r for group in A.REASONS.values() for r in group]
+    for sentence in sentences:
+        assert 10 <= len(sentence.split()) <= 18, sentence
+        assert sentence.isascii() and sentence.endswith(".") and sentence.count(".") == 1
+
+
+def test_ensemble_takes_smallest_of_most_common_frames() -> None:
+    text = "1. frame: 120 ...\n2. Frame: 40 ...\n3. frame = 120\n4. FRAME: 40\n5. frame 7"
+    fields, _ = A.ensemble(text, 0)
+    assert fields[A.ENS_FRAME] == 40
+    assert A.ensemble("no numbers here", 0)[0][A.ENS_FRAME] == 1
+
+
+def test_nonenglish_keeps_enum_values() -> None:
+    schema = scenes.FRAME_CAPTION_SCHEMA
+    fields, _ = A.frame_caption(None)
+    swapped = A.to_nonenglish(fill_schema(schema, fields), schema)
+    jsonschema.validate(swapped, schema)
+    assert swapped[S.SCENE] == A.NON_ENGLISH_TEXT
+    assert swapped[S.CAP_LABEL] == S.UNKNOWN_LABEL
+
+
+def _input(**kw: Any) -> A.ChatInput:
+    base: dict[str, Any] = dict(
+        text="",
+        user_text="",
+        images=(),
+        schema=None,
+        schema_name=None,
+        json_mode=False,
+        temperature=0.6,
+        reasoning=False,
+        canonical='{"x":1}',
+    )
+    return A.ChatInput(**{**base, **kw})
+
+
+def test_answer_request_is_a_function_of_body_and_index() -> None:
+    text = scenes.caption_table([(1, -1), (11, 0), (21, 1), (31, 1)])
+    one = A.answer_request(_input(text=text, canonical="a"), 12)
+    two = A.answer_request(_input(text=text, canonical="a"), 12)
+    assert one == two
+    other = A.answer_request(_input(text=text, canonical="b"), 12)
+    assert [a.content for a in one[1]] != [a.content for a in other[1]]  # a different body reseeds
+    assert A.choice_seed("a", 0) != A.choice_seed("a", 1)
+
+
+def test_ensemble_without_json_answers_in_tags() -> None:
+    task, [answer] = A.answer_request(_input(user_text="frame: 5\nframe: 5", text="x"), 1)
+    assert task == A.GENERIC  # nothing marks this as an ensemble prompt...
+    task, [answer] = A.answer_request(
+        _input(user_text="frame: 5\nframe: 9", text="use <incident_start_frame> tags"), 1
+    )
+    assert task == A.ENSEMBLE
+    match = re.search(r"<incident_start_frame>(\d+)</incident_start_frame>", answer.content)
+    assert match and match.group(1) == "5"
+    assert "<caption_before>" in answer.content and "<reason>" in answer.content
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(answer.content)

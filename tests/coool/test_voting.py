@@ -1,0 +1,339 @@
+"""Tests for coool.voting: PIPELINE.md Stage 3 "Decision", Stage 4 voting."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coool import schema as S
+from coool.parsing import coerce_answer
+from coool.voting import (
+    consistent,
+    decide_incident_frame,
+    empty_fields,
+    majority,
+    median_count,
+    most_common_frame,
+    repetition_penalties,
+    vote_samples,
+    vote_start_index,
+)
+
+SEV0, SEV1, SEV2, SEV3, SEV4, SEV5, SEV6 = S.SEVERITIES
+
+# ------------------------------------------------------------ majority & medians
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([3, 1, 3, 1, 2], 1),  # tie 3/1 -> smallest
+        ([2, 2, 1], 2),
+        (["b", "a", "b"], "b"),
+        (["b", "a"], "a"),
+        ([-1, 0, 1], -1),
+        ([None, None, 5], 5),
+        ([None, None], None),
+        ([], None),
+    ],
+)
+def test_majority(values: list, expected: object) -> None:
+    assert majority(values) == expected
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([1, 2], 2),  # 1.5 -> 2
+        ([2, 3], 2),  # 2.5 -> 2: halves to even
+        ([3, 4], 4),  # 3.5 -> 4
+        ([0, 0, 5], 0),
+        ([1, 2, 3, 10], 2),  # 2.5 -> 2
+        ([7], 7),
+        ([], 0),
+    ],
+)
+def test_median_count(values: list[int], expected: int) -> None:
+    assert median_count(values) == expected
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([-1, -1, 3], 3),
+        ([-1, -1, -1], -1),
+        ([2, 5, 5, 2, -1, -1, -1], 2),  # -1 ignored although most common; tie 2/5 -> 2
+        ([None, -1], -1),
+        ([None], 0),
+        ([], 0),
+    ],
+)
+def test_vote_start_index(values: list[int | None], expected: int) -> None:
+    assert vote_start_index(values) == expected
+
+
+# ------------------------------------------------------------ stage 3 decision
+
+
+@pytest.mark.parametrize(
+    ("frames", "expected"),
+    [
+        ([120, 120, 80, -1], 120),
+        ([5, 9], 5),  # tie -> smallest
+        ([7], 7),
+        # majority -1; sorted [-1,-1,50,60], upper median index 2 -> 50
+        ([50, -1, 60, -1], 50),
+        # tie -1/40 -> -1 wins (smallest); sorted [-1,-1,40,40,60,70][3] -> 40
+        ([70, 40, -1, 60, 40, -1], 40),
+        # majority -1 and upper median -1 -> frame 1
+        ([-1, 60, -1, 50, -1], 1),
+        ([-1], 1),
+    ],
+)
+def test_decide_incident_frame(frames: list[int], expected: int) -> None:
+    assert decide_incident_frame(frames) == expected
+
+
+def test_decide_incident_frame_empty_is_none() -> None:
+    assert decide_incident_frame([]) is None
+
+
+def test_most_common_frame() -> None:
+    assert most_common_frame([10, 20, 20, 10, 5]) == 10
+    assert most_common_frame([30, 1, 30]) == 30
+    with pytest.raises(ValueError):
+        most_common_frame([])
+
+
+# ------------------------------------------------------------ re-ask
+
+
+def test_repetition_penalties() -> None:
+    assert repetition_penalties() == [1.1, 1.2, 1.3, 1.4, 1.5]
+    assert repetition_penalties(1.3) == [1.4, 1.5, 1.5, 1.5, 1.5]
+    assert repetition_penalties(1.5) == [1.5] * 5
+
+
+def test_empty_fields() -> None:
+    voted = {S.DETECTION: 0, S.SEVERITY: "", S.LABEL: None, S.CAPTION: "  \n", S.REASON: "x", S.EGO: 0}
+    fields = [S.DETECTION, S.SEVERITY, S.LABEL, S.CAPTION, S.REASON, S.EGO, S.N_ANIMALS]
+    assert empty_fields(voted, fields) == [S.SEVERITY, S.LABEL, S.CAPTION, S.N_ANIMALS]
+
+
+# ------------------------------------------------------------ vote_samples
+
+
+def answer(start, det, sev, ego, label, counts, caption, reason) -> dict:
+    return dict(zip(S.ANSWER_FIELDS, (start, det, sev, ego, label, *counts, caption, reason)))
+
+
+def test_vote_samples_hand_checked() -> None:
+    samples = [
+        answer(3, 1, SEV1, 1, "ego-car hits a vehicle", (0, 0, 0, 1), "c1", "r1"),
+        answer(4, 1, "3", 1, "ego-car hits a pedestrian", (0, 0, 1, 2), "c2", "r2"),
+        answer(-1, 0, SEV0, 0, "pedestrian on the road", (0, 0, 1, 0), "c3", "r3"),
+        # agrees on all four, but its texts are empty: skipped
+        answer(3, 1, SEV1, 1, "ego-car hits a vehicle", (0, 0, 0, 3), "", ""),
+    ]
+    assert vote_samples(samples) == answer(
+        3,  # [3,4,3] after dropping -1
+        1,
+        SEV1,  # SEV1 x2, SEV3 x1, SEV0 x1
+        1,
+        "ego-car hits a vehicle",
+        (0, 0, 0, 2),  # pedestrians median 0.5 -> 0, vehicles median 1.5 -> 2
+        "c1",
+        "r1",
+    )
+
+
+def test_vote_samples_texts_from_best_agreeing_sample() -> None:
+    samples = [
+        answer(1, 0, SEV0, 0, "animal on the road", (0, 1, 0, 0), "c1", "r1"),  # agrees 1/4 (sev)
+        answer(2, 1, SEV6, 0, "car hits barrier", (0, 0, 0, 1), "c2", "r2"),  # agrees 4/4
+        answer(2, 1, SEV6, 0, "car hits barrier", (0, 0, 0, 1), "c3", "r3"),  # 4/4, later
+    ]
+    voted = vote_samples(samples)
+    assert (voted[S.CAPTION], voted[S.REASON]) == ("c2", "r2")
+
+
+def test_vote_samples_categorical_ties_then_texts() -> None:
+    samples = [
+        answer(1, 1, SEV1, 1, "ego-car hits a vehicle", (0, 0, 0, 1), "c1", "r1"),
+        answer(1, 0, SEV0, 0, "vehicle overtakes", (0, 0, 0, 1), "c2", "r2"),
+    ]
+    # detection tie 0/1 -> 0, ego tie -> 0, severity tie -> SEV0, label tie -> "ego-car ..." (sorts first)
+    voted = vote_samples(samples)
+    assert voted[S.DETECTION] == 0 and voted[S.SEVERITY] == SEV0 and voted[S.EGO] == 0
+    assert voted[S.LABEL] == "ego-car hits a vehicle"
+    # sample 1 agrees on label only (1), sample 2 on detection, severity, ego (3)
+    assert voted[S.CAPTION] == "c2"
+
+
+def test_vote_samples_all_texts_empty() -> None:
+    samples = [
+        answer(0, 1, SEV6, 0, "car flipped over", (0, 0, 0, 1), "", ""),
+        answer(0, 1, SEV6, 0, "car flipped over", (0, 0, 0, 1), "  ", None),
+    ]
+    voted = vote_samples(samples)
+    assert voted[S.CAPTION] == "" and voted[S.REASON] == ""
+    assert empty_fields(voted, S.TEXT_COLUMNS) == [S.CAPTION, S.REASON]
+
+
+def test_vote_samples_prefers_sample_with_both_texts() -> None:
+    samples = [
+        answer(0, 1, SEV6, 0, "car flipped over", (0, 0, 0, 1), "only caption", ""),
+        answer(0, 0, SEV0, 0, "unknown", (0, 0, 0, 1), "c2", "r2"),
+        answer(0, 1, SEV6, 0, "car flipped over", (0, 0, 0, 1), "c3", ""),
+    ]
+    voted = vote_samples(samples)
+    assert (voted[S.CAPTION], voted[S.REASON]) == ("c2", "r2")
+
+
+def test_vote_samples_canonicalises_and_drops_unmappable() -> None:
+    samples = [
+        {S.SEVERITY: "3", S.LABEL: "fog"},
+        {S.SEVERITY: SEV3, S.LABEL: "Ego car hits a pedestrian"},
+        {S.SEVERITY: SEV1, S.LABEL: "mist"},
+        {S.SEVERITY: "banana", S.LABEL: "haze"},
+    ]
+    voted = vote_samples(samples)
+    assert voted[S.SEVERITY] == SEV3
+    assert voted[S.LABEL] == "ego-car hits a pedestrian"  # the only mappable label
+
+
+def test_vote_samples_absent_fields_are_none() -> None:
+    # A texts-prompt sample: start index and texts only.
+    samples = [coerce_answer({S.START_FRAME: -1, S.CAPTION: "c", S.REASON: "r"}) for _ in range(2)]
+    voted = vote_samples(samples)
+    assert voted[S.START_FRAME] == -1
+    assert (voted[S.CAPTION], voted[S.REASON]) == ("c", "r")
+    others = [f for f in S.ANSWER_FIELDS if f not in (S.START_FRAME, *S.TEXT_COLUMNS)]
+    assert all(voted[f] is None for f in others)
+    assert vote_samples([]) == {field: None for field in S.ANSWER_FIELDS}
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=10,
+)
+field_values = {
+    S.DETECTION: st.sampled_from([-1, 0, 1, 2, "1", None]),
+    S.SEVERITY: st.sampled_from([*S.SEVERITIES, "3", "unknown", "", None]),
+    S.EGO: st.sampled_from([0, 1, "1", 5, None]),
+    S.LABEL: st.sampled_from([*S.LABELS, "fog", "Vehicle Overtakes", "", None]),
+}
+raw_answers = st.fixed_dictionaries(
+    {},
+    optional={field: field_values.get(field, json_values) for field in S.ANSWER_FIELDS},
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(raw_answers, max_size=6))
+def test_vote_samples_always_allowed(raw: list[dict]) -> None:
+    samples = [coerce_answer(obj) for obj in raw]
+    voted = vote_samples(samples)
+    assert list(voted) == list(S.ANSWER_FIELDS)
+    assert voted[S.DETECTION] in (None, *S.DETECTION_VALUES)
+    assert voted[S.EGO] in (None, *S.EGO_VALUES)
+    assert voted[S.SEVERITY] in (None, *S.SEVERITIES)
+    assert voted[S.LABEL] in (None, *S.LABELS)
+    for field in S.COUNT_COLUMNS:
+        assert voted[field] is None or (isinstance(voted[field], int) and voted[field] >= 0)
+    starts = {s[S.START_FRAME] for s in samples if s[S.START_FRAME] is not None}
+    assert voted[S.START_FRAME] is None if not starts else voted[S.START_FRAME] in starts
+    for field in S.TEXT_COLUMNS:
+        assert voted[field] is None or any(voted[field] == s[field] for s in samples)
+
+
+# ------------------------------------------------------------ consistent
+
+
+def test_consistent_no_incident() -> None:
+    row = answer(-1, -1, SEV3, 1, "ego-car hits a pedestrian", (1, 2, 3, 4), "c", "r")
+    before = copy.deepcopy(row)
+    assert consistent(row) == answer(-1, -1, SEV0, 0, "unknown", (0, 0, 0, 0), "c", "r")
+    assert row == before  # input untouched
+
+
+def test_consistent_keeps_start_index_and_texts() -> None:
+    row = answer(5, -1, SEV0, 0, "unknown", (0, 0, 0, 0), "c", "r")
+    assert consistent(row) == row
+
+
+def test_consistent_hazard() -> None:
+    row = answer(2, 0, SEV4, 1, "vehicle drives into another vehicle", (0, 0, 1, 2), "c", "r")
+    assert consistent(row) == answer(2, 0, SEV0, 1, "unknown", (0, 0, 1, 2), "c", "r")
+    kept = answer(2, 0, None, 0, "pedestrian on the road", (0, 0, 1, 0), "c", "r")
+    assert consistent(kept) == answer(2, 0, SEV0, 0, "pedestrian on the road", (0, 0, 1, 0), "c", "r")
+    assert consistent(answer(2, 0, SEV0, 0, None, (0, 0, 0, 0), "c", "r"))[S.LABEL] == "unknown"
+
+
+@pytest.mark.parametrize(("ego", "severity"), [(1, SEV1), (0, SEV6), (None, SEV6)])
+def test_consistent_accident_without_crash(ego: int | None, severity: str) -> None:
+    row = answer(0, 1, SEV0, ego, "car hits barrier", (0, 0, 0, 1), "c", "r")
+    assert consistent(row)[S.SEVERITY] == severity
+    row[S.SEVERITY] = None
+    assert consistent(row)[S.SEVERITY] == severity
+
+
+def test_consistent_accident_kept_and_label_filled() -> None:
+    row = answer(0, 1, SEV2, 1, None, (0, 0, 0, 1), "c", "r")
+    out = consistent(row)
+    assert out[S.SEVERITY] == SEV2  # a valid crash severity is left as is
+    assert out[S.LABEL] == "unknown"
+    # ego/severity mismatch is not the guard's business (documented)
+    assert consistent(answer(0, 1, SEV1, 0, "car hits barrier", (0,) * 4, "c", "r"))[S.SEVERITY] == SEV1
+
+
+def test_consistent_unknown_detection_untouched() -> None:
+    row = answer(0, None, SEV0, None, None, (1, 1, 1, 1), "c", "r")
+    assert consistent(row) == row
+
+
+def rule_violations(row: dict) -> list[str]:
+    problems = []
+    detection = row[S.DETECTION]
+    if detection == -1:
+        if row[S.SEVERITY] != SEV0 or row[S.EGO] != 0 or row[S.LABEL] != "unknown":
+            problems.append("-1 categorical")
+        if any(row[f] != 0 for f in S.COUNT_COLUMNS):
+            problems.append("-1 counts")
+    elif detection == 0:
+        if row[S.SEVERITY] != SEV0 or row[S.LABEL] not in S.HAZARD_LABELS:
+            problems.append("0")
+    elif detection == 1:
+        if row[S.SEVERITY] in (None, SEV0) or row[S.LABEL] is None:
+            problems.append("1")
+    return problems
+
+
+voted_rows = st.fixed_dictionaries(
+    {
+        S.START_FRAME: st.integers(-1, 20),
+        S.DETECTION: st.sampled_from(S.DETECTION_VALUES),
+        S.SEVERITY: st.sampled_from([*S.SEVERITIES, None]),
+        S.EGO: st.sampled_from([*S.EGO_VALUES, None]),
+        S.LABEL: st.sampled_from([*S.LABELS, None]),
+        **{f: st.integers(0, 30) for f in S.COUNT_COLUMNS},
+        S.CAPTION: st.text(max_size=5),
+        S.REASON: st.text(max_size=5),
+    }
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(voted_rows)
+def test_consistent_always_satisfies_rules(row: dict) -> None:
+    out = consistent(row)
+    assert rule_violations(out) == []
+    assert consistent(out) == out  # idempotent
+    assert out[S.DETECTION] == row[S.DETECTION] and out[S.START_FRAME] == row[S.START_FRAME]
+    assert (out[S.CAPTION], out[S.REASON]) == (row[S.CAPTION], row[S.REASON])
+    if not rule_violations(row):
+        assert out == row  # a consistent row passes through unchanged
