@@ -374,8 +374,10 @@ def run(
     if prefect:
         from flows.pipeline import pipeline_flow
 
-        outcome = pipeline_flow(
-            data_root=str(data), recipe=recipe, results_dir=str(results) if results else None, concurrent=concurrent
+        outcome = asyncio.run(
+            pipeline_flow(
+                data_root=str(data), recipe=recipe, results_dir=str(results) if results else None, concurrent=concurrent
+            )
         )
     else:
         settings = load_settings(**({"results_dir": results} if results else {}))

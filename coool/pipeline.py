@@ -16,12 +16,12 @@ from typing import Any, AsyncIterator, Iterable, Mapping
 import pandas as pd
 
 from coool import schema as S
-from coool.captions import caption_unit
+from coool.captions import caption_key, caption_unit, load_captions
 from coool.countpass import clip_counts, needs_count_pass
-from coool.describe import DescribePromptSet, describe_unit, load_description_row
-from coool.detect import detect_unit, write_detections
-from coool.ensemble import ensemble_unit
-from coool.files import atomic_write_text, read_json
+from coool.describe import DescribePromptSet, describe_key, describe_unit, load_description_row, select_window
+from coool.detect import detect_key, detect_unit, write_detections
+from coool.ensemble import candidates_for, ensemble_key, ensemble_unit
+from coool.files import atomic_write_text, combined_hash, json_sha256, read_json
 from coool.llm import ChatClient
 from coool.params import DescribeConfig
 from coool.prompts import Prompt, load_prompt
@@ -107,6 +107,11 @@ class Pipeline:
             pair.video, pair.heatmap, self.ws.frames_dir(pair.video_id), self.recipe.caption.every, self.settings.image_format
         )
 
+    def videos_with_frames(self) -> list[int]:
+        """Video ids whose stage-1 output is in the results folder."""
+        root = self.ws.root / "frames"
+        return sorted(int(p.parent.name) for p in root.glob("*/manifest.json") if p.parent.name.isdigit())
+
     def plan(self, *, concurrent: bool = False) -> list[Phase]:
         return phases(self.recipe.stages(), concurrent=concurrent)
 
@@ -173,6 +178,68 @@ class Pipeline:
                 self.client(stage.role), video, base, inputs, ws.ensemble_dir, self.ensemble_prompt, recipe.ensemble
             )
         raise StageError(f"unknown stage kind {stage.kind!r}")
+
+    def stage_key(self, stage: Stage, video: int) -> str | None:
+        """The cache key of (stage, video): what determines its output.
+
+        The same key the stage's unit records in its output file; None when
+        it can't be computed yet (inputs missing), so the work runs and the
+        unit reports what is missing.
+        """
+        ws, recipe = self.ws, self.recipe
+        model = self.settings.role(stage.role).model
+        manifest = load_manifest(ws.frames_dir(video))
+        if manifest is None:
+            return None
+        if stage.kind == "caption":
+            key = caption_key(manifest, recipe.caption, self.caption_prompt, model)
+        elif stage.kind == "detect":
+            if not ws.captions_path(video).exists():
+                return None
+            key = detect_key(ws.captions_path(video), recipe.detect, self.detect_prompt, model)
+        elif stage.kind in ("describe", "countpass"):
+            assert stage.config is not None
+            if stage.kind == "countpass":
+                assert recipe.count_pass is not None
+                row = self.row(recipe.count_pass.input, video)
+                if row is None or not needs_count_pass(row, recipe.count_pass.threshold):
+                    return combined_hash(["countpass-skip", json_sha256(row), str(recipe.count_pass.threshold)])
+            config = self.configs[stage.config]
+            captions = load_captions(ws.captions_path(video)) if ws.captions_path(video).exists() else None
+            try:
+                window = select_window(
+                    config, frame_count=manifest.video.frames, captions=captions, detected_frame=self.detected_frame(video)
+                )
+            except ValueError:
+                return None
+            key = describe_key(manifest.video_sha256, window, config, self.prompt_sets[stage.config], model)
+        elif stage.kind == "ensemble":
+            assert recipe.ensemble is not None and self.ensemble_prompt is not None
+            base = self.row(recipe.ensemble.base, video) or S.fallback_row(video)
+            inputs = {n: pd.DataFrame([r], columns=list(S.COLUMNS)) for n in recipe.ensemble.inputs if (r := self.row(n, video))}
+            candidates, _ = candidates_for(video, inputs)
+            key = ensemble_key(base, candidates, recipe.ensemble, self.ensemble_prompt, model)
+        else:
+            return None
+        return combined_hash([stage.name, str(video), key])
+
+    def has_output(self, stage: Stage, video: int) -> bool:
+        """Whether the stage's output for the video is on disk (a cached run is only
+        trusted when it is: deleting an output file makes the work run again)."""
+        ws = self.ws
+        if stage.kind == "caption":
+            return ws.captions_path(video).exists()
+        if stage.kind == "detect":
+            return ws.detect_path(video).exists()
+        if stage.kind == "ensemble":
+            return ws.ensemble_path(video).exists()
+        assert stage.config is not None
+        if stage.kind == "countpass":
+            assert self.recipe.count_pass is not None
+            row = self.row(self.recipe.count_pass.input, video)
+            if row is None or not needs_count_pass(row, self.recipe.count_pass.threshold):
+                return True
+        return ws.describe_path(stage.config, video).exists()
 
     async def _describe(self, stage: Stage, video: int, config_name: str) -> dict[str, Any]:
         config = self.configs[config_name]
@@ -245,6 +312,17 @@ class Pipeline:
         return failure
 
 
+# Stages whose failure leaves nothing for the video's later stages to work
+# on; a failed describe only costs its own rows (merges and the ensemble
+# work with what the other configurations gave).
+HARD_DEPENDENCIES = frozenset({"caption", "detect"})
+
+
+def blocked_by(stage: Stage, failed: set[str]) -> bool:
+    """Whether a video that failed ``failed`` stages can't run ``stage``."""
+    return bool(failed & (set(stage.deps) & HARD_DEPENDENCIES | {"frames"}))
+
+
 async def run_plain(
     pipeline: Pipeline, videos_dir: Path, heatmaps_dir: Path, *, concurrent: bool = True
 ) -> dict[str, Any]:
@@ -269,7 +347,8 @@ async def run_plain(
     async def chain(stages: list[Stage], video: int) -> None:
         async with limit:
             for stage in stages:
-                if failed.get(video, set()) & (set(stage.deps) | {"frames"}):
+                if blocked_by(stage, failed.get(video, set())):
+                    failed.setdefault(video, set()).add(stage.name)
                     continue
                 try:
                     await pipeline.run_stage(stage, video)

@@ -95,7 +95,10 @@ class Settings(BaseSettings):
     data_root: Path | None = Field(None, description="folder holding videos/ and heatmaps/; file:// images must lie under it")
     every: int = Field(10, ge=1, description="stage 2 samples every k-th frame")
     image_format: Literal["png", "jpg"] = "png"
-    video_concurrency: int = Field(8, ge=1, description="videos processed at once per stage")
+    video_concurrency: int = Field(64, ge=1, description="videos in flight at once per stage (requests are bounded per URL too)")
+    task_retries: int = Field(2, ge=0, description="Prefect retries of a (stage, video) task after the client's own retries")
+    task_retry_delay_s: float = Field(10.0, ge=0, description="delay before a task retry")
+    result_storage_block: str | None = Field(None, description="Prefect filesystem block (e.g. 's3-bucket/coool') for cached results; default: <results>/.prefect")
 
     captioner: RoleSettings = Field(default_factory=RoleSettings)
     detector: RoleSettings = Field(default_factory=RoleSettings)

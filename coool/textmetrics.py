@@ -1,7 +1,13 @@
 """Caption metrics for the two text columns: CIDEr-D, METEOR, BLEU-4, ROUGE-L, SPICE.
 
 The leaderboard scores the texts with COCO-caption metrics; this module
-computes them with pycocoevalcap so that local numbers are comparable:
+computes the same numbers as pycocoevalcap (the COCO evaluation code):
+
+- BLEU-4 is pycocoevalcap's (corpus BLEU, "closest" reference length).
+  CIDEr-D and ROUGE-L are written here, to the same definitions (the tests
+  check equality with pycocoevalcap on the real submissions), because
+  pycocoevalcap's versions are ~5x slower and ``compare`` scores eight
+  submissions against seven references each.
 
 - Tokenization is done here in Python (``tokenize``), not with
   pycocoevalcap's PTBTokenizer: that one starts a Stanford CoreNLP java
@@ -26,6 +32,7 @@ A metric that can't be computed is ``None`` with its reason in
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import math
 import os
@@ -36,6 +43,7 @@ import subprocess
 import tempfile
 import threading
 import unicodedata
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -152,7 +160,8 @@ class Meteor:
         self._lock = threading.Lock()
         # Readers drain both pipes so java never blocks on a full pipe.
         threading.Thread(target=self._read_stdout, daemon=True).start()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
+        self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._stderr_reader.start()
 
     def _read_stdout(self) -> None:
         assert self._proc.stdout is not None
@@ -192,7 +201,9 @@ class Meteor:
                 self.close()
                 raise MeteorError(f"no answer from METEOR within {self.timeout_s:.0f} s") from None
             if line is None:
-                raise MeteorError("METEOR exited: " + " | ".join(self._stderr[-5:]))
+                self._stderr_reader.join(timeout=2)  # its last words explain the exit
+                said = [line for line in self._stderr if line.strip() and not line.startswith("\tat ")]
+                raise MeteorError("METEOR exited: " + (" | ".join(said[-3:]) or "no message"))
             out.append(line.decode("utf-8", errors="replace").strip())
         return out
 
@@ -309,6 +320,8 @@ def _spice(folder: Path, java: str, gts: dict[int, list[str]], res: dict[int, li
 
 
 # --- the metrics ----------------------------------------------------------
+# Inputs here are tokenized: ``gts`` id -> reference texts, ``res`` id ->
+# [candidate], as pycocoevalcap's scorers take them.
 
 
 def _bleu4(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
@@ -318,38 +331,123 @@ def _bleu4(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
     return float(scores[3])
 
 
+def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence of two token lists.
+
+    Bit-parallel (Hyyrö 2004): bit j of V is 1 while b[j] is still
+    unmatched; one big-int step per token of ``a`` instead of a len(a) x
+    len(b) table, which is what makes ROUGE-L over 8 x 7 x 661 pairs cheap.
+    """
+    masks: dict[str, int] = {}
+    for j, token in enumerate(b):
+        masks[token] = masks.get(token, 0) | (1 << j)
+    full = (1 << len(b)) - 1
+    v = full
+    for token in a:
+        u = v & masks.get(token, 0)
+        v = ((v + u) | (v - u)) & full
+    return len(b) - bin(v).count("1")
+
+
+def rouge_l(references: Sequence[str], candidate: str, beta: float = 1.2) -> float:
+    """ROUGE-L F-score of one tokenized candidate (COCO's variant).
+
+    As in pycocoevalcap: the best precision and the best recall over the
+    references (each LCS / length), combined as
+    F = (1 + beta^2) P R / (R + beta^2 P) with beta = 1.2. An empty text
+    scores 0.
+    """
+    cand = candidate.split()
+    if not cand:
+        return 0.0
+    best_p = best_r = 0.0
+    for reference in references:
+        ref = reference.split()
+        if not ref:
+            continue
+        common = lcs_length(ref, cand)
+        best_p, best_r = max(best_p, common / len(cand)), max(best_r, common / len(ref))
+    if best_p == 0 or best_r == 0:
+        return 0.0
+    return (1 + beta**2) * best_p * best_r / (best_r + beta**2 * best_p)
+
+
 def _rouge_l(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
-    from pycocoevalcap.rouge.rouge import Rouge
-
-    score, _ = Rouge().compute_score(gts, res)
-    return float(score)
+    return sum(rouge_l(gts[i], res[i][0]) for i in gts) / len(gts)
 
 
-def _cider_d(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
-    """CIDEr-D (Vedantam, Zitnick, Parikh, CVPR 2015, sec. 4 "CIDEr-D").
+Vector = tuple[list[dict[tuple[str, ...], float]], list[float], int]
 
-    For a candidate c and references S = {s_1..s_m}, with g^n(x) the vector
-    of tf-idf weights of the n-grams of x (idf = log(|corpus| / df), df
-    counted over the reference sets of the corpus) and l(x) the length:
+
+@functools.lru_cache(maxsize=1 << 16)
+def _ngram_counts(text: str, n_max: int) -> tuple[dict[tuple[str, ...], int], ...]:
+    # Cached: compare meets every text once as candidate and seven times
+    # as reference. Callers must not mutate the result.
+    words = text.split()
+    return tuple(Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1)) for n in range(1, n_max + 1))
+
+
+def cider_d(
+    references: Mapping[int, Sequence[str]],
+    candidates: Mapping[int, str],
+    *,
+    n_max: int = 4,
+    sigma: float = 6.0,
+) -> tuple[float, dict[int, float]]:
+    """CIDEr-D of tokenized texts: the corpus mean and the score of each id.
+
+    Definition (Vedantam, Zitnick, Parikh, "CIDEr: Consensus-based Image
+    Description Evaluation", CVPR 2015, sec. 4, CIDEr-D): for a candidate c
+    with references S = {s_1..s_m}, g^n(x) the tf-idf vector of the
+    n-grams of x, with idf(w) = log(|I| / max(1, df(w))) where df(w) counts
+    the ids whose reference set contains w and |I| the number of ids, and
+    l(x) the length of x in words,
 
         CIDEr-D_n(c, S) = 10/m * sum_j exp(-(l(c) - l(s_j))^2 / (2 sigma^2))
                           * <min(g^n(c), g^n(s_j)), g^n(s_j)> / (|g^n(c)| |g^n(s_j)|)
-        CIDEr-D(c, S)   = 1/4 * sum_{n=1..4} CIDEr-D_n(c, S),   sigma = 6
+        CIDEr-D(c, S)   = 1/N * sum_{n=1..N} CIDEr-D_n(c, S),   N = 4, sigma = 6
 
-    and the corpus score is the mean over candidates. pycocoevalcap's
-    ``Cider`` (the COCO server's code) is exactly this: clipped counts,
-    Gaussian length penalty, x10, no stemming; it is CIDEr-D despite its
-    name, so we use it. Consequences worth knowing: an n-gram found in every
-    reference set weighs 0, so a one-text corpus scores 0, and identical
-    texts score 10 only if they have a weighted n-gram of every order 1..4.
+    (min element-wise: the clipping that keeps repeating a word from
+    paying; a zero vector contributes 0). This is what the COCO evaluation
+    server (pycocoevalcap's ``Cider``) computes; the tests check equality.
+    Consequences: an n-gram present in every id's references weighs 0, so
+    a one-id corpus scores 0, and a candidate identical to its single
+    reference scores 10 * (orders n with a non-zero-weight n-gram) / 4.
     """
-    from pycocoevalcap.cider.cider import Cider
+    ids = list(references)
+    df: Counter[tuple[str, ...]] = Counter()
+    for i in ids:
+        df.update({g for ref in references[i] for counts in _ngram_counts(ref, n_max) for g in counts})
+    log_ids = math.log(len(ids))
+    cache: dict[str, Vector] = {}
 
-    score, _ = Cider(n=4, sigma=6.0).compute_score(gts, res)
-    return float(score)
+    def vector(text: str) -> Vector:
+        if text not in cache:
+            weights = [
+                {g: tf * (log_ids - math.log(max(1, df[g]))) for g, tf in counts.items()}
+                for counts in _ngram_counts(text, n_max)
+            ]
+            norms = [math.sqrt(sum(w * w for w in v.values())) for v in weights]
+            cache[text] = (weights, norms, len(text.split()))
+        return cache[text]
+
+    scores: dict[int, float] = {}
+    for i in ids:
+        c_vec, c_norm, c_len = vector(candidates.get(i, ""))
+        total = 0.0
+        for ref in references[i]:
+            r_vec, r_norm, r_len = vector(ref)
+            penalty = math.exp(-((c_len - r_len) ** 2) / (2 * sigma**2))
+            for n in range(n_max):
+                if c_norm[n] and r_norm[n]:
+                    dot = sum(min(w, r_vec[n].get(g, 0.0)) * r_vec[n].get(g, 0.0) for g, w in c_vec[n].items())
+                    total += penalty * dot / (c_norm[n] * r_norm[n])
+        scores[i] = 10.0 * total / n_max / len(references[i])
+    return sum(scores.values()) / len(scores), scores
 
 
-_PYTHON_METRICS = {CIDER_D: _cider_d, BLEU_4: _bleu4, ROUGE_L: _rouge_l}
+def _cider_d(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
+    return cider_d(gts, {i: r[0] for i, r in res.items()})[0]
 
 
 def evaluate_texts(
@@ -391,15 +489,22 @@ def evaluate_texts(
 
     # METEOR and SPICE work in java processes: start them first and
     # compute the Python metrics meanwhile (two cores, not one).
+    # Duplicate references change nothing for the metrics that take the
+    # best reference or the max counts (BLEU, ROUGE-L, METEOR, SPICE's
+    # union of tuples) and only cost time; CIDEr-D averages over them.
+    unique = {i: list(dict.fromkeys(refs)) for i, refs in gts.items()}
     with ThreadPoolExecutor(max_workers=2) as pool:
         jobs = {}
         if METEOR in metrics and METEOR not in unavailable:
-            jobs[METEOR] = pool.submit(_meteor, gts, res)
+            jobs[METEOR] = pool.submit(_meteor, unique, res)
         if SPICE in metrics and SPICE not in unavailable and spice_folder is not None and java is not None:
-            jobs[SPICE] = pool.submit(_spice, spice_folder, java, gts, res, spice_timeout_s)
-        for name, metric in _PYTHON_METRICS.items():
-            if name in metrics:
-                scores[name] = metric(gts, res)
+            jobs[SPICE] = pool.submit(_spice, spice_folder, java, unique, res, spice_timeout_s)
+        if CIDER_D in metrics:
+            scores[CIDER_D] = _cider_d(gts, res)
+        if BLEU_4 in metrics:
+            scores[BLEU_4] = _bleu4(unique, res)
+        if ROUGE_L in metrics:
+            scores[ROUGE_L] = _rouge_l(unique, res)
         for name, job in jobs.items():
             try:
                 scores[name] = float(job.result())

@@ -5,6 +5,13 @@ that follow simple colour rules on the images it is sent, and can simulate
 latency, a batch capacity and faults. Used by tests, the demo and benchmarks;
 its answers are never model output.
 
+HTTP: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions`` (as vLLM),
+plus the simulation's controls: ``GET /sim/stats``, ``POST /sim/reset`` (zero the stats,
+restart the fault sequence), ``GET|POST /sim/faults`` (rates per mode, ``fail_next`` +
+``status``, ``hang_s``). Tasks are recognised from the JSON schema's title or name
+(frame_caption, incident_frame, describe_counts, describe_texts, describe_reconcile,
+ensemble), else from keywords in the prompt.
+
 - ``SimConfig``: settings; ``create_app(config)``: the FastAPI app;
   ``serve`` / ``sim_server_command``: run it; ``python -m coool.sim``: the same from a shell.
 - ``coool.sim.testing``: ``running_sim_server`` (in-process, for tests) and

@@ -167,7 +167,7 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
     @app.post("/sim/reset")
     async def reset() -> dict[str, Any]:
         state.stats.reset()
-        state.faults.restart()
+        state.faults.restart()  # and the fault sequence, so a test can replay it
         return state.stats.as_dict()
 
     @app.get("/sim/faults")
@@ -240,6 +240,7 @@ async def _chat(state: SimState, request: Request) -> Response:
     stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
     try:
         if fault == "hang":
+            # Hangs outside the capacity slots: one stuck request must not stall the others.
             stats.faults[fault] += 1
             if not await _hang(request, state.faults.hang_s):
                 stats.abandoned += 1

@@ -7,14 +7,12 @@ and every served file confined to the results or videos folder.
 
 from __future__ import annotations
 
-import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import HTTPException as FastAPIHTTPException
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -24,8 +22,6 @@ from coool.studio.context import STATIC_DIR, Studio
 from coool.studio.routes_ab import router as ab_router
 from coool.studio.routes_browse import router as browse_router
 from coool.studio.routes_score import router as score_router
-
-log = logging.getLogger(__name__)
 
 # No inline script or style anywhere: the pages work under a strict policy.
 CSP = (
@@ -65,6 +61,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         st.media.close()
+        st.scorer.close()
 
     app = FastAPI(title="coool studio", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.studio = st

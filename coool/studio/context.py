@@ -16,6 +16,7 @@ from coool.studio.catalog import Catalog
 from coool.studio.config import StudioConfig
 from coool.studio.media import Media
 from coool.studio.render import register_filters
+from coool.studio.scoring import Scorer
 from coool.studio.votes import VoteStore
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -28,6 +29,7 @@ class Studio:
     catalog: Catalog
     media: Media
     votes: VoteStore
+    scorer: Scorer
     secret: bytes
     templates: Jinja2Templates
 
@@ -46,6 +48,7 @@ class Studio:
             ),
             media=Media(config.h264_dir, config.thumbs_dir),
             votes=VoteStore(config.votes_db),
+            scorer=Scorer(),
             secret=security.load_or_create_secret(config.secret_file),
             templates=templates,
         )

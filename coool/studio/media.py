@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 import cv2
+import numpy as np
 
 from coool.files import atomic_write_bytes
 from coool.video import VideoError, probe, read_frames, transcode_h264
@@ -94,21 +95,30 @@ class Media:
         return cached[1]
 
     def thumbnail(self, video: int, source: Path, frame: int) -> Path:
-        """A small JPEG of one frame (ValueError for a frame outside the video)."""
-        target = self.thumbs_dir / str(video) / f"{frame}.jpg"
+        """A small JPEG of one frame (ValueError for a frame outside the video).
+
+        A miss renders the whole strip too, in the same forward decoding pass:
+        the page asks for all of them at once.
+        """
+        folder = self.thumbs_dir / str(video)
         with self._lock(f"thumb:{video}"):
-            if not _fresh(target, source):
+            if not _fresh(folder / f"{frame}.jpg", source):
                 meta = self.meta(source)
                 if meta is None or not 1 <= frame <= meta.frames:
                     raise ValueError(f"frame {frame} is not in video {video}")
-                for _, image in read_frames(source, [frame]):
-                    h, w = image.shape[:2]
-                    small = cv2.resize(image, (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))), interpolation=cv2.INTER_AREA)
-                    ok, data = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 80])
-                    if not ok:
-                        raise VideoError(source, f"cannot encode frame {frame} as JPEG")
-                    atomic_write_bytes(target, data.tobytes())
-        return target
+                wanted = {frame} | {f for f in strip_frames(meta.frames) if not _fresh(folder / f"{f}.jpg", source)}
+                for number, image in read_frames(source, wanted):
+                    atomic_write_bytes(folder / f"{number}.jpg", _jpeg(image, source, number))
+        return folder / f"{frame}.jpg"
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _jpeg(image: np.ndarray, source: Path, frame: int) -> bytes:
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w))), interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    if not ok:
+        raise VideoError(source, f"cannot encode frame {frame} as JPEG")
+    return data.tobytes()

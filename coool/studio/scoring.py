@@ -1,70 +1,48 @@
 """The score page's data: coool.score against a truth CSV, else coool.compare's agreement.
 
-Both modules are written by others; this file is the one place that calls
-them, and it degrades to a clearly marked message when they are missing.
+METEOR and SPICE start Java (10-20 s), so results are computed by one
+background worker and cached per (files on disk, metric set); the page
+shows "computing" and refreshes itself until the result is there.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import pandas as pd
 
-from coool.submission import SubmissionError, load_submission
+from coool import schema as S
+from coool.compare import SHORT, compare_submissions
+from coool.score import score_submission
 from coool.studio.catalog import SubmissionRef
+from coool.submission import SubmissionError, load_submission
+from coool.textmetrics import METEOR, METRICS, SPICE
+
+QUICK_METRICS: tuple[str, ...] = tuple(m for m in METRICS if m not in (METEOR, SPICE))  # pure Python, instant
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[tuple[str, list[Any]]]  # (row label, cells)
 
 
 @dataclass
 class ScoreView:
     mode: str  # "score", "compare" or "none"
-    columns: list[str] = field(default_factory=list)
-    rows: list[tuple[str, list[Any]]] = field(default_factory=list)  # (row label, cells)
+    tables: list[Table] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
 
 
-def _function(module: str, name: str) -> Callable[..., Any] | None:
-    try:
-        return getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
-
-
-def as_mapping(result: Any) -> dict[str, Any]:
-    """A score result of any reasonable shape as {metric: value}."""
-    if isinstance(result, pd.DataFrame):
-        if len(result) == 1:
-            return {str(k): v for k, v in result.iloc[0].items()}
-        if result.shape[1] == 2:  # (metric, value) rows
-            return {str(k): v for k, v in zip(result.iloc[:, 0], result.iloc[:, 1])}
-        return {str(k): v for k, v in result.mean(numeric_only=True).items()}
-    if isinstance(result, pd.Series):
-        return {str(k): v for k, v in result.items()}
-    if hasattr(result, "model_dump"):
-        return dict(result.model_dump())
-    if dataclasses.is_dataclass(result) and not isinstance(result, type):
-        return dataclasses.asdict(result)
-    if isinstance(result, Mapping):
-        return {str(k): v for k, v in result.items()}
-    return {"score": result}
-
-
 def _cell(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, 4)
-    if isinstance(value, Mapping) or isinstance(value, (list, tuple)):
-        return str(value)
-    return value
-
-
-def _table(per_row: list[tuple[str, dict[str, Any]]]) -> tuple[list[str], list[tuple[str, list[Any]]]]:
-    columns: list[str] = []
-    for _, values in per_row:
-        columns += [c for c in values if c not in columns]
-    return columns, [(label, [_cell(values.get(c, "")) for c in columns]) for label, values in per_row]
+    if value is None:
+        return "n/a"
+    return round(value, 4) if isinstance(value, float) else value
 
 
 def _load(refs: list[SubmissionRef], view: ScoreView) -> list[tuple[SubmissionRef, pd.DataFrame]]:
@@ -77,50 +55,105 @@ def _load(refs: list[SubmissionRef], view: ScoreView) -> list[tuple[SubmissionRe
     return loaded
 
 
-def score_view(refs: list[SubmissionRef], truth: Path | None) -> ScoreView:
+def compute(refs: list[SubmissionRef], truth: Path | None, full: bool) -> ScoreView:
+    """Scores against the truth when there is one, else pairwise agreement."""
     if truth is not None:
-        score = _function("coool.score", "score_submission")
-        if score is None:
-            view = ScoreView("none", messages=[f"truth found at {truth}, but coool.score.score_submission is not available yet"])
-        else:
-            return _scores(refs, truth, score)
-    else:
-        view = ScoreView("none", messages=["no truth CSV (--truth, <results>/truth.csv or the data root's truth.csv): showing agreement"])
-    return _agreement(refs, view)
+        return _scores(refs, truth, full)
+    view = ScoreView("compare", messages=["no truth CSV (--truth, <results>/truth.csv or the data root's truth.csv): agreement between submissions instead"])
+    return _agreement(refs, view, full)
 
 
-def _scores(refs: list[SubmissionRef], truth: Path, score: Callable[..., Any]) -> ScoreView:
+def _scores(refs: list[SubmissionRef], truth: Path, full: bool) -> ScoreView:
     view = ScoreView("score", messages=[f"scored against {truth}"])
     try:
         truth_df = load_submission(truth)
     except SubmissionError as exc:
-        view.mode = "none"
-        view.messages.append(f"the truth file is not readable: {exc}")
-        return view
-    per_row = []
+        return ScoreView("none", messages=[f"the truth file is not usable: {str(exc).splitlines()[0]}"])
+    metrics = METRICS if full else QUICK_METRICS
+    fields: list[tuple[str, dict[str, Any]]] = []
+    texts: list[tuple[str, list[Any]]] = []
+    reasons: dict[str, str] = {}
     for ref, frame in _load(refs, view):
         try:
-            per_row.append((ref.label, as_mapping(score(frame, truth_df))))
-        except Exception as exc:  # a scorer bug must not take the page down; say what broke
+            score = score_submission(frame, truth_df, metrics=metrics)
+        except Exception as exc:  # one broken file must not take the page down; say what broke
             view.messages.append(f"{ref.label}: scoring failed: {type(exc).__name__}: {exc}")
-    view.columns, view.rows = _table(per_row)
+            continue
+        flat = score.leaderboard()
+        fields.append((ref.label, {k: v for k, v in flat.items() if not k.startswith(S.TEXT_COLUMNS)}))
+        for column, scores in score.text.items():
+            texts.append((f"{ref.label} · {SHORT.get(column, column)}", [_cell(scores.scores.get(m)) for m in metrics]))
+            reasons.update(scores.unavailable)
+        if score.missing_ids:
+            view.messages.append(f"{ref.label}: {len(score.missing_ids)} truth video(s) missing, scored as wrong")
+    if fields:
+        columns = list(fields[0][1])
+        view.tables.append(Table("Per-column scores (Incident Window: mean |start frame error|, lower is better; others: accuracy)",
+                                 columns, [(label, [_cell(v.get(c)) for c in columns]) for label, v in fields]))  # fmt: skip
+        view.tables.append(Table("Caption metrics against the truth texts", list(metrics), texts))
+    view.messages += [f"{m} unavailable: {why}" for m, why in reasons.items()]
     return view
 
 
-def _agreement(refs: list[SubmissionRef], view: ScoreView) -> ScoreView:
-    # HOOK: coool.compare is being written concurrently; wire its table here once its API is known.
-    compare = _function("coool.compare", "agreement_table")
-    if compare is None:
-        view.messages.append("coool.compare.agreement_table is not available yet: no agreement table")
-        return view
+def _agreement(refs: list[SubmissionRef], view: ScoreView, full: bool) -> ScoreView:
     loaded = _load(refs, view)
-    try:
-        table = compare({ref.label: frame for ref, frame in loaded})
-    except Exception as exc:  # see _scores
-        view.messages.append(f"agreement failed: {type(exc).__name__}: {exc}")
+    if len(loaded) < 2:
+        view.mode = "none"
+        view.messages.append("agreement needs at least two valid submissions")
         return view
-    view.mode = "compare"
-    frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
-    view.columns = [str(c) for c in frame.columns]
-    view.rows = [(str(i), [_cell(v) for v in row]) for i, row in zip(frame.index, frame.itertuples(index=False))]
+    try:
+        comparison = compare_submissions({ref.label: frame for ref, frame in loaded}, meteor=full)
+    except Exception as exc:  # see _scores
+        return ScoreView("none", messages=[*view.messages, f"comparison failed: {type(exc).__name__}: {exc}"])
+    columns = [c for c in S.ANSWER_FIELDS]
+    view.tables.append(Table(
+        "Agreement per pair (fraction of common videos where the column is equal; Δstart = mean |start frame difference|)",
+        ["videos", "Δstart", *(SHORT.get(c, c) for c in columns)],
+        [(f"{p.a} vs {p.b}", [p.n_common, _cell(p.start_frame_mean_abs_diff), *(_cell(p.agreement.get(c)) for c in columns)])
+         for p in comparison.pairs],
+    ))  # fmt: skip
+    metrics = list(comparison.texts[0].scores.scores) if comparison.texts else []
+    reasons: dict[str, str] = {}
+    rows = []
+    for item in comparison.texts:
+        rows.append((f"{item.name} · {SHORT.get(item.column, item.column)}", [_cell(item.scores.scores.get(m)) for m in metrics]))
+        reasons.update(item.scores.unavailable)
+    view.tables.append(Table("Text consensus: each submission's texts scored against the others'", metrics, rows))
+    view.messages += [f"{m} unavailable: {why}" for m, why in reasons.items()]
     return view
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    try:
+        st = path.stat()
+        return (str(path), st.st_mtime_ns, st.st_size)
+    except OSError:
+        return (str(path), 0, 0)
+
+
+class Scorer:
+    """Computes score views off the request thread, one at a time, and remembers them."""
+
+    def __init__(self, keep: int = 8) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="studio-score")
+        self._jobs: dict[tuple[Any, ...], Future[ScoreView]] = {}
+        self._lock = threading.Lock()
+        self._keep = keep
+
+    def view(self, refs: list[SubmissionRef], truth: Path | None, full: bool, wait_s: float = 2.0) -> ScoreView | None:
+        """The view, or None while it is still being computed (ask again later)."""
+        key = (full, _stamp(truth) if truth else None, tuple((r.key, _stamp(r.path)) for r in refs))
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is None:
+                job = self._pool.submit(compute, refs, truth, full)
+                self._jobs[key] = job
+                while len(self._jobs) > self._keep:  # forget the oldest results
+                    self._jobs.pop(next(iter(self._jobs)))
+        try:
+            return job.result(timeout=wait_s)
+        except FutureTimeout:
+            return None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

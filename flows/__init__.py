@@ -1,0 +1,1 @@
+"""Prefect flows: thin wiring of the coool library (one module per stage + pipeline)."""

@@ -1,0 +1,247 @@
+"""What every stage flow shares: the (stage, video) task, result storage, reports.
+
+Flows only wire: the work is ``coool.pipeline.Pipeline.run_stage``; this
+module gives it a Prefect task with an explicit cache key, retries, a name
+per video, tags per stage and role, and publishes progress and summaries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import (
+    acreate_markdown_artifact,
+    acreate_progress_artifact,
+    acreate_table_artifact,
+    aupdate_progress_artifact,
+)
+from prefect.context import TaskRunContext
+from prefect.filesystems import LocalFileSystem, WritableFileSystem
+
+from coool.files import atomic_write_bytes, text_sha256
+from coool.pipeline import Failure, Pipeline, StageReport
+from coool.recipe import Stage, load_recipe
+from coool.settings import Settings, load_settings
+from coool.stage import StageError
+
+
+class AtomicLocalFileSystem(LocalFileSystem):
+    """Prefect's local result storage, but every write is temp file + rename:
+    a kill mid-write never leaves a corrupt cached result behind."""
+
+    _block_type_slug = "coool-atomic-local-file-system"
+
+    def write_path(self, path: str, content: bytes) -> str:  # type: ignore[override]
+        resolved = self._resolve_path(path)
+        atomic_write_bytes(resolved, content)
+        return str(resolved)
+
+    async def awrite_path(self, path: str, content: bytes) -> str:  # type: ignore[override]
+        return await asyncio.to_thread(self.write_path, path, content)
+
+
+_saved_storage: dict[str, WritableFileSystem] = {}
+
+
+async def result_storage(settings: Settings, pipeline: Pipeline) -> WritableFileSystem:
+    """Where cached task results live: a named block, else ``<results>/.prefect``.
+
+    Prefect wants result storage saved server-side; the local one is saved
+    as a block named after the results folder (once per process).
+    """
+    if settings.result_storage_block:
+        return await WritableFileSystem.aload(settings.result_storage_block)  # type: ignore[return-value]
+    base = str(pipeline.ws.prefect_dir)
+    if base not in _saved_storage:
+        storage = AtomicLocalFileSystem(basepath=base)
+        await storage.save(f"coool-results-{text_sha256(base)[:12]}", overwrite=True)
+        _saved_storage[base] = storage
+    return _saved_storage[base]
+
+
+def build_pipeline(recipe: str, results_dir: str | None, settings_file: str | None = None, data_root: str | None = None) -> Pipeline:
+    """The run's Pipeline from flow parameters (all plain strings, so deployments can pass them)."""
+    if settings_file:
+        os.environ["COOOL_SETTINGS_FILE"] = settings_file
+    overrides: dict[str, Any] = {}
+    if results_dir:
+        overrides["results_dir"] = Path(results_dir)
+    settings = load_settings(**overrides)
+    if data_root and settings.data_root is None:
+        settings.data_root = Path(data_root).resolve()
+    return Pipeline(settings, load_recipe(recipe))
+
+
+def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
+    pipeline: Pipeline = parameters["pipeline"]
+    try:
+        return pipeline.stage_key(parameters["stage"], parameters["video"])
+    except Exception:  # a key we can't compute means: run it (the unit reports why)
+        return None
+
+
+def _retry_worthwhile(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry what may pass next time (server trouble), not missing inputs or bad data.
+
+    Prefect's failed-state message names the exception type ("Task run
+    encountered an exception StageError: ..."), which is all we need here.
+    """
+    return StageError.__name__ not in (state.message or "")
+
+
+@task(
+    cache_key_fn=_cache_key,
+    persist_result=True,
+    result_serializer="json",
+    cache_result_in_memory=False,
+    retry_condition_fn=_retry_worthwhile,
+)
+async def stage_video(pipeline: Pipeline, stage: Stage, video: int) -> dict[str, Any]:
+    """One stage for one video (a Prefect task run named like ``caption-video-17``)."""
+    return await pipeline.run_stage(stage, video)
+
+
+def task_name(stage: Stage, video: int) -> str:
+    return f"{re.sub(r'[^a-zA-Z0-9+-]+', '-', stage.name)}-video-{video}"
+
+
+def stage_task(pipeline: Pipeline, stage: Stage, video: int, storage: WritableFileSystem) -> Any:
+    s = pipeline.settings
+    return stage_video.with_options(
+        task_run_name=task_name(stage, video),
+        tags=[f"stage:{stage.kind}", f"role:{stage.role}"] + ([f"config:{stage.config}"] if stage.config else []),
+        retries=s.task_retries,
+        retry_delay_seconds=s.task_retry_delay_s,
+        result_storage=storage,
+        # A cached result is only trusted while its output is on disk.
+        refresh_cache=not pipeline.has_output(stage, video),
+    )
+
+
+async def error_text(state: Any) -> str:
+    """Why a task run failed: its exception, else the state's message."""
+    exc = await state.aresult(raise_on_failure=False)
+    if isinstance(exc, BaseException):
+        return f"{type(exc).__name__}: {exc}"
+    return state.message or state.name or "failed"
+
+
+async def run_stage_videos(pipeline: Pipeline, stage: Stage, videos: list[int]) -> StageReport:
+    """``stage`` for every video as concurrent tasks; failures recorded, never raised."""
+    logger = get_run_logger()
+    report = StageReport(stage.name)
+    storage = await result_storage(pipeline.settings, pipeline)
+    limit = asyncio.Semaphore(pipeline.settings.video_concurrency)
+    client = pipeline.clients.get(stage.role)
+    before = client.stats.as_dict() if client else {}
+    progress = await acreate_progress_artifact(0.0, description=f"{stage.name}: 0 of {len(videos)} videos")
+    finished = 0
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    last_update = started
+
+    async def one(video: int) -> None:
+        nonlocal finished, last_update
+        async with limit:
+            state = await stage_task(pipeline, stage, video, storage)(pipeline, stage, video, return_state=True)
+        if state.is_completed():
+            outcome = await state.aresult()
+            report.add({**outcome, "cached": outcome.get("cached") or state.name == "Cached"})
+        else:
+            error = await error_text(state)
+            report.failed.append(Failure(video, stage.name, error))
+            pipeline.fail(video, stage.name, error)
+            logger.warning("%s: video %d failed: %s", stage.name, video, error)
+        finished += 1
+        if loop.time() - last_update > 2 or finished == len(videos):
+            last_update = loop.time()
+            await aupdate_progress_artifact(
+                progress, 100.0 * finished / max(1, len(videos)), description=f"{stage.name}: {finished} of {len(videos)} videos"
+            )
+
+    await asyncio.gather(*(one(v) for v in videos))
+    report.seconds = loop.time() - started
+    if client:
+        after = client.stats.as_dict()
+        report.requests = {k: after[k] - before.get(k, 0) for k in ("requests", "retries", "failures", "samples")}
+    await publish_stage_summary(report, len(videos))
+    logger.info(
+        "%s: %d done, %d cached, %d skipped, %d failed in %.1fs",
+        stage.name, report.done, report.cached, report.skipped, len(report.failed), report.seconds,
+    )
+    return report
+
+
+def stage_summary_markdown(report: StageReport, total: int) -> str:
+    lines = [
+        f"# {report.stage}",
+        "",
+        "| videos | done | from cache | skipped | failed | seconds |",
+        "|---|---|---|---|---|---|",
+        f"| {total} | {report.done} | {report.cached} | {report.skipped} | {len(report.failed)} | {report.seconds:.1f} |",
+    ]
+    if report.requests:
+        lines += ["", "**Requests**: " + ", ".join(f"{k} {v}" for k, v in report.requests.items())]
+    if report.failed:
+        lines += ["", "## Failed (these videos get the fallback row)", "", "| video | error |", "|---|---|"]
+        lines += [f"| {f.video} | {f.error.replace('|', '/')[:300]} |" for f in report.failed]
+    return "\n".join(lines)
+
+
+async def publish_stage_summary(report: StageReport, total: int) -> None:
+    key = re.sub(r"[^a-z0-9-]+", "-", f"summary-{report.stage}".lower())
+    await acreate_markdown_artifact(stage_summary_markdown(report, total), key=key, description=f"{report.stage} summary")
+
+
+async def publish_submission(path: Path, title: str) -> None:
+    """The final submission as a table artifact (first 500 rows: the UI is not a spreadsheet)."""
+    import pandas as pd
+
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False).head(500)
+    await acreate_table_artifact(frame.to_dict("records"), key="submission", description=title)
+
+
+def report_dict(report: StageReport) -> dict[str, Any]:
+    return {
+        "stage": report.stage,
+        "done": report.done,
+        "cached": report.cached,
+        "skipped": report.skipped,
+        "failed": [f.__dict__ for f in report.failed],
+        "requests": report.requests,
+        "seconds": round(report.seconds, 3),
+    }
+
+
+async def run_stage_flow(
+    stage_name: str,
+    *,
+    recipe: str,
+    results_dir: str | None,
+    settings_file: str | None,
+    data_root: str | None,
+    videos: list[int] | None,
+) -> dict[str, Any]:
+    """The body of every stage flow: its server up, its tasks, a report."""
+    from coool.servers import ServerManager
+
+    pipeline = build_pipeline(recipe, results_dir, settings_file, data_root)
+    stages = {s.name: s for s in pipeline.recipe.stages()}
+    if stage_name not in stages:
+        raise ValueError(f"recipe {pipeline.recipe.name!r} has no stage {stage_name!r} (stages: {', '.join(stages)})")
+    stage = stages[stage_name]
+    if videos is None:
+        videos = pipeline.videos_with_frames()
+    manager = ServerManager(pipeline.settings)
+    try:
+        await manager.ensure(stage.role)
+        async with pipeline.open_clients([stage.role]):
+            report = await run_stage_videos(pipeline, stage, videos)
+    finally:
+        await manager.stop_all()
+    return report_dict(report)
