@@ -419,13 +419,18 @@ def studio(
     results: Path = typer.Argument(Path("results"), help="results folder to browse"),
     videos: Optional[Path] = typer.Option(None, help="videos folder (default: from results/run.json)"),
     submission: list[Path] = typer.Option([], help="extra submission CSVs to show"),
-    host: str = "127.0.0.1",
+    truth: Optional[Path] = typer.Option(None, help="ground-truth CSV for the score page"),
+    host: str = typer.Option("127.0.0.1", help="bind address (loopback only unless --allow-remote)"),
     port: int = 8765,
+    allow_remote: bool = typer.Option(False, help="allow binding a non-loopback address"),
 ) -> None:
     """The web studio: browse runs, compare submissions, blind A/B votes, scores."""
     from coool.studio.app import studio_command
 
-    studio_command(results, videos, submission, host=host, port=port)
+    try:
+        studio_command(results, videos, submission, host=host, port=port, truth=truth, allow_remote=allow_remote)
+    except ValueError as exc:
+        _fail(str(exc))
 
 
 if __name__ == "__main__":  # pragma: no cover

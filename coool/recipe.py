@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from coool.params import (
     CaptionParams,
@@ -63,9 +63,12 @@ class Recipe(BaseModel):
     ensemble: EnsembleSpec | None = None
     final: str
 
+    _configs: dict[str, DescribeConfig] = PrivateAttr(default_factory=dict)
+
     @model_validator(mode="after")
     def _names_resolve(self) -> "Recipe":
-        configs = self.configs
+        self._configs = load_describe_configs(extra=self.describe_configs)
+        configs = self._configs
         missing = [c for c in self.describe if c not in configs]
         if missing:
             raise ValueError(f"describe: unknown configuration(s) {missing}; known: {sorted(configs)}")
@@ -96,7 +99,8 @@ class Recipe(BaseModel):
 
     @property
     def configs(self) -> dict[str, DescribeConfig]:
-        return load_describe_configs(extra=self.describe_configs)
+        """The describe configurations: built-in ones plus the recipe's own (loaded once)."""
+        return dict(self._configs)
 
     def submissions(self) -> list[str]:
         """Every submission the recipe defines, in definition order."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -176,5 +177,5 @@ def score_command(
         # Plain print: rich would wrap long lines and break the JSON.
         sys.stdout.write(json.dumps(score.model_dump(), indent=2) + "\n")
     else:
-        render_score(score, Console(), title=f"{submission_path} vs {truth_path}")
+        render_score(score, Console(), title=f"{Path(submission_path).name} vs truth {Path(truth_path).name}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,9 +71,14 @@ def load_submission(path: str | os.PathLike[str], *, strict: bool = False) -> pd
     return typed(frame).sort_values(S.VIDEO).reset_index(drop=True)
 
 
+_INT = re.compile(r"-?[0-9]+")
+
+
 def _as_int(value: object) -> int | None:
+    # ASCII digits only: str.isdigit() also accepts "²" (int() then raises)
+    # and other scripts' digits, and lstrip("-") let "--5" through to int().
     text = str(value).strip()
-    if text.lstrip("-").isdigit():
+    if _INT.fullmatch(text):
         return int(text)
     return None
 

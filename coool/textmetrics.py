@@ -8,7 +8,6 @@ computes the same numbers as pycocoevalcap (the COCO evaluation code):
   check equality with pycocoevalcap on the real submissions), because
   pycocoevalcap's versions are ~5x slower and ``compare`` scores eight
   submissions against seven references each.
-
 - Tokenization is done here in Python (``tokenize``), not with
   pycocoevalcap's PTBTokenizer: that one starts a Stanford CoreNLP java
   process for every call. Ours follows what PTBTokenizer + COCO's
@@ -178,6 +177,15 @@ class Meteor:
     def alive(self) -> bool:
         return self._proc.poll() is None
 
+    def _exited(self) -> MeteorError:
+        try:
+            code: int | None = self._proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            code = None
+        self._stderr_reader.join(timeout=2)  # its last words explain the exit
+        said = [line for line in self._stderr if line.strip() and not line.startswith("\tat ")]
+        return MeteorError(f"METEOR exited (code {code}): " + (" | ".join(said[-3:]) or "no message"))
+
     def _send(self, lines: list[str]) -> None:
         def write() -> None:
             try:
@@ -201,9 +209,7 @@ class Meteor:
                 self.close()
                 raise MeteorError(f"no answer from METEOR within {self.timeout_s:.0f} s") from None
             if line is None:
-                self._stderr_reader.join(timeout=2)  # its last words explain the exit
-                said = [line for line in self._stderr if line.strip() and not line.startswith("\tat ")]
-                raise MeteorError("METEOR exited: " + (" | ".join(said[-3:]) or "no message"))
+                raise self._exited()
             out.append(line.decode("utf-8", errors="replace").strip())
         return out
 
@@ -213,7 +219,7 @@ class Meteor:
             raise ValueError("need as many reference lists as candidates, at least one")
         with self._lock:
             if not self.alive:
-                raise MeteorError("METEOR process is not running")
+                raise self._exited()
             self._send(
                 [
                     " ||| ".join(["SCORE", *(_meteor_safe(r) for r in refs), _meteor_safe(cand)])
@@ -376,7 +382,7 @@ def _rouge_l(gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
     return sum(rouge_l(gts[i], res[i][0]) for i in gts) / len(gts)
 
 
-Vector = tuple[list[dict[tuple[str, ...], float]], list[float], int]
+_Vector = tuple[list[dict[tuple[str, ...], float]], list[float], int]
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -419,9 +425,9 @@ def cider_d(
     for i in ids:
         df.update({g for ref in references[i] for counts in _ngram_counts(ref, n_max) for g in counts})
     log_ids = math.log(len(ids))
-    cache: dict[str, Vector] = {}
+    cache: dict[str, _Vector] = {}
 
-    def vector(text: str) -> Vector:
+    def vector(text: str) -> _Vector:
         if text not in cache:
             weights = [
                 {g: tf * (log_ids - math.log(max(1, df[g]))) for g, tf in counts.items()}
@@ -461,8 +467,9 @@ def evaluate_texts(
     """Score ``candidates`` against ``references`` (several texts allowed per id).
 
     Every id of ``references`` counts; an id without a candidate is scored
-    as the empty text (all metrics give it 0). Candidate ids without
-    references are ignored.
+    as the empty text (it matches nothing: 0 for the per-text metrics, and
+    only its references' length for corpus BLEU and METEOR). Candidate ids
+    without references are ignored.
     """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:

@@ -351,6 +351,8 @@ def build(out: Path, kind: str, seed: int, vocab: int, bias: float) -> dict:
     lean(model, favour, avoid, bias)
     favoured_mass = measure_lean(model, hf, favour)
     model.save_pretrained(out)
+    if kind == "llava":
+        nest_clip_weights(out)
 
     gen = transformers.GenerationConfig(
         eos_token_id=[hf.convert_tokens_to_ids(IM_END), hf.convert_tokens_to_ids(END_OF_TEXT)],
@@ -386,6 +388,25 @@ def build(out: Path, kind: str, seed: int, vocab: int, bias: float) -> dict:
     return info
 
 
+def nest_clip_weights(out: Path) -> None:
+    """Name the CLIP tower's weights as llava-hf checkpoints do.
+
+    transformers 5 saves them as ``vision_tower.embeddings...``; vLLM's LLaVA
+    loads ``vision_tower.vision_model.embeddings...`` (the layout of the
+    published checkpoints) and refuses the other.
+    """
+    from safetensors.torch import load_file, save_file
+
+    path = out / "model.safetensors"
+    weights = load_file(path)
+    renamed = {}
+    for name, tensor in weights.items():
+        if name.startswith("vision_tower.") and not name.startswith("vision_tower.vision_model."):
+            name = "vision_tower.vision_model." + name[len("vision_tower.") :]
+        renamed[name] = tensor.contiguous()
+    save_file(renamed, path, metadata={"format": "pt"})
+
+
 def save_llava_processor(out: Path, hf) -> None:
     """LLaVA's processor: CLIP preprocessing (PIL backend) to one fixed square."""
     from transformers import LlavaProcessor
@@ -410,15 +431,16 @@ def save_llava_processor(out: Path, hf) -> None:
 def save_qwen2vl_processor(out: Path, hf) -> None:
     """Qwen2-VL's processor with the PIL image backend and small images.
 
-    With transformers 5.19 and no torchvision this fails: Qwen2VLProcessor
-    checks its video_processor argument against VideoProcessorMixin, which
-    transformers only defines when torchvision is installed (see docs/VLLM.md).
+    transformers 5.19 builds a Qwen2VLProcessor only with a video processor,
+    and its video processors need torchvision: this works with the ops-less
+    torchvision that setup.sh leaves, not without one.
     """
     from transformers import Qwen2VLProcessor
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     # At most 16 x 16 patches of 14 px (a 224 x 224 image): 64 image tokens.
-    image_processor = Qwen2VLImageProcessorPil(
+    sizes = dict(
         min_pixels=56 * 56,
         max_pixels=224 * 224,
         size={"shortest_edge": 56 * 56, "longest_edge": 224 * 224},
@@ -426,7 +448,12 @@ def save_qwen2vl_processor(out: Path, hf) -> None:
         temporal_patch_size=2,
         merge_size=2,
     )
-    processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=hf, chat_template=chat_template("qwen2vl"))
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessorPil(**sizes),
+        tokenizer=hf,
+        video_processor=Qwen2VLVideoProcessor(**sizes),
+        chat_template=chat_template("qwen2vl"),
+    )
     processor.save_pretrained(out)
 
 

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-# The tests import their helpers as a plain module (pytest runs with --import-mode=importlib).
-if str(Path(__file__).parent) not in sys.path:
-    sys.path.insert(0, str(Path(__file__).parent))
-
-from coool.synthetic import make_dataset  # noqa: E402
-
-from studio_support import N_VIDEOS, StudioDirs, build_results  # noqa: E402
+from coool.synthetic import make_dataset
+from studio_support import N_VIDEOS, StudioDirs, build_results
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,1 @@
+"""Run recipes, environment settings and the demo."""

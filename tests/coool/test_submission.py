@@ -1,0 +1,398 @@
+"""Submission CSVs: reading, validation (real and broken files), writing, merging."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import coool.files
+from coool import schema as S
+from coool.submission import (
+    Problem,
+    SubmissionError,
+    is_english,
+    load_submission,
+    merge,
+    merge_row,
+    nothing_found,
+    read_submission,
+    submission_text,
+    validate,
+    write_submission,
+)
+
+# Label warnings of the two reference files that have labels outside the 19:
+# data row -> label (hand-checked in the CSVs; the row is the video id + 1).
+EXP001_002_ODD_LABELS = {209: "vehicle hits barrier", 249: "vehicle hits a pedestrian", 492: "car hits pedestrian"}
+V3_PROMPT2_ODD_LABELS = {41: "fog"} | {
+    row: "debris on the road" for row in (154, 206, 221, 292, 311, 320, 339, 358, 416, 483, 501, 555, 621)
+} | {114: "debris on road"}
+
+
+def errors(problems: list[Problem]) -> list[Problem]:
+    return [p for p in problems if p.level == "error"]
+
+
+# -- the real reference submissions ------------------------------------------------------
+
+
+def test_all_eight_reference_submissions_are_valid(ref) -> None:
+    for path in ref.all:
+        frame = read_submission(path)
+        assert list(frame.columns) == list(S.COLUMNS), path.name
+        assert len(frame) == 661, path.name
+        assert errors(validate(frame, expected_videos=range(661))) == [], path.name
+
+
+@pytest.mark.parametrize(
+    ("name", "odd"),
+    [("exp001_002", EXP001_002_ODD_LABELS), ("v3_prompt2", V3_PROMPT2_ODD_LABELS)],
+)
+def test_labels_outside_the_19_are_warnings_unless_strict(ref, name: str, odd: dict[int, str]) -> None:
+    frame = read_submission(getattr(ref, name))
+    problems = validate(frame)
+    assert {p.row: p.level for p in problems} == {row: "warning" for row in odd}
+    assert all(p.column == S.LABEL for p in problems)
+    for p in problems:
+        assert repr(odd[p.row]) in p.message
+    strict = validate(frame, strict=True)
+    assert [(p.row, p.level) for p in strict] == [(row, "error") for row in sorted(odd)]
+
+
+def test_other_reference_submissions_have_no_warnings(ref) -> None:
+    for path in (ref.exp004_005, ref.v5, ref.v3, ref.v4, ref.base, ref.final):
+        assert validate(read_submission(path), strict=True) == [], path.name
+
+
+def test_load_submission_types_and_sorts(ref, tmp_path: Path) -> None:
+    lines = ref.base.read_text(encoding="utf-8").splitlines()
+    shuffled = tmp_path / "shuffled.csv"
+    shuffled.write_text("\n".join([lines[0], lines[3], lines[1], lines[2]]) + "\n", encoding="utf-8")
+    frame = load_submission(shuffled)
+    assert frame[S.VIDEO].tolist() == [0, 1, 2]
+    for column in (S.VIDEO, S.START_FRAME, S.DETECTION, S.EGO, *S.COUNT_COLUMNS):
+        assert pd.api.types.is_integer_dtype(frame[column]), column
+    # Row of video 1 of the base file, as hand-read from the CSV.
+    row = frame.iloc[1].to_dict()
+    assert row[S.START_FRAME] == 1 and row[S.DETECTION] == 0 and row[S.N_PEDESTRIANS] == 2
+    assert row[S.LABEL] == "pedestrian on the road"
+
+
+def test_load_submission_raises_with_rows(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(submission_text([S.fallback_row(0)]).replace("\n0,1,-1", "\n0,0,-1"), encoding="utf-8")
+    with pytest.raises(SubmissionError, match=r"row 1, 'Incident window start frame'"):
+        load_submission(path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [None, b"", b"\xff\xfe\x00garbage\x81\x82", b'video,"unclosed\n1,2\n'],
+    ids=["missing", "empty", "not-utf8", "unclosed-quote"],
+)
+def test_unreadable_files_raise_submission_error(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "x.csv"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(SubmissionError, match="x.csv"):
+        read_submission(path)
+
+
+# -- broken copies: every rule, reported with its row ----------------------------------------
+
+
+@pytest.fixture
+def rows(ref) -> list[dict[str, str]]:
+    """The first four data rows of the base submission, as strings (valid)."""
+    with ref.base.open(newline="", encoding="utf-8") as fh:
+        return [row for _, row in zip(range(4), csv.DictReader(fh))]
+
+
+def write_rows(path: Path, rows: list[dict[str, str]], header: list[str] | None = None) -> Path:
+    header = header or list(S.COLUMNS)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow([row[c] for c in header])
+    return path
+
+
+def test_the_unbroken_copy_is_valid(rows, tmp_path: Path) -> None:
+    frame = read_submission(write_rows(tmp_path / "ok.csv", rows))
+    assert validate(frame, expected_videos=[0, 1, 2, 3], strict=True) == []
+
+
+@pytest.mark.parametrize(
+    ("row", "column", "value", "message"),
+    [
+        (3, S.VIDEO, "0", "video 0 appears again (first at row 1)"),
+        (2, S.VIDEO, "3a", "non-negative integer, got '3a'"),
+        (2, S.VIDEO, "1.0", "non-negative integer, got '1.0'"),
+        (2, S.VIDEO, "-1", "non-negative integer, got '-1'"),
+        (2, S.VIDEO, "--5", "non-negative integer, got '--5'"),
+        (2, S.VIDEO, "²", "non-negative integer"),
+        (2, S.VIDEO, "٣", "non-negative integer"),
+        (4, S.START_FRAME, "0", "integer >= 1 (frames are 1-based), got '0'"),
+        (4, S.START_FRAME, "12.5", "integer >= 1"),
+        (1, S.DETECTION, "2", "one of 1, 0, -1, got '2'"),
+        (1, S.DETECTION, "", "one of 1, 0, -1, got ''"),
+        (2, S.SEVERITY, "7. Everything exploded", "not an allowed severity"),
+        (2, S.SEVERITY, "0. no crash", "not an allowed severity"),
+        (3, S.EGO, "2", "must be 0 or 1, got '2'"),
+        (1, S.N_BICYCLISTS, "-1", "non-negative integer, got '-1'"),
+        (2, S.N_ANIMALS, "-3", "non-negative integer"),
+        (3, S.N_PEDESTRIANS, "two", "non-negative integer, got 'two'"),
+        (4, S.N_VEHICLES, "1.5", "non-negative integer"),
+        (1, S.CAPTION, "", "empty text"),
+        (2, S.REASON, "   ", "empty text"),
+        (3, S.CAPTION, "自车在车道内行驶，前方道路上出现红色障碍物。", "non-English characters"),
+        (4, S.REASON, "Автомобиль резко тормозит перед пешеходом.", "non-English characters"),
+    ],
+)
+def test_each_broken_rule_is_reported_with_its_row(
+    rows, tmp_path: Path, row: int, column: str, value: str, message: str
+) -> None:
+    rows[row - 1][column] = value
+    problems = validate(read_submission(write_rows(tmp_path / "broken.csv", rows)))
+    assert len(problems) == 1, [str(p) for p in problems]
+    (problem,) = problems
+    assert (problem.row, problem.column, problem.level) == (row, column, "error")
+    assert message in problem.message
+    assert str(problem).startswith(f"error: row {row}, {column!r}: ")
+
+
+def test_a_label_outside_the_19_is_a_warning(rows, tmp_path: Path) -> None:
+    rows[1][S.LABEL] = "debris on the road"
+    frame = read_submission(write_rows(tmp_path / "label.csv", rows))
+    assert [(p.row, p.column, p.level) for p in validate(frame)] == [(2, S.LABEL, "warning")]
+    assert [(p.row, p.level) for p in validate(frame, strict=True)] == [(2, "error")]
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ([c if c != S.LABEL else "label" for c in S.COLUMNS], "missing ['Label']; unexpected ['label']"),
+        ([c for c in S.COLUMNS if c != S.EGO], "missing ['Ego-car involved']"),
+        ([*S.COLUMNS, "Notes"], "unexpected ['Notes']"),
+        ([*S.COLUMNS[:10], S.REASON, S.CAPTION], "columns out of order"),
+        ([S.START_FRAME, S.VIDEO, *S.COLUMNS[2:]], "columns out of order"),
+    ],
+    ids=["renamed", "missing", "extra", "texts-swapped", "first-two-swapped"],
+)
+def test_a_wrong_header_is_one_file_level_error(rows, tmp_path: Path, header: list[str], message: str) -> None:
+    for row in rows:
+        row["label"] = row[S.LABEL]
+        row["Notes"] = "x"
+    problems = validate(read_submission(write_rows(tmp_path / "header.csv", rows, header)))
+    assert len(problems) == 1
+    assert (problems[0].row, problems[0].level) == (None, "error")
+    assert message in problems[0].message
+    assert str(problems[0]).startswith("error: file: header must be exactly")
+
+
+def test_every_problem_of_a_file_is_reported(rows, tmp_path: Path) -> None:
+    rows[0][S.DETECTION] = "5"
+    rows[1][S.EGO] = "-1"
+    rows[1][S.CAPTION] = ""
+    rows[3][S.VIDEO] = rows[2][S.VIDEO]
+    problems = validate(read_submission(write_rows(tmp_path / "many.csv", rows)))
+    assert {(p.row, p.column) for p in problems} == {(1, S.DETECTION), (2, S.EGO), (2, S.CAPTION), (4, S.VIDEO)}
+
+
+def test_expected_videos_missing_and_extra(rows, tmp_path: Path) -> None:
+    frame = read_submission(write_rows(tmp_path / "ids.csv", rows))
+    problems = validate(frame, expected_videos=[0, 1, 2, 5, 6])
+    assert [(p.row, p.column, p.message) for p in problems] == [
+        (None, S.VIDEO, "missing videos: 5, 6"),
+        (None, S.VIDEO, "videos not in the input: 3"),
+    ]
+
+
+def test_no_rows_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_text(",".join(S.COLUMNS) + "\n", encoding="utf-8")
+    assert [p.message for p in validate(read_submission(path))] == ["no rows"]
+
+
+def test_is_english() -> None:
+    assert is_english("Ego-car brakes at the café’s crosswalk — 2 pedestrians, naïve “quotes”.")
+    assert not is_english("Ego-car 在车道内行驶")
+    assert not is_english("Пешеход")
+    assert is_english("")
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+def row(video: int, **changes: object) -> dict[str, object]:
+    out = S.fallback_row(video)
+    out.update(changes)
+    return out
+
+
+def test_submission_text_quotes_every_text_field_and_sorts() -> None:
+    text = submission_text(
+        [
+            row(12, **{S.REASON: 'A car says "stop", then turns left.', S.N_VEHICLES: 1}),
+            row(3),
+        ]
+    )
+    assert text.splitlines() == [
+        ",".join(S.COLUMNS),
+        '3,1,-1,"0. No Crash",0,"unknown",0,0,0,0,'
+        '"Ego-car drives along the road with no visible hazard ahead.",'
+        '"unknown hazard: no incident is visible in the video."',
+        '12,1,-1,"0. No Crash",0,"unknown",0,0,0,1,'
+        '"Ego-car drives along the road with no visible hazard ahead.",'
+        '"A car says ""stop"", then turns left."',
+    ]
+
+
+def test_write_submission_round_trips(tmp_path: Path) -> None:
+    rows_in = [
+        row(2, **{S.START_FRAME: 55, S.DETECTION: 1, S.SEVERITY: S.SEVERITIES[3], S.EGO: 1,
+                  S.LABEL: "ego-car hits a pedestrian", S.N_PEDESTRIANS: 1,
+                  S.CAPTION: "Ego-car, slow, approaches a crosswalk.", S.REASON: "A pedestrian\nsteps out."}),
+        row(0),
+        row(1, **{S.N_ANIMALS: 1_000_000_000}),
+    ]
+    path = write_submission(rows_in, tmp_path / "out" / "submission.csv", expected_videos=[0, 1, 2])
+    assert path == tmp_path / "out" / "submission.csv"
+    back = load_submission(path, strict=True)
+    assert back.to_dict("records") == sorted(rows_in, key=lambda r: r[S.VIDEO])
+
+
+def test_write_submission_accepts_a_dataframe(ref, tmp_path: Path) -> None:
+    frame = load_submission(ref.v4)
+    path = write_submission(frame, tmp_path / "v4.csv", expected_videos=range(661))
+    assert load_submission(path).equals(frame)
+
+
+@pytest.mark.parametrize(
+    ("bad", "kwargs", "message"),
+    [
+        (row(1, **{S.DETECTION: 3}), {}, "row 2, 'Incident Detection'"),
+        (row(1, **{S.CAPTION: "  "}), {}, "empty text"),
+        (row(1, **{S.REASON: "红色障碍物"}), {}, "non-English"),
+        (row(1, **{S.LABEL: "debris on the road"}), {}, "not one of the 19 labels"),
+        (row(0), {}, "video 0 appears again"),
+        (row(1), {"expected_videos": [0, 1, 2]}, "missing videos: 2"),
+    ],
+    ids=["detection", "empty-text", "chinese", "label-strict", "duplicate", "missing-video"],
+)
+def test_write_submission_refuses_invalid_rows_and_writes_nothing(
+    tmp_path: Path, bad: dict[str, object], kwargs: dict, message: str
+) -> None:
+    fresh = tmp_path / "fresh.csv"
+    with pytest.raises(SubmissionError, match="refusing to write an invalid submission") as info:
+        write_submission([row(0), bad], fresh, **kwargs)
+    assert message in str(info.value)
+    assert not fresh.exists()
+    existing = tmp_path / "existing.csv"
+    existing.write_text("old content\n", encoding="utf-8")
+    with pytest.raises(SubmissionError):
+        write_submission([row(0), bad], existing, **kwargs)
+    assert existing.read_text(encoding="utf-8") == "old content\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.csv"]
+
+
+def test_write_submission_non_strict_allows_odd_labels(tmp_path: Path) -> None:
+    path = write_submission([row(0, **{S.LABEL: "fog"})], tmp_path / "s.csv", strict=False)
+    assert load_submission(path)[S.LABEL].tolist() == ["fog"]
+
+
+def test_write_submission_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_submission([row(0)], tmp_path / "s.csv")
+    before = path.read_bytes()
+
+    def crash(src: str, dst: str) -> None:
+        raise OSError("disk went away during the rename")
+
+    monkeypatch.setattr(coool.files.os, "replace", crash)
+    with pytest.raises(OSError, match="disk went away"):
+        write_submission([row(0), row(1)], path)
+    assert path.read_bytes() == before  # the old file, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["s.csv"]  # and no temp file left behind
+    monkeypatch.undo()
+    write_submission([row(0), row(1)], path)
+    assert load_submission(path)[S.VIDEO].tolist() == [0, 1]
+
+
+# -- merging -------------------------------------------------------------------------------------
+
+
+FOUND = row(0, **{S.START_FRAME: 40, S.DETECTION: 1})
+NOTHING = row(0)
+FRAME_ONLY = row(0, **{S.START_FRAME: 40})  # start frame says something, detection -1
+DETECTION_ONLY = row(0, **{S.DETECTION: 0})  # start frame 1, detection says hazard
+
+
+@pytest.mark.parametrize(
+    ("primary", "fallback", "expected"),
+    [
+        (NOTHING, FOUND, "fallback"),
+        (NOTHING, FRAME_ONLY, "fallback"),
+        (NOTHING, DETECTION_ONLY, "fallback"),
+        (NOTHING, NOTHING, "primary"),
+        (FOUND, NOTHING, "primary"),
+        (FOUND, FRAME_ONLY, "primary"),
+        (FRAME_ONLY, FOUND, "primary"),
+        (DETECTION_ONLY, FOUND, "primary"),
+        (None, FOUND, "fallback"),
+        (FOUND, None, "primary"),
+    ],
+)
+def test_merge_row(primary, fallback, expected: str) -> None:
+    chosen = merge_row(primary, fallback)
+    assert chosen is (primary if expected == "primary" else fallback)
+
+
+def test_nothing_found() -> None:
+    assert nothing_found(NOTHING) and nothing_found({S.START_FRAME: "1", S.DETECTION: "-1"})
+    assert not nothing_found(FRAME_ONLY) and not nothing_found(DETECTION_ONLY)
+
+
+def test_merge_v4_with_exp004_005_reproduces_ens2_but_the_count_pass_video(ref) -> None:
+    v4, fallback, base = load_submission(ref.v4), load_submission(ref.exp004_005), load_submission(ref.base)
+    merged, taken = merge(v4, fallback)
+    assert merged[S.VIDEO].tolist() == list(range(661))
+    differing = {}
+    for got, want in zip(merged.to_dict("records"), base.to_dict("records")):
+        columns = {c for c in S.COLUMNS if got[c] != want[c]}
+        if columns:
+            differing[got[S.VIDEO]] = columns
+    # Only video 313 (100 geese) differs: the count pass re-described it and clipped the count to 20.
+    assert differing == {313: {S.N_ANIMALS, S.CAPTION, S.REASON}}
+    assert merged.loc[313, S.N_ANIMALS] == 100 and base.loc[313, S.N_ANIMALS] == 20
+    # The ids taken from the fallback are exactly those where v4 found nothing and the fallback did.
+    v4_rows, fb_rows = v4.to_dict("records"), fallback.to_dict("records")
+    assert taken == [v for v in range(661) if nothing_found(v4_rows[v]) and not nothing_found(fb_rows[v])]
+    assert len(taken) == 82
+    for v in taken:
+        assert merged.iloc[v].to_dict() == fb_rows[v]
+
+
+def test_merge_matches_rows_by_id_whatever_their_order(ref) -> None:
+    v4, fallback = load_submission(ref.v4), load_submission(ref.exp004_005)
+    expected, taken = merge(v4, fallback)
+    shuffled_fallback = fallback.sample(frac=1, random_state=7).reset_index(drop=True)
+    assert shuffled_fallback[S.VIDEO].tolist() != list(range(661))
+    shuffled_primary = v4.sample(frac=1, random_state=3).reset_index(drop=True)
+    for primary, fb in ((v4, shuffled_fallback), (shuffled_primary, shuffled_fallback), (shuffled_primary, fallback)):
+        merged, taken_again = merge(primary, fb)
+        assert merged.equals(expected)
+        assert sorted(taken_again) == taken
+
+
+def test_merge_with_rows_missing_on_either_side() -> None:
+    primary = pd.DataFrame([row(0), row(1), FOUND | {S.VIDEO: 2}], columns=list(S.COLUMNS))
+    fallback = pd.DataFrame([FOUND | {S.VIDEO: 1}, FOUND | {S.VIDEO: 9}], columns=list(S.COLUMNS))
+    merged, taken = merge(primary, fallback)
+    assert taken == [1]
+    assert merged[S.VIDEO].tolist() == [0, 1, 2]  # video 9, only in the fallback, is not added
+    assert merged.loc[0].to_dict() == row(0)
+    assert merged.loc[1, S.START_FRAME] == 40
