@@ -327,9 +327,13 @@ def ensemble(
     from coool.submission import SubmissionError, load_submission, write_submission
 
     settings = load_settings()
+    # Inputs are named by file stem; when stems collide (two folders' submission.csv)
+    # by path, or one input would silently replace the other.
+    stems = [p.stem for p in inputs]
+    names = [p.stem if stems.count(p.stem) == 1 else str(p) for p in inputs]
     try:
         base_frame = load_submission(base)
-        frames = {p.stem: load_submission(p) for p in inputs}
+        frames = {name: load_submission(p) for name, p in zip(names, inputs)}
     except SubmissionError as exc:
         _fail(str(exc), 1)
     work = work or output.parent / "ensemble"
@@ -367,23 +371,32 @@ def run(
     from coool.recipe import RecipeError, load_recipe
     from coool.settings import load_settings
 
+    from coool.servers import ServerUnavailable
+
     try:
         loaded = load_recipe(recipe)
     except RecipeError as exc:
         _fail(str(exc))
-    if prefect:
-        from flows.pipeline import pipeline_flow
+    try:
+        if prefect:
+            from flows.pipeline import pipeline_flow
 
-        outcome = asyncio.run(
-            pipeline_flow(
-                data_root=str(data), recipe=recipe, results_dir=str(results) if results else None, concurrent=concurrent
+            outcome = asyncio.run(
+                pipeline_flow(
+                    data_root=str(data), recipe=recipe, results_dir=str(results) if results else None, concurrent=concurrent
+                )
             )
-        )
-    else:
-        settings = load_settings(**({"results_dir": results} if results else {}))
-        outcome = asyncio.run(
-            run_plain(Pipeline(settings, loaded), data / "videos", data / "heatmaps", concurrent=concurrent)
-        )
+        else:
+            settings = load_settings(**({"results_dir": results} if results else {}))
+            if settings.data_root is None:  # as the flow does: file:// images may come from under it
+                settings.data_root = data.resolve()
+            outcome = asyncio.run(
+                run_plain(Pipeline(settings, loaded), data / "videos", data / "heatmaps", concurrent=concurrent)
+            )
+    except (ServerUnavailable, ValueError) as exc:
+        # Inputs that can't be used at all (no videos) or a model server that is not
+        # there: one clear line, no traceback, and no submission was written.
+        _fail(f"error: {exc}")
     typer.echo(f"submission: {outcome['written']['final']}  ({outcome['videos']} videos, {outcome['failures']} failure(s))")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -19,13 +20,13 @@ from coool.captions import load_captions
 from coool.files import atomic_write_json, combined_hash, read_json
 from coool.llm import ChatClient, user_message
 from coool.params import DescribeConfig
-from coool.parsing import coerce_answer, parse_json_lenient
+from coool.parsing import MAX_COUNT, canonical_label, canonical_severity, clean_text, coerce_answer, parse_json_lenient
 from coool.prompts import Prompt, load_prompt, load_snippet
 from coool.stage import StageError, sample_record
 from coool.video import extract_raw_frames, load_manifest
 from coool.workspace import cached_output
 from coool.submission import is_english
-from coool.voting import consistent, empty_fields, repetition_penalties, vote_samples
+from coool.voting import consistent, empty_fields, vote_samples
 from coool.windows import caption_trigger_window, detected_frame_window, window_index_to_frame
 
 PASS_FIELDS: dict[str, tuple[str, ...]] = {
@@ -112,13 +113,29 @@ class DescribeResult:
 
 
 def _clean(answer: Mapping[str, Any] | None, fields: Sequence[str]) -> dict[str, Any]:
-    """A coerced answer restricted to a pass's fields; non-English texts count as empty."""
+    """A coerced answer restricted to a pass's fields; non-English texts count as empty.
+
+    Severity and label are canonicalised here (a value outside the allowed
+    ones counts as empty), so a re-ask can only fill a field with an
+    allowed value (voting canonicalises too, but re-asked values skip it).
+    """
     coerced = coerce_answer(answer or {})
     out = {f: coerced.get(f) for f in fields}
     for column in S.TEXT_COLUMNS:
         if column in out and isinstance(out[column], str) and not is_english(out[column]):
             out[column] = None
+    for column, canonical in ((S.SEVERITY, canonical_severity), (S.LABEL, canonical_label)):
+        if column in out:
+            out[column] = canonical(out[column])
     return out
+
+
+def reask_penalties(config: DescribeConfig) -> list[float]:
+    """The re-ask schedule of a configuration: +step per try, capped, ``reask_tries`` tries."""
+    return [
+        round(min(config.repetition_penalty + config.reask_penalty_step * k, config.reask_penalty_cap), 10)
+        for k in range(1, config.reask_tries + 1)
+    ]
 
 
 async def run_pass(
@@ -155,8 +172,7 @@ async def run_pass(
         if parsed is not None:
             answers.append(_clean(parsed, fields))
     voted = {f: v for f, v in vote_samples(answers).items() if f in fields} if answers else {f: None for f in fields}
-    penalties = repetition_penalties(config.repetition_penalty)[: config.reask_tries]
-    for penalty in penalties:
+    for penalty in reask_penalties(config):
         missing = empty_fields(voted, fields)
         if not missing:
             break
@@ -172,6 +188,33 @@ async def run_pass(
         result.reasks.append({**sample_record(sample), "repetition_penalty": penalty, "missing": missing, "filled": filled})
     result.voted = voted
     return result
+
+
+def _allowed(field: str, value: Any) -> Any:
+    """``value`` as a valid value of ``field`` in a submission row, else None (as if no pass gave it).
+
+    Voted values are allowed already; this guards ``final_row`` against any
+    that are not (a value that reached ``voted`` some other way).
+    """
+    if value is None:
+        return None
+    if field == S.SEVERITY:
+        return canonical_severity(str(value))
+    if field == S.LABEL:
+        return canonical_label(str(value))
+    if field in S.TEXT_COLUMNS:
+        text = clean_text(str(value))
+        return text if text and is_english(text) else None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return None
+    number = int(value)
+    if field == S.DETECTION:
+        return number if number in S.DETECTION_VALUES else None
+    if field == S.EGO:
+        return number if number in S.EGO_VALUES else None
+    if field in S.COUNT_COLUMNS:
+        return min(number, MAX_COUNT) if number >= 0 else None  # the cap coerce_answer applies
+    return number  # the start index: window_index_to_frame guards its range
 
 
 def final_row(
@@ -190,8 +233,8 @@ def final_row(
     for f in S.ANSWER_FIELDS:
         value = None
         for name in order:
-            candidate = passes[name].voted.get(f) if name in passes else None
-            if not empty_fields({f: candidate}, [f]):
+            candidate = _allowed(f, passes[name].voted.get(f)) if name in passes else None
+            if candidate is not None:
                 value = candidate
                 break
         row[f] = value
@@ -295,7 +338,8 @@ async def describe_unit(
     images = await asyncio.to_thread(extract_raw_frames, manifest.video.path, window, frames_dir)
     result = await describe_video(client, config, prompts, video, window, images)
     atomic_write_json(path, {"key": key, "model": client.model, **result.as_dict()})
-    return {"video": video, "frame": result.frame, "window": window, "cached": False, "notes": result.notes}
+    reasks = sum(len(p.reasks) for p in result.passes.values())
+    return {"video": video, "frame": result.frame, "window": window, "cached": False, "notes": result.notes, "reasks": reasks}
 
 
 def load_description_row(path: Path) -> dict[str, Any]:

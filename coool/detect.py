@@ -164,4 +164,5 @@ async def detect_unit(
         return {"video": video, "frame": done["frame"], "cached": True}
     result = await detect_video(client, video, load_captions(captions_path), prompt, params, last_frame=last_frame)
     atomic_write_json(path, {"key": key, "model": client.model, **result.as_dict()})
-    return {"video": video, "frame": result.frame, "cached": False, "notes": result.notes}
+    reasks = result.attempts - 1 if result.attempts > 1 else 0
+    return {"video": video, "frame": result.frame, "cached": False, "notes": result.notes, "reasks": reasks}

@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
 
 from coool import schema as S
 from coool.files import atomic_write_json, combined_hash, json_sha256
 from coool.llm import ChatClient, user_message
 from coool.params import EnsembleParams
-from coool.parsing import coerce_int, parse_json_lenient
+from coool.parsing import clean_text, coerce_int, parse_json_lenient
 from coool.prompts import Prompt
 from coool.stage import sample_record
 from coool.workspace import cached_output
@@ -51,13 +52,20 @@ def candidates_for(video: int, inputs: Mapping[str, pd.DataFrame]) -> tuple[list
     """
     found, missing = [], []
     for name, frame in inputs.items():
-        rows = frame[frame[S.VIDEO].astype(int) == int(video)]
-        if rows.empty:
+        # Positions, not a filtered copy of the frame: this runs per video and per
+        # input, so copying whole 661-row frames made stage 5 quadratic.
+        hits = np.flatnonzero(frame[S.VIDEO].to_numpy().astype(int) == int(video))
+        if not len(hits):
             missing.append(name)
             continue
-        row = rows.iloc[0]
+        i = hits[0]
         found.append(
-            Candidate(name, int(row[S.START_FRAME]), normalize_text(row[S.CAPTION]), normalize_text(row[S.REASON]))
+            Candidate(
+                name,
+                int(frame[S.START_FRAME].iat[i]),
+                normalize_text(frame[S.CAPTION].iat[i]),
+                normalize_text(frame[S.REASON].iat[i]),
+            )
         )
     return found, missing
 
@@ -74,14 +82,14 @@ def parse_answer(content: str) -> dict[str, Any] | None:
     obj = parse_json_lenient(content)
     if obj is not None and ("caption_before" in obj or "reason" in obj):
         return {
-            "caption_before": str(obj.get("caption_before") or "").strip(),
-            "reason": str(obj.get("reason") or "").strip(),
+            "caption_before": clean_text(str(obj.get("caption_before") or "")),
+            "reason": clean_text(str(obj.get("reason") or "")),
             "incident_start_frame": obj.get("incident_start_frame"),
         }
     tags = {}
     for name in ("caption_before", "reason", "incident_start_frame"):
         match = re.search(_TAG.format(name), content, flags=re.S)
-        tags[name] = match.group(1).strip() if match else None
+        tags[name] = clean_text(match.group(1)) if match else None
     if tags["caption_before"] is None and tags["reason"] is None:
         return None
     return {
@@ -208,4 +216,5 @@ async def ensemble_unit(
         return {"video": video, "row": done["row"], "cached": True}
     result = await ensemble_video(client, prompt, video, base_row, inputs, params)
     atomic_write_json(path, {"key": key, "model": client.model, **result.as_dict()})
-    return {"video": video, "row": result.row, "cached": False, "notes": result.notes}
+    reasks = max(len(result.samples) - 1, 0)
+    return {"video": video, "row": result.row, "cached": False, "notes": result.notes, "reasks": reasks}

@@ -5,9 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
+
+TEMP_SUFFIX = ".tmp"
+# ".<name>.<pid>-<random>.tmp", as atomic_write_bytes names its temp files.
+_TEMP_NAME = re.compile(r"^\..+\.(?P<pid>[0-9]+)-[^./]+\.tmp$")
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -18,7 +23,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The writer's pid is in the name: a later run can tell a dead writer's leftover
+    # (a kill between create and rename) from a live writer's file (clean_stale_temp_files).
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -32,6 +39,45 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             pass
         raise
     return path
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_temp_files(root: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temp files that killed writers left under ``root``; return them.
+
+    A SIGKILL between creating a temp file and renaming it leaves
+    ``.<name>.<pid>-<random>.tmp`` beside the real file (which is untouched:
+    the old content or none). Only files of that shape whose writer ``pid`` no
+    longer runs on this machine are removed, so a run never deletes a live
+    writer's file. Runs call this at start (a shared results folder across
+    machines is not supported for the local layout).
+    """
+    removed: list[Path] = []
+    root = Path(root)
+    if not root.is_dir():
+        return removed
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            match = _TEMP_NAME.match(name)
+            if match and not _pid_alive(int(match.group("pid"))):
+                target = Path(dirpath) / name
+                try:
+                    target.unlink()
+                except FileNotFoundError:
+                    continue
+                removed.append(target)
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

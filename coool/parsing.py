@@ -12,6 +12,7 @@ import json
 import math
 import numbers
 import re
+import unicodedata
 from typing import Mapping
 
 import json_repair
@@ -27,6 +28,9 @@ _LEADING_INT = re.compile(r"[+-]?\d+")
 # Severity written as its number: "3", "3.", "3. ego-car ..." (not "30").
 _SEVERITY_DIGIT = re.compile(r"([0-6])(?!\d)")
 _NO_CLUE = frozenset({"", "none", "null", "na", "n/a"})
+# The largest count an answer may give: absurd counts stay integers every reader can hold
+# (a 30-digit "count" would overflow 64-bit readers). The count pass deals with implausible ones.
+MAX_COUNT = 2**31 - 1
 _LABEL_CUTOFF = 0.85
 
 _ANSWER_COUNTS = frozenset(S.COUNT_COLUMNS)
@@ -192,16 +196,26 @@ def _lookup(obj: Mapping, fields: tuple[str, ...]) -> dict[str, object]:
     return found
 
 
+def clean_text(text: str) -> str:
+    """One line of text: control and format characters dropped (NUL, bidi
+    overrides, zero-width marks), every run of white space (newlines too) one
+    space, stripped. Guard (not in the spec): a model's text must not smuggle
+    line breaks or invisible characters into a one-sentence CSV field."""
+    kept = "".join(ch for ch in text if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf"))
+    return " ".join(kept.split())
+
+
 def _text(value: object) -> str | None:
     """A text field: stripped string; None stays None.
 
     Choices: numbers and bools become their str (a severity given as 3 ->
-    "3"); lists are joined with "; "; dicts become their JSON text.
+    "3"); lists are joined with "; "; dicts become their JSON text. Strings
+    are made one clean line (``clean_text``).
     """
     if value is None:
         return None
     if isinstance(value, str):
-        return value.strip()
+        return clean_text(value)
     if isinstance(value, (list, tuple)):
         parts = (_text(item) for item in value)
         return "; ".join(part for part in parts if part)
@@ -225,7 +239,8 @@ def coerce_answer(obj: Mapping) -> dict:
 
     Stage 4 "Coerce": numbers via ``coerce_int``; Incident Detection outside
     {-1,0,1} -> 0; Ego-car outside {0,1} -> 0; negative counts -> 0; texts
-    stripped. Severity and Label keep the model's string (see
+    stripped. Guard (not in the spec): counts above ``MAX_COUNT`` become
+    ``MAX_COUNT``. Severity and Label keep the model's string (see
     ``canonical_severity``/``canonical_label``). The start index is not
     range-checked here (``windows.window_index_to_frame`` guards it).
     Choices: a missing field is None so voting can tell "absent" from a
@@ -245,7 +260,7 @@ def coerce_answer(obj: Mapping) -> dict:
         elif field == S.EGO:
             out[field] = _ego(value)
         elif field in _ANSWER_COUNTS:
-            out[field] = max(coerce_int(value), 0)
+            out[field] = min(max(coerce_int(value), 0), MAX_COUNT)
         elif field in _ANSWER_STRINGS:
             out[field] = _text(value)
         else:  # the start index
@@ -327,7 +342,7 @@ def coerce_caption(obj: Mapping) -> dict:
         elif field == S.CAP_EGO:
             out[field] = _ego(value)
         elif field in S.CAPTION_COUNT_FIELDS:
-            out[field] = max(coerce_int(value), 0)
+            out[field] = min(max(coerce_int(value), 0), MAX_COUNT)
         elif field == S.CAP_SEVERITY:
             out[field] = canonical_severity(_text(value)) or "unknown"
         elif field == S.CAP_LABEL:

@@ -7,6 +7,7 @@ them without Prefect (benchmarks compare the two).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,15 +22,15 @@ from coool.countpass import clip_counts, needs_count_pass
 from coool.describe import DescribePromptSet, describe_key, describe_unit, load_description_row, select_window
 from coool.detect import detect_key, detect_unit, write_detections
 from coool.ensemble import candidates_for, ensemble_key, ensemble_unit
-from coool.files import atomic_write_text, combined_hash, json_sha256, read_json
-from coool.llm import ChatClient
+from coool.files import atomic_write_text, clean_stale_temp_files, combined_hash, json_sha256, read_json
+from coool.llm import ChatClient, MediaPathError
 from coool.params import DescribeConfig
 from coool.prompts import Prompt, load_prompt
 from coool.recipe import Phase, Recipe, Stage, phases
 from coool.settings import Settings
 from coool.stage import StageError
 from coool.submission import merge_row, write_submission
-from coool.video import FrameManifest, VideoError, VideoPair, extract_caption_frames, load_manifest, scan_inputs
+from coool.video import FrameManifest, VideoError, VideoPair, extract_caption_frames, load_manifest, scan_inputs, video_id_of
 from coool.workspace import Workspace
 
 
@@ -52,6 +53,9 @@ class StageReport:
     failed: list[Failure] = field(default_factory=list)
     requests: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    # What a finished video needed beyond a clean answer: answers re-asked, fallbacks used.
+    reasked: dict[int, int] = field(default_factory=dict)
+    fallbacks: dict[int, list[str]] = field(default_factory=dict)
 
     def add(self, outcome: Mapping[str, Any]) -> None:
         if outcome.get("skipped"):
@@ -60,6 +64,16 @@ class StageReport:
             self.cached += 1
         else:
             self.done += 1
+            video = outcome.get("video")
+            if video is None:
+                return
+            if outcome.get("reasks"):
+                self.reasked[int(video)] = int(outcome["reasks"])
+            notes = [str(n) for n in outcome.get("notes") or []]
+            if outcome.get("dropped"):
+                notes.insert(0, f"{outcome['dropped']} frame answer(s) unusable: row(s) dropped")
+            if notes:
+                self.fallbacks[int(video)] = notes
 
 
 class Pipeline:
@@ -91,14 +105,19 @@ class Pipeline:
         pairs, problems = scan_inputs(videos_dir, heatmaps_dir)
         ids = {p.video_id for p in pairs}
         for problem in problems:
-            stem = Path(problem.path).stem
-            video = int(stem) if stem.isdigit() else None
+            # The same id rule as stage 1: ASCII digits only ("²".isdigit() is True but int()
+            # refuses it), at most 18 (an id must fit the submission's 64-bit column).
+            video = video_id_of(problem.path)
             if video is not None and Path(problem.path).parent.resolve() == Path(videos_dir).resolve():
                 ids.add(video)
             else:
                 video = None
             self.fail(video, "inputs", problem.problem, str(problem.path))
         return [p for p in pairs if p.heatmap is not None], sorted(ids)
+
+    def clean_temp_files(self) -> list[Path]:
+        """Remove temp files that a killed run left in the results folder (see files.clean_stale_temp_files)."""
+        return clean_stale_temp_files(self.ws.root)
 
     def frames(self, pair: VideoPair) -> FrameManifest:
         """Stage 1 for one video (idempotent; CPU-bound: call it in a thread)."""
@@ -120,7 +139,16 @@ class Pipeline:
     @asynccontextmanager
     async def open_clients(self, roles: Iterable[str]) -> AsyncIterator[dict[str, ChatClient]]:
         """Clients for ``roles``, bound to the running event loop, closed after."""
-        media_root = self.settings.data_root or self.ws.root
+        media_root = Path(self.settings.data_root or self.ws.root).resolve()
+        roles = list(roles)
+        for role in roles:
+            # The frames sent are under the results folder: with file:// images it must lie
+            # under the allowed media root, or every request would be refused one by one.
+            if self.settings.role(role).image_transport == "file" and not self.ws.root.is_relative_to(media_root):
+                raise MediaPathError(
+                    f"{role}: image_transport=file sends frames from {self.ws.root}, outside the allowed media "
+                    f"root {media_root} (the data root): put the results folder under it or use image_transport=data"
+                )
         opened = {r: ChatClient(r, self.settings.role(r), media_root=media_root) for r in roles}
         self.clients.update(opened)
         try:
@@ -332,6 +360,7 @@ async def run_plain(
     """
     started = time.perf_counter()
     pairs, videos = pipeline.collect_inputs(videos_dir, heatmaps_dir)
+    pipeline.clean_temp_files()
     failed: dict[int, set[str]] = {v: {"frames"} for v in videos}
     limit = asyncio.Semaphore(pipeline.settings.video_concurrency)
 

@@ -218,7 +218,9 @@ def load_recipe(path: str | Path) -> Recipe:
     if raw.get("prompts_dir"):
         raw["prompts_dir"] = (candidate.parent / raw["prompts_dir"]).resolve()
     try:
-        return Recipe(**raw)
+        # model_validate, not Recipe(**raw): a non-string YAML key (``1: x``) must be a
+        # validation error naming the file, not a TypeError from the call.
+        return Recipe.model_validate(raw)
     except ValidationError as exc:
         lines = [f"{'.'.join(str(p) for p in e['loc']) or '(recipe)'}: {e['msg']}" for e in exc.errors()]
         raise RecipeError(f"{candidate}: invalid recipe:\n  " + "\n  ".join(lines)) from exc

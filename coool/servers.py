@@ -63,10 +63,14 @@ async def wait_healthy(role: str, settings: RoleSettings, timeout_s: float, *, a
     deadline = time.monotonic() + timeout_s
     pending = list(settings.urls)
     delay = 0.2
+    told = False
     while pending:
         pending = [u for u in pending if not await is_healthy(u)]
         if not pending:
             return
+        if not told:  # say what we wait for, or a long wait looks like a hang
+            log.warning("%s: waiting up to %.0fs for %s", role, timeout_s, ", ".join(health_url(u) for u in pending))
+            told = True
         if alive is not None and not alive():
             raise ServerUnavailable(f"{role}: the server process exited before {health_url(pending[0])} answered")
         if time.monotonic() >= deadline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import numbers
 import os
 import re
 import unicodedata
@@ -72,14 +73,19 @@ def load_submission(path: str | os.PathLike[str], *, strict: bool = False) -> pd
 
 
 _INT = re.compile(r"-?[0-9]+")
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 def _as_int(value: object) -> int | None:
     # ASCII digits only: str.isdigit() also accepts "²" (int() then raises)
     # and other scripts' digits, and lstrip("-") let "--5" through to int().
+    # A number outside 64 bits is not an integer to pandas or most graders
+    # (reading it back would overflow), so it is refused too.
     text = str(value).strip()
-    if _INT.fullmatch(text):
-        return int(text)
+    if _INT.fullmatch(text) and len(text) <= 20:
+        number = int(text)
+        if _INT64[0] <= number <= _INT64[1]:
+            return number
     return None
 
 
@@ -157,6 +163,10 @@ def validate(
                 bad(column, "empty text")
             elif not is_english(text):
                 bad(column, f"non-English characters in {text[:60]!r}")
+            elif any(unicodedata.category(ch) in ("Cc", "Cf") for ch in text):
+                # A warning: quoted CSV holds line breaks fine, but the texts are meant as one
+                # sentence (the pipeline's own texts are cleaned to one line).
+                bad(column, f"control or invisible characters (a line break?) in {text[:60]!r}", "warning")
 
     if expected_videos is not None:
         expected = set(int(v) for v in expected_videos)
@@ -176,7 +186,7 @@ def _ids(ids: list[int]) -> str:
 
 def submission_text(rows: Iterable[Mapping[str, object]]) -> str:
     """CSV text: the exact header, rows sorted by video, every text field quoted."""
-    ordered = sorted(rows, key=lambda r: int(r[S.VIDEO]))  # type: ignore[arg-type]
+    ordered = sorted(rows, key=_video_order)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(S.COLUMNS)
@@ -188,9 +198,29 @@ def submission_text(rows: Iterable[Mapping[str, object]]) -> str:
             if column in text_columns:
                 cells.append('"' + str(value).replace('"', '""') + '"')
             else:
-                cells.append(str(int(value)))  # type: ignore[call-overload]
+                cells.append(_int_cell(value))
         buffer.write(",".join(cells) + "\n")
     return buffer.getvalue()
+
+
+def _video_order(row: Mapping[str, object]) -> tuple[int, int, str]:
+    # A video id that is not an integer sorts last (validation then reports it).
+    cell = _int_cell(row[S.VIDEO])
+    number = _as_int(cell)
+    return (0, number, "") if number is not None else (1, 0, cell)
+
+
+def _int_cell(value: object) -> str:
+    """An integer column's cell. Integral values as digits; anything else as its
+    quoted text, so that validation reports the row and column (int() would
+    truncate 12.7 to 12 silently, and raise on None or NaN)."""
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str) and _INT.fullmatch(value.strip()):
+        return str(int(value))
+    return '"' + str(value).replace('"', '""') + '"'
 
 
 def write_submission(

@@ -34,7 +34,10 @@ from coool.files import atomic_write_bytes, atomic_write_json, file_sha256
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv")
 IMAGE_FORMATS: dict[str, tuple[str, list[int]]] = {
     # Low PNG compression: these files are read once by a model server, speed wins.
-    "png": (".png", [cv2.IMWRITE_PNG_COMPRESSION, 1]),
+    # One fixed row filter (SUB) instead of libpng's per-row adaptive choice: 2-3x
+    # faster to encode for ~10% more bytes, and PNG stays lossless (same pixels).
+    "png": (".png", [cv2.IMWRITE_PNG_COMPRESSION, 1]
+            + ([cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB] if hasattr(cv2, "IMWRITE_PNG_FILTER") else [])),
     "jpg": (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95]),
 }
 MANIFEST_NAME = "manifest.json"
@@ -317,8 +320,14 @@ class FrameManifest(BaseModel):
         return {f.frame: Path(out_dir) / f.path for f in self.frames}
 
 
-def _video_id(path: Path) -> int | None:
-    return int(path.stem) if re.fullmatch(r"[0-9]+", path.stem) else None
+def video_id_of(path: str | os.PathLike[str]) -> int | None:
+    """The video id of ``<id>.mp4``: ASCII digits only (not "²" or other scripts' digits),
+    at most 18 of them (an id must fit the submission's 64-bit integer column)."""
+    stem = Path(path).stem
+    return int(stem) if re.fullmatch(r"[0-9]{1,18}", stem) else None
+
+
+_video_id = video_id_of
 
 
 def _format(image_format: str) -> str:
@@ -653,7 +662,8 @@ def transcode_h264(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> 
     _check_file(src)
     encoder, options = _h264_encoder()
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.parent / f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp"
+    # Named like coool.files temp files (writer pid inside) so a later run can sweep a killed one's.
+    tmp = dst.parent / f".{dst.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     cmd = [
         imageio_ffmpeg.get_ffmpeg_exe(),
         "-nostdin", "-hide_banner", "-loglevel", "error", "-y",

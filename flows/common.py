@@ -169,6 +169,9 @@ async def run_stage_videos(pipeline: Pipeline, stage: Stage, videos: list[int]) 
     if client:
         after = client.stats.as_dict()
         report.requests = {k: after[k] - before.get(k, 0) for k in ("requests", "retries", "failures", "samples")}
+        # Why requests were retried (or failed for good), by error type: e.g. {"APITimeoutError": 3}.
+        errors = {k: v - before.get("errors", {}).get(k, 0) for k, v in after["errors"].items()}
+        report.requests["errors"] = {k: v for k, v in sorted(errors.items()) if v > 0}
     await publish_stage_summary(report, len(videos))
     logger.info(
         "%s: %d done, %d cached, %d skipped, %d failed in %.1fs",
@@ -186,7 +189,18 @@ def stage_summary_markdown(report: StageReport, total: int) -> str:
         f"| {total} | {report.done} | {report.cached} | {report.skipped} | {len(report.failed)} | {report.seconds:.1f} |",
     ]
     if report.requests:
-        lines += ["", "**Requests**: " + ", ".join(f"{k} {v}" for k, v in report.requests.items())]
+        counts = {k: v for k, v in report.requests.items() if k != "errors"}
+        lines += ["", "**Requests**: " + ", ".join(f"{k} {v}" for k, v in counts.items())]
+        errors = report.requests.get("errors") or {}
+        if errors:
+            lines += ["", "## Retried (transient errors, by type)", "", "| error | count |", "|---|---|"]
+            lines += [f"| {k} | {v} |" for k, v in errors.items()]
+    if report.reasked:
+        lines += ["", "## Re-asked (unusable answers asked again)", "", "| video | re-asks |", "|---|---|"]
+        lines += [f"| {v} | {n} |" for v, n in sorted(report.reasked.items())]
+    if report.fallbacks:
+        lines += ["", "## Fell back (the video finished with a fallback for part of its answer)", "", "| video | what |", "|---|---|"]
+        lines += [f"| {v} | {'; '.join(notes).replace('|', '/')[:300]} |" for v, notes in sorted(report.fallbacks.items())]
     if report.failed:
         lines += ["", "## Failed (these videos get the fallback row)", "", "| video | error |", "|---|---|"]
         lines += [f"| {f.video} | {f.error.replace('|', '/')[:300]} |" for f in report.failed]
@@ -214,6 +228,8 @@ def report_dict(report: StageReport) -> dict[str, Any]:
         "skipped": report.skipped,
         "failed": [f.__dict__ for f in report.failed],
         "requests": report.requests,
+        "reasked": {str(v): n for v, n in sorted(report.reasked.items())},
+        "fallbacks": {str(v): notes for v, notes in sorted(report.fallbacks.items())},
         "seconds": round(report.seconds, 3),
     }
 

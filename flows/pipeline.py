@@ -84,13 +84,15 @@ def _summary_markdown(pipeline: Pipeline, videos: list[int], reports: list[dict[
         f"{len(videos)} videos, {len(pipeline.failures)} failure(s), {seconds:.1f} s. "
         f"Submission: `{pipeline.ws.submission_csv}`",
         "",
-        "| stage | done | from cache | skipped | failed | requests | seconds |",
-        "|---|---|---|---|---|---|---|",
+        "| stage | done | from cache | skipped | failed | requests | retried | re-asked videos | fell-back videos | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
+        requests = r.get("requests", {})
         lines.append(
             f"| {r['stage']} | {r['done']} | {r['cached']} | {r['skipped']} | {len(r['failed'])} | "
-            f"{r.get('requests', {}).get('requests', '')} | {r['seconds']} |"
+            f"{requests.get('requests', '')} | {requests.get('retries', '')} | {len(r.get('reasked', {}))} | "
+            f"{len(r.get('fallbacks', {}))} | {r['seconds']} |"
         )
     if pipeline.failures:
         lines += ["", "## Failures (fallback rows)", "", "| video | stage | error |", "|---|---|---|"]
@@ -119,6 +121,8 @@ async def pipeline_flow(
         {"data_root": str(Path(data_root).resolve()), "videos_dir": str(Path(data_root, "videos").resolve()),
          "heatmaps_dir": str(Path(data_root, "heatmaps").resolve()), "recipe": recipe}
     )
+    if removed := pipeline.clean_temp_files():
+        logger.info("removed %d temp file(s) left by a killed run", len(removed))
     plan = pipeline.plan(concurrent=concurrent)
     logger.info("plan: %s", " -> ".join(f"{p.role or 'all'}[{', '.join(s.name for s in p.stages)}]" for p in plan))
     manager = ServerManager(pipeline.settings)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from coool.synthetic import ClipTruth, make_dataset
+from roles import point_roles_at
+
+# No telemetry from test servers (and no failed lookups on a closed network).
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 
 
 @dataclass(frozen=True)
@@ -32,3 +38,27 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> SyntheticData:
     root = tmp_path_factory.mktemp("synthetic")
     truths = make_dataset(root, 3, frames=120, seed=0)
     return SyntheticData(root, root / "videos", root / "heatmaps", truths)
+
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> str:
+    """One real Prefect server for the whole session (Prefect's test harness: a
+    temporary server process with its own database). Returns its API URL, which
+    child processes can be given through PREFECT_API_URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture
+def roles_on_sim(monkeypatch: pytest.MonkeyPatch) -> "object":
+    """A fresh simulated model server (a test double) with every role pointed at it."""
+    from coool.sim.testing import running_sim_server
+
+    with running_sim_server(model=["sim-model"]) as sim:
+        for key, value in point_roles_at(sim.url).items():
+            monkeypatch.setenv(key, value)
+        yield sim

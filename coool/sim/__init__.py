@@ -7,8 +7,11 @@ its answers are never model output.
 
 HTTP: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions`` (as vLLM),
 plus the simulation's controls: ``GET /sim/stats``, ``POST /sim/reset`` (zero the stats,
-restart the fault sequence), ``GET|POST /sim/faults`` (rates per mode, ``fail_next`` +
-``status``, ``hang_s``). Tasks are recognised from the JSON schema's title or name
+restart the fault sequence, drop pending scripts), ``GET|POST /sim/faults`` (rates per mode,
+``fail_next`` + ``status``, ``hang_s``), ``GET|POST|DELETE /sim/script`` (the next N answers
+of a task title are a given content: hostile or broken model output on demand),
+``GET|POST /sim/latency`` (the latency, overall and per task title, at runtime).
+``api_key`` (``--api-key`` / ``COOOL_SIM_API_KEY``) makes /v1 require that bearer token, as vLLM's. Tasks are recognised from the JSON schema's title or name
 (frame_caption, incident_frame, describe_counts, describe_texts, describe_reconcile,
 ensemble), else from keywords in the prompt.
 

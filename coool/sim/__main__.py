@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 
 from coool.sim.serve import sim_server_command
@@ -24,6 +25,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--allowed-local-media-path", default=None)
     parser.add_argument("--max-n", type=int, default=16)
     parser.add_argument("--hang-s", type=float, default=3600.0)
+    parser.add_argument(
+        "--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 (as vLLM --api-key); default: $COOOL_SIM_API_KEY"
+    )
     args = parser.parse_args(argv)
     sim_server_command(
         host=args.host,
@@ -37,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         allowed_local_media_path=args.allowed_local_media_path,
         max_n=args.max_n,
         hang_s=args.hang_s,
+        # From the environment by default, so the key never has to appear in a process listing.
+        api_key=args.api_key or os.environ.get("COOOL_SIM_API_KEY") or None,
     )
 
 

@@ -57,6 +57,10 @@ class SimConfig(BaseModel):
     allowed_local_media_path: Path | None = None
     max_n: int = Field(16, ge=1)
     hang_s: float = Field(3600.0, ge=0)
+    # Per task title (frame_caption, describe_counts, ...): a latency used instead of latency_s.
+    task_latency_s: dict[str, float] = Field(default_factory=dict)
+    # Like vLLM's --api-key: /v1/* requests must carry "Authorization: Bearer <key>" (else 401).
+    api_key: str | None = Field(None, repr=False)
 
     @field_validator("models", mode="before")
     @classmethod
@@ -75,4 +79,6 @@ class SimConfig(BaseModel):
     @model_validator(mode="after")
     def _check_faults(self) -> SimConfig:
         self.faults = check_rates(self.faults)
+        if any(float(v) < 0 for v in self.task_latency_s.values()):
+            raise ValueError("task_latency_s values must be >= 0")
         return self

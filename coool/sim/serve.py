@@ -34,6 +34,7 @@ def sim_server_command(
     allowed_local_media_path: str | Path | None = None,
     max_n: int = 16,
     hang_s: float = 3600.0,
+    api_key: str | None = None,
 ) -> None:
     """The CLI's entry point: build the config from plain options and serve."""
     config = SimConfig(
@@ -46,5 +47,6 @@ def sim_server_command(
         allowed_local_media_path=Path(allowed_local_media_path) if allowed_local_media_path else None,
         max_n=max_n,
         hang_s=hang_s,
+        api_key=api_key,
     )
     serve(config, host, port)

@@ -10,12 +10,13 @@ be mistaken for model output.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import re
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from coool.sim.answers import Answer, ChatInput, answer_request
+from coool.sim.answers import GENERIC, TASKS, Answer, ChatInput, answer_request, recognise_task
 from coool.sim.config import FAULT_MODES, SimConfig, check_rates
 from coool.sim.faults import FAIL_NEXT, FaultState
 from coool.sim.images import MediaError, decode_image_url
@@ -73,6 +74,8 @@ class Stats:
     max_in_flight: int = 0
     processing: int = 0  # holding a capacity slot
     max_processing: int = 0
+    scripted: int = 0  # requests answered from /sim/script
+    active: Counter[str] = field(default_factory=Counter)  # per task title: arrived, not yet answered
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +86,8 @@ class Stats:
             "abandoned": self.abandoned,
             "choices": self.choices,
             "tasks": dict(self.tasks),
+            "active": {task: k for task, k in self.active.items() if k > 0},
+            "scripted": self.scripted,
             "faults": {mode: self.faults.get(mode, 0) for mode in (*FAULT_MODES, FAIL_NEXT)},
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
@@ -92,10 +97,19 @@ class Stats:
 
     def reset(self) -> None:
         # The gauges describe requests still running, so they survive a reset.
-        live, busy = self.in_flight, self.processing
+        live, busy, active = self.in_flight, self.processing, self.active
         self.__init__()  # type: ignore[misc]
         self.in_flight = self.max_in_flight = live
         self.processing = self.max_processing = busy
+        self.active = active
+
+
+@dataclass
+class Script:
+    """Scripted answers for the next ``requests`` requests of one task title."""
+
+    contents: list[str]  # choice i gets contents[i % len(contents)]
+    requests: int
 
 
 class SimState:
@@ -106,6 +120,9 @@ class SimState:
         self.stats = Stats()
         self.faults = FaultState(config.faults, seed=config.seed, hang_s=config.hang_s)
         self.created = int(time.time())
+        self.latency_s = config.latency_s
+        self.task_latency_s = dict(config.task_latency_s)
+        self.scripts: dict[str, deque[Script]] = {}
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: asyncio.AbstractEventLoop | None = None
 
@@ -116,6 +133,20 @@ class SimState:
             self._slots = asyncio.Semaphore(self.config.capacity)
             self._slots_loop = loop
         return self._slots
+
+    def take_script(self, task: str) -> list[str] | None:
+        """The scripted contents for this request of ``task``, if a script is pending."""
+        queue = self.scripts.get(task)
+        if not queue:
+            return None
+        script = queue[0]
+        script.requests -= 1
+        if script.requests <= 0:
+            queue.popleft()
+        return script.contents
+
+    def latency_for(self, task: str) -> float:
+        return self.task_latency_s.get(task, self.latency_s)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -153,7 +184,9 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         return Response(status_code=200)
 
     @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
+    async def models(request: Request) -> Any:
+        if config.api_key and not _authorized(request, config.api_key):
+            return _error(401, "Unauthorized")
         data = [
             {"id": name, "object": "model", "created": state.created, "owned_by": OWNED_BY, "root": name, "parent": None}
             for name in config.models
@@ -168,7 +201,53 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
     async def reset() -> dict[str, Any]:
         state.stats.reset()
         state.faults.restart()  # and the fault sequence, so a test can replay it
+        state.scripts.clear()
         return state.stats.as_dict()
+
+    @app.get("/sim/script")
+    async def get_scripts() -> dict[str, Any]:
+        return _scripts_view(state)
+
+    @app.post("/sim/script")
+    async def add_script(request: Request) -> Response:
+        """The next ``requests`` requests of ``task`` answer ``content`` (or ``contents``, one per choice)."""
+        try:
+            body = await request.json()
+            task, script = _parse_script(body)
+        except (ValueError, TypeError) as exc:
+            return _error(400, f"bad script: {exc}")
+        state.scripts.setdefault(task, deque()).append(script)
+        return JSONResponse(_scripts_view(state))
+
+    @app.delete("/sim/script")
+    async def clear_scripts() -> dict[str, Any]:
+        state.scripts.clear()
+        return _scripts_view(state)
+
+    @app.get("/sim/latency")
+    async def get_latency() -> dict[str, Any]:
+        return {"latency_s": state.latency_s, "tasks": dict(state.task_latency_s)}
+
+    @app.post("/sim/latency")
+    async def set_latency(request: Request) -> Response:
+        """``{"latency_s": 0.2, "tasks": {"describe_counts": 1.0, "frame_caption": null}}`` (null: use latency_s)."""
+        try:
+            body = await request.json()
+            if not isinstance(body, dict) or set(body) - {"latency_s", "tasks"}:
+                raise ValueError("expected an object with latency_s and/or tasks")
+            latency = float(body.get("latency_s", state.latency_s))
+            tasks = dict(state.task_latency_s)
+            for task, value in (body.get("tasks") or {}).items():
+                if value is None:
+                    tasks.pop(task, None)
+                else:
+                    tasks[str(task)] = float(value)
+            if latency < 0 or any(v < 0 for v in tasks.values()):
+                raise ValueError("latencies must be >= 0")
+        except (ValueError, TypeError) as exc:
+            return _error(400, f"bad latency settings: {exc}")
+        state.latency_s, state.task_latency_s = latency, tasks
+        return JSONResponse({"latency_s": state.latency_s, "tasks": dict(state.task_latency_s)})
 
     @app.get("/sim/faults")
     async def get_faults() -> dict[str, Any]:
@@ -188,6 +267,43 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         return await _chat(state, request)
 
     return app
+
+
+def _parse_script(body: Any) -> tuple[str, Script]:
+    if not isinstance(body, dict):
+        raise ValueError("expected a JSON object")
+    unknown = set(body) - {"task", "content", "contents", "requests"}
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}")
+    task = body.get("task")
+    if task not in (*TASKS, GENERIC):
+        raise ValueError(f"task must be one of {', '.join((*TASKS, GENERIC))}, got {task!r}")
+    if ("content" in body) == ("contents" in body):
+        raise ValueError("give exactly one of content (every choice) or contents (one per choice)")
+    raw = body["contents"] if "contents" in body else [body["content"]]
+    if not isinstance(raw, list) or not raw:
+        raise ValueError("contents must be a non-empty list")
+    # A non-string content is sent as its JSON text (what a model answering JSON would write).
+    contents = [c if isinstance(c, str) else json.dumps(c, ensure_ascii=False) for c in raw]
+    requests = int(body.get("requests", 1))
+    if requests < 1:
+        raise ValueError("requests must be >= 1")
+    return task, Script(contents, requests)
+
+
+def _scripts_view(state: SimState) -> dict[str, Any]:
+    return {
+        "pending": {
+            task: [{"contents": s.contents, "requests": s.requests} for s in queue]
+            for task, queue in state.scripts.items()
+            if queue
+        }
+    }
+
+
+def _authorized(request: Request, key: str) -> bool:
+    given = request.headers.get("authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {key}".encode())
 
 
 def _faults_view(faults: FaultState) -> dict[str, Any]:
@@ -222,6 +338,9 @@ async def _chat(state: SimState, request: Request) -> Response:
     stats = state.stats
     stats.received += 1
     fault = state.faults.draw()  # one draw per arrival, used or not: keeps the sequence by arrival order
+    if state.config.api_key and not _authorized(request, state.config.api_key):
+        stats.rejected += 1
+        return _error(401, "Unauthorized")  # vLLM's answer without the right --api-key bearer
     forced = state.faults.take_forced()
     if forced is not None:
         stats.faults[FAIL_NEXT] += 1
@@ -236,8 +355,10 @@ async def _chat(state: SimState, request: Request) -> Response:
         status = state.faults.server_error_status()
         return _error(status, f"simulated server error {status}")
 
+    task = recognise_task(chat_input.schema, chat_input.schema_name, chat_input.text)
     stats.in_flight += 1
     stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+    stats.active[task] += 1
     try:
         if fault == "hang":
             # Hangs outside the capacity slots: one stuck request must not stall the others.
@@ -249,11 +370,13 @@ async def _chat(state: SimState, request: Request) -> Response:
             stats.processing += 1
             stats.max_processing = max(stats.max_processing, stats.processing)
             try:
-                body = await _complete(state, req, chat_input, fault)
+                # Taken when the answer is made, so a request lost to a fault leaves the script for its retry.
+                body = await _complete(state, req, chat_input, fault, state.take_script(task))
             finally:
                 stats.processing -= 1
     finally:
         stats.in_flight -= 1
+        stats.active[task] -= 1
     stats.completed += 1
     return JSONResponse(body)
 
@@ -307,9 +430,21 @@ async def _hang(request: Request, seconds: float) -> bool:
     return True
 
 
-async def _complete(state: SimState, req: ChatRequest, chat_input: ChatInput, fault: str | None) -> dict[str, Any]:
-    """The chat.completion body; holds the caller's capacity slot for the simulated latency."""
-    task, answers = await asyncio.to_thread(answer_request, chat_input, req.n, fault == "nonenglish")
+async def _complete(
+    state: SimState, req: ChatRequest, chat_input: ChatInput, fault: str | None, scripted: list[str] | None = None
+) -> dict[str, Any]:
+    """The chat.completion body; holds the caller's capacity slot for the simulated latency.
+
+    ``scripted``: contents set through /sim/script; they replace the answers and
+    no content fault (malformed, empty, non-English) applies to them.
+    """
+    if scripted is not None:
+        task = recognise_task(chat_input.schema, chat_input.schema_name, chat_input.text)
+        answers = [Answer(scripted[i % len(scripted)], None) for i in range(req.n)]
+        fault = None
+        state.stats.scripted += 1
+    else:
+        task, answers = await asyncio.to_thread(answer_request, chat_input, req.n, fault == "nonenglish")
     if fault in ("malformed", "empty", "nonenglish"):
         state.stats.faults[fault] += 1
     choices, tokens = [], []
@@ -318,7 +453,7 @@ async def _complete(state: SimState, req: ChatRequest, chat_input: ChatInput, fa
         choices.append(choice)
         tokens.append(used)
     # The n choices of one request decode together, like a batch: time follows the longest.
-    delay = state.config.latency_s + state.config.per_token_latency_s * max(tokens, default=0)
+    delay = state.latency_for(task) + state.config.per_token_latency_s * max(tokens, default=0)
     if delay > 0:
         await asyncio.sleep(delay)
     state.stats.tasks[task] += 1

@@ -81,6 +81,33 @@ class SimHandle:
                 body[key] = value
         return _call("POST", f"{self.base_url}/sim/faults", json=body)
 
+    def script(self, task: str, content: Any = None, *, contents: list[Any] | None = None, requests: int = 1) -> dict[str, Any]:
+        """Make the next ``requests`` requests of ``task`` (a task title: frame_caption,
+        incident_frame, describe_counts, describe_texts, describe_reconcile, ensemble)
+        answer ``content`` in every choice, or ``contents[i % len]`` in choice i.
+        Non-string contents are sent as their JSON text."""
+        body: dict[str, Any] = {"task": task, "requests": requests}
+        if contents is not None:
+            body["contents"] = list(contents)
+        else:
+            body["content"] = content
+        return _call("POST", f"{self.base_url}/sim/script", json=body)
+
+    def clear_scripts(self) -> dict[str, Any]:
+        return _call("DELETE", f"{self.base_url}/sim/script")
+
+    def pending_scripts(self) -> dict[str, Any]:
+        return _call("GET", f"{self.base_url}/sim/script")["pending"]
+
+    def set_latency(self, latency_s: float | None = None, *, tasks: Mapping[str, float | None] | None = None) -> dict[str, Any]:
+        """Change the simulated latency at runtime: the base one and/or per task title (None: back to the base)."""
+        body: dict[str, Any] = {}
+        if latency_s is not None:
+            body["latency_s"] = latency_s
+        if tasks is not None:
+            body["tasks"] = dict(tasks)
+        return _call("POST", f"{self.base_url}/sim/latency", json=body)
+
 
 def _call(method: str, url: str, **kwargs: Any) -> dict[str, Any]:
     # verify=False: plain http to localhost, and it spares ~50 ms of loading CA certificates per call.
@@ -157,6 +184,7 @@ def start_sim_process(
     wait: bool = True,
     timeout_s: float = 30.0,
     log_path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
     **options: Any,
 ) -> subprocess.Popen[bytes]:
     """``python -m coool.sim --port PORT ...`` as a child process; waits for /health unless ``wait=False``.
@@ -164,6 +192,7 @@ def start_sim_process(
     ``options`` are the CLI's: host, latency, per_token_latency, capacity, faults
     (a string or a dict of rates), seed, model (a name or a list), allowed_local_media_path,
     max_n, hang_s. The caller owns the process: terminate() and wait() it.
+    An API key goes through the environment (``COOOL_SIM_API_KEY``, via ``env``), never argv.
     """
     unknown = set(options) - _PROCESS_OPTIONS
     if unknown:
@@ -179,7 +208,9 @@ def start_sim_process(
             args += [f"--{key.replace('_', '-')}", str(item)]
     output = open(log_path, "ab") if log_path else None  # noqa: SIM115 (the child keeps it)
     try:
-        process = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT if output else None)
+        process = subprocess.Popen(
+            args, stdout=output, stderr=subprocess.STDOUT if output else None, env=dict(env) if env is not None else None
+        )
     finally:
         if output is not None:
             output.close()

@@ -1,32 +1,43 @@
 """Build a tiny random-weight chat model that real vLLM (CPU) can serve.
 
-Nothing is downloaded: the tokenizer is trained here, on text this script
-generates, and the weights are drawn from a seeded generator. Two kinds:
+Nothing is downloaded: the tokenizer is a byte-level BPE trained here on
+text this script generates (English words, digits, JSON), saved as a
+transformers fast tokenizer with a ChatML template; the weights are drawn
+from a seeded generator, float32. Three kinds (``--kind``):
 
-- ``text``: ``Qwen2ForCausalLM`` (2 layers, hidden 128, 2 heads of 64, one KV
-  head): the detector and ensembler roles.
-- ``vl``: ``Qwen2VLForConditionalGeneration`` with a 2-block vision tower
-  (patch 14, merge 2, heads of 64) and the same tiny text model: the image
-  roles (captioner, describer). Its processor uses transformers' PIL image
-  backend, so it needs no torchvision.
+- ``text``: ``Qwen2ForCausalLM`` (2 layers, hidden 128, 2 heads of 64, one
+  KV head: the CPU attention backend takes head sizes 32, 64, 80, 96, 112,
+  128...): the detector and ensembler roles;
+- ``qwen2vl``: ``Qwen2VLForConditionalGeneration``, a 2-block vision tower
+  (patch 14, merge 2, heads of 64) on the same tiny text model, images
+  resized to at most 224 x 224: the image roles (captioner, describer).
+  Its processor needs torchvision (transformers 5 builds no Qwen2-VL
+  processor without a video processor): setup.sh's ops-less one does;
+- ``llava``: ``LlavaForConditionalGeneration``, a 2-layer CLIP tower at
+  112 x 112 (65 tokens an image) on the same text model; vLLM's LLaVA
+  module imports torchvision as well.
 
 The weights are random except for one deliberate lean. Random logits are
 flat, so under a JSON schema a string or an integer would run until
 ``max_tokens`` (a cut-off, unparseable answer) far more often than it ends.
 So every token embedding carries a constant channel (dimension 0), the
 final norm turns it into a constant ~1, and ``lm_head`` reads it as a
-per-token bias: ``+closer_bias`` for the tokens that end things (``"``,
-``}``, ``,`` and the end-of-turn token), ``-4 * closer_bias`` for those a stage
+per-token bias: ``+closer_bias`` for the tokens that end things (``"`` and
+the end-of-turn token; ``}`` and ``,`` get 0.7 of it, as they are legal
+inside strings), ``-4 * closer_bias`` for those a stage
 never wants to see (non-ASCII bytes, control characters, bare whitespace,
-special tokens other than end-of-turn). The answers stay random and short,
-and always ASCII. ``--closer-bias 0`` gives a plainly random model.
+special tokens other than end-of-turn). A second channel, on for tokens
+that end with ``"``, turns the closers down right after a quote, so that
+strings are not empty. The answers stay random, short, non-empty and ASCII. ``--closer-bias 0`` gives a plainly random model;
+``--thinks`` also leans towards ``</think>`` (for a reasoning parser).
 
 Usage (the vLLM venv has torch, transformers and tokenizers)::
 
-    .venv-vllm/bin/python scripts/vllm_cpu/make_tiny_model.py build/tiny-text
-    .venv-vllm/bin/python scripts/vllm_cpu/make_tiny_model.py build/tiny-vl --kind vl
+    .venv-vllm/bin/python scripts/vllm_cpu/make_tiny_model.py /tmp/tiny-text
+    .venv-vllm/bin/python scripts/vllm_cpu/make_tiny_model.py /tmp/tiny-vl --kind qwen2vl
 
-Deterministic: the same seed and versions give the same files.
+Deterministic: the same seed and versions give the same weights and files.
+Takes a few seconds. Prints a JSON summary (also saved as tiny_model.json).
 """
 
 from __future__ import annotations
@@ -52,6 +63,8 @@ LLAVA_IMAGE_SIZE = 112  # 8 x 8 patches of 14 px: 64 patch tokens + the class to
 SPECIAL_TOKENS = [END_OF_TEXT, IM_START, IM_END, VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD, LLAVA_IMAGE]
 THINK_TOKENS = ["<think>", "</think>"]  # ordinary added tokens, like Qwen3's
 AVOID_FACTOR = 4.0  # avoided tokens get -AVOID_FACTOR * closer_bias
+CLOSER_SHARE = 0.7  # "}" and "," get this share of closer_bias ('"' and end-of-turn all of it)
+THINK_SHARE = 1.5  # --thinks: "</think>" gets this share
 
 # ChatML, as the Qwen models use it. Content may be a string or a list of
 # OpenAI parts (text / image); an image part becomes the model's image
@@ -202,22 +215,39 @@ def save_tokenizer(tok, out: Path, kind: str):
     return hf
 
 
-def token_leans(hf) -> tuple[list[int], list[int]]:
-    """Ids of the tokens to favour and to avoid (see the module docstring)."""
-    favour, avoid = [], []
+def token_leans(hf, thinks: bool = False) -> tuple[dict[int, float], list[int]]:
+    """Tokens to favour (id: share of the bias) and to avoid (see the module docstring).
+
+    ``"`` and end-of-turn get the whole bias, ``}`` and ``,`` less: they
+    are legal inside a string too, and at a near-greedy temperature (stage
+    2's 0.01) a string would otherwise fill up with them instead of closing.
+    With ``thinks``, ``</think>`` leads them all: the model "reasons" for a few
+    tokens, then closes the think block, as a reasoning model does.
+    """
+    favour: dict[int, float] = {}
+    avoid: list[int] = []
     specials = set(hf.all_special_ids) | {hf.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS + THINK_TOKENS}
     eos = hf.convert_tokens_to_ids(IM_END)
+    think_end = hf.convert_tokens_to_ids("</think>")
     for token_id in range(len(hf)):
         if token_id == eos:
-            favour.append(token_id)
+            favour[token_id] = 1.0
+            continue
+        if thinks and token_id == think_end:
+            favour[token_id] = THINK_SHARE
             continue
         if token_id in specials:
             avoid.append(token_id)
             continue
         text = hf.decode([token_id])
-        if text in ('"', "}", ","):
-            favour.append(token_id)
+        if text == '"':
+            favour[token_id] = 1.0
+        elif text in ("}", ","):
+            favour[token_id] = CLOSER_SHARE
         elif not text or not text.isascii() or not text.isprintable() or not text.strip() or "\ufffd" in text:
+            avoid.append(token_id)
+        elif text.strip().isdigit() and len(text.strip()) > 1:
+            # One digit a token: an integer then meets a closer after each digit.
             avoid.append(token_id)
     return favour, avoid
 
@@ -239,8 +269,20 @@ def text_config_kwargs(vocab_size: int, hf) -> dict:
     )
 
 
-def lean(model, favour: list[int], avoid: list[int], bias: float) -> None:
-    """Write the constant channel and the per-token bias into the weights."""
+def quote_enders(hf) -> list[int]:
+    """Tokens that end with a double quote: after one, a string may just have opened."""
+    return [i for i in range(len(hf)) if hf.decode([i]).endswith('"')]
+
+
+def lean(model, favour: dict[int, float], avoid: list[int], bias: float, after_quote: list[int]) -> None:
+    """Write the two constant channels and the per-token biases into the weights.
+
+    Channel 0 is 1 for every token: lm_head's column 0 reads it as a bias.
+    Channel 1 is 1 for the tokens in ``after_quote``: the input token of the
+    next step, so column 1 pushes the closers down right after a quote. A
+    string then gets at least one token before it may close (non-empty
+    texts: stage 4 asks again for an empty field, stage 5 for an empty text).
+    """
     import torch
 
     lm = model.get_output_embeddings().weight
@@ -248,20 +290,45 @@ def lean(model, favour: list[int], avoid: list[int], bias: float) -> None:
     norm = model.get_decoder().norm.weight if hasattr(model.get_decoder(), "norm") else None
     with torch.no_grad():
         emb[:, 0] = 1.0  # dominates the rms of a row of std 0.02 over 128 dims
+        emb[:, 1] = 0.0
         lm[:, 0] = 0.0
+        lm[:, 1] = 0.0
         if bias:
-            # After the final RMSNorm the channel is ~sqrt(hidden); scale the
-            # norm so that it is ~1 and lm_head's column 0 reads as a bias.
+            emb[after_quote, 1] = 1.0
+            # After the final RMSNorm the channels are ~sqrt(hidden) / sqrt(number
+            # on); scale the norm so that they read ~1 (~0.7 when both are on).
             hidden = emb.shape[1]
             if norm is not None:
-                norm[0] = 1.0 / hidden**0.5
-            lm[favour, 0] = bias
+                norm[0] = norm[1] = 1.0 / hidden**0.5
+            for token_id, share in favour.items():
+                lm[token_id, 0] = bias * share
+                if share < THINK_SHARE:
+                    lm[token_id, 1] = -2.0 * bias
             # Avoided tokens are pushed far down: a non-ASCII byte now and
             # then would make stage 5 ask again.
             lm[avoid, 0] = -AVOID_FACTOR * bias
 
 
-def measure_lean(model, hf, favour: list[int]) -> float:
+def calibrate(model, hf) -> float:
+    """Rescale lm_head's bias columns so that the biases are what was asked.
+
+    Channel 0 comes out of the final norm near, not at, 1 (the layers add to
+    the residual stream): measure it on a prompt and divide it out.
+    """
+    import torch
+
+    ids = hf.apply_chat_template([{"role": "user", "content": "Answer in JSON, please."}], add_generation_prompt=True)
+    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+        ids = ids["input_ids"]
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([list(ids)]), output_hidden_states=True)
+        level = float(out.hidden_states[-1][0, :, 0].mean())
+        lm = model.get_output_embeddings().weight
+        lm[:, :2] /= level
+    return level
+
+
+def measure_lean(model, hf, favour: dict[int, float]) -> float:
     """Mean probability mass of the favoured tokens at temperature 1 on a prompt."""
     import torch
 
@@ -271,10 +338,10 @@ def measure_lean(model, hf, favour: list[int]) -> float:
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([list(ids)])).logits[0]
     probs = torch.softmax(logits.float(), dim=-1)
-    return float(probs[:, favour].sum(dim=-1).mean())
+    return float(probs[:, list(favour)].sum(dim=-1).mean())
 
 
-def build(out: Path, kind: str, seed: int, vocab: int, bias: float) -> dict:
+def build(out: Path, kind: str, seed: int, vocab: int, bias: float, thinks: bool = False) -> dict:
     import torch
     import transformers
 
@@ -347,8 +414,9 @@ def build(out: Path, kind: str, seed: int, vocab: int, bias: float) -> dict:
         model = transformers.Qwen2VLForConditionalGeneration(config)
     model = model.to(torch.float32).eval()
 
-    favour, avoid = token_leans(hf)
-    lean(model, favour, avoid, bias)
+    favour, avoid = token_leans(hf, thinks)
+    lean(model, favour, avoid, bias, quote_enders(hf))
+    level = calibrate(model, hf) if bias else 1.0
     favoured_mass = measure_lean(model, hf, favour)
     model.save_pretrained(out)
     if kind == "llava":
@@ -377,6 +445,8 @@ def build(out: Path, kind: str, seed: int, vocab: int, bias: float) -> dict:
         "vocab_size": vocab_size,
         "parameters": sum(p.numel() for p in model.parameters()),
         "closer_bias": bias,
+        "thinks": thinks,
+        "bias_channel_level": round(level, 4),
         "favoured_tokens": len(favour),
         "avoided_tokens": len(avoid),
         "favoured_mass_t1": round(favoured_mass, 4),
@@ -464,8 +534,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vocab", type=int, default=1024, help="BPE vocabulary size before special tokens")
     parser.add_argument("--closer-bias", type=float, default=3.5, help="logit lean towards ending tokens; 0: none")
+    parser.add_argument("--thinks", action="store_true", help="lean towards </think>: a reasoning model's output shape")
     args = parser.parse_args(argv)
-    info = build(args.out, args.kind, args.seed, args.vocab, args.closer_bias)
+    info = build(args.out, args.kind, args.seed, args.vocab, args.closer_bias, args.thinks)
     json.dump(info, sys.stdout, indent=2)
     print()
     return 0

@@ -205,14 +205,23 @@ class ScriptedClient:
 
     Each script item answers one call: a string (repeated for each of the
     ``n`` samples), a list of strings (exactly ``n`` of them), or an
-    exception to raise. A call beyond the script fails the test.
+    exception to raise. A call beyond the script fails the test. A
+    ``responder`` answers each call from the call instead (same kinds of item).
     """
 
     model = "scripted-model"
 
-    def __init__(self, script: list[Any], *, structured: bool = True) -> None:
+    def __init__(
+        self,
+        script: list[Any] = (),  # type: ignore[assignment]
+        *,
+        structured: bool = True,
+        responder: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> None:
         self.script = list(script)
         self.structured = structured
+        # Answers every call from the call itself (for requests sent concurrently), instead of the script.
+        self.responder = responder
         self.calls: list[dict[str, Any]] = []
 
     def response_format(self, name: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -222,16 +231,27 @@ class ScriptedClient:
         return Path(path).resolve().as_uri()
 
     async def complete(self, messages: list[dict[str, Any]], **kwargs: Any) -> list[Sample]:
-        self.calls.append({"messages": messages, **kwargs})
-        if not self.script:
+        call = {"messages": messages, **kwargs}
+        self.calls.append(call)
+        if self.responder is not None:
+            item = self.responder(call)
+        elif not self.script:
             raise AssertionError(f"unexpected request #{len(self.calls)} (the script is used up)")
-        item = self.script.pop(0)
+        else:
+            item = self.script.pop(0)
         if isinstance(item, BaseException):
             raise item
         n = kwargs.get("n", 1)
         contents = [item] * n if isinstance(item, str) else list(item)
         assert len(contents) == n, f"script item has {len(contents)} answers for n={n}"
         return [Sample(content=c) for c in contents]
+
+    @staticmethod
+    def image_urls(call: dict[str, Any]) -> list[str]:
+        content = call["messages"][-1]["content"]
+        if isinstance(content, str):
+            return []
+        return [part["image_url"]["url"] for part in content if part["type"] == "image_url"]
 
     def user_text(self, call: int = -1) -> str:
         """The text part of the last user message of a recorded call."""

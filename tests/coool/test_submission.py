@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -256,7 +257,7 @@ def test_write_submission_round_trips(tmp_path: Path) -> None:
     rows_in = [
         row(2, **{S.START_FRAME: 55, S.DETECTION: 1, S.SEVERITY: S.SEVERITIES[3], S.EGO: 1,
                   S.LABEL: "ego-car hits a pedestrian", S.N_PEDESTRIANS: 1,
-                  S.CAPTION: "Ego-car, slow, approaches a crosswalk.", S.REASON: "A pedestrian\nsteps out."}),
+                  S.CAPTION: "Ego-car, slow, approaches a crosswalk.", S.REASON: "A pedestrian, \"small\", steps out."}),
         row(0),
         row(1, **{S.N_ANIMALS: 1_000_000_000}),
     ]
@@ -298,6 +299,22 @@ def test_write_submission_refuses_invalid_rows_and_writes_nothing(
         write_submission([row(0), bad], existing, **kwargs)
     assert existing.read_text(encoding="utf-8") == "old content\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.csv"]
+
+
+@pytest.mark.parametrize("value", [12.7, None, "abc", float("nan"), "1,2"], ids=str)
+def test_a_non_integer_number_is_refused_not_truncated(tmp_path: Path, value: object) -> None:
+    with pytest.raises(SubmissionError, match=r"row 1, 'Incident window start frame': must be an integer >= 1"):
+        write_submission([row(0, **{S.START_FRAME: value})], tmp_path / "s.csv")
+    with pytest.raises(SubmissionError, match=r"row 2, 'video': video id must be a non-negative integer"):
+        write_submission([row(0), row(1) | {S.VIDEO: value}], tmp_path / "s.csv")
+    assert not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.parametrize("value", [np.int64(40), 40.0, np.float64(40.0), " 40", "40"], ids=repr)
+def test_integral_values_of_any_type_are_written_as_integers(tmp_path: Path, value: object) -> None:
+    path = write_submission([row(0, **{S.START_FRAME: value, S.N_VEHICLES: value})], tmp_path / "s.csv")
+    assert path.read_text(encoding="utf-8").splitlines()[1].startswith("0,40,-1,")
+    assert load_submission(path).loc[0, S.N_VEHICLES] == 40
 
 
 def test_write_submission_non_strict_allows_odd_labels(tmp_path: Path) -> None:

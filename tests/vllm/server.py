@@ -51,10 +51,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def build_tiny_model(out: Path, kind: str = "text", seed: int = 0) -> dict:
+def build_tiny_model(out: Path, kind: str = "text", seed: int = 0, *, thinks: bool = False) -> dict:
     """Run the builder in the vLLM venv (it needs torch); returns its summary."""
     result = subprocess.run(
-        [str(vllm_python()), str(BUILDER), str(out), "--kind", kind, "--seed", str(seed)],
+        [str(vllm_python()), str(BUILDER), str(out), "--kind", kind, "--seed", str(seed)]
+        + (["--thinks"] if thinks else []),
         capture_output=True,
         text=True,
         env=_offline_env(),

@@ -1,0 +1,323 @@
+"""What every benchmark shares: machine facts, timing, servers, result files.
+
+Benchmarks report, they never fail: a figure that misses its goal is
+written down with the goal beside it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+
+from bench.data import cache_root
+from coool.files import atomic_write_text
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+REPO = BENCH_DIR.parent
+ROLES = ("captioner", "detector", "describer", "ensembler")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- machine facts -------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _cv2_ffmpeg() -> str:
+    """The FFmpeg libraries OpenCV's video backend was built with."""
+    import cv2
+
+    info = cv2.getBuildInformation()
+    match = re.search(r"FFMPEG:\s+(\S+)(.*?)\n\s*\n", info, re.S)
+    if not match:
+        return "unknown"
+    libs = re.findall(r"(avcodec|avformat|swscale):\s+\S+\s+\(([^)]+)\)", match.group(2))
+    return ", ".join(f"{k} {v}" for k, v in libs) or match.group(1)
+
+
+def _git(*args: str) -> str:
+    # Read-only queries: the commit and whether the tree has local changes.
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=False)
+        return out.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def machine_facts() -> dict[str, Any]:
+    import cv2
+    import imageio_ffmpeg
+    import numpy
+    import prefect
+    import psutil
+
+    return {
+        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "opencv": cv2.__version__,
+        "opencv_ffmpeg": _cv2_ffmpeg(),
+        "ffmpeg_cli": imageio_ffmpeg.get_ffmpeg_version(),
+        "numpy": numpy.__version__,
+        "prefect": prefect.__version__,
+        "git_commit": _git("rev-parse", "--short", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+# --- timing --------------------------------------------------------------------
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+@dataclass
+class Measure:
+    """Wall time, this process's CPU and the CPU of waited-for children (and theirs)."""
+
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def measure() -> Iterator[Measure]:
+    m = Measure()
+    w0, p0, c0 = time.perf_counter(), time.process_time(), _children_cpu()
+    try:
+        yield m
+    finally:
+        m.wall_s = time.perf_counter() - w0
+        m.cpu_s = (time.process_time() - p0) + (_children_cpu() - c0)
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    """Median plus the raw values, rounded for reading."""
+    return {"median": round(median(values), 4), "runs": [round(v, 4) for v in values]}
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else float("nan")
+
+
+# --- folders ----------------------------------------------------------------------
+
+
+def scratch(name: str) -> Path:
+    """An empty scratch folder under the cache (removed by the caller when done)."""
+    path = cache_root() / "work" / name
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def folder_bytes(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.stat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+# --- servers ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    from coool.sim.testing import free_port as _free
+
+    return _free()
+
+
+@dataclass
+class SimServer:
+    """One SIMULATED model server process posing as every model role."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def stats(self) -> dict[str, Any]:
+        return httpx.get(f"http://127.0.0.1:{self.port}/sim/stats", timeout=10).json()
+
+    def reset(self) -> None:
+        httpx.post(f"http://127.0.0.1:{self.port}/sim/reset", timeout=10)
+
+    def cpu_s(self) -> float:
+        import psutil
+
+        t = psutil.Process(self.process.pid).cpu_times()
+        return t.user + t.system
+
+    def peak_rss_mib(self) -> float | None:
+        try:
+            text = Path(f"/proc/{self.process.pid}/status").read_text()
+            kib = int(re.search(r"VmHWM:\s+(\d+)", text).group(1))  # type: ignore[union-attr]
+            return round(kib / 1024, 1)
+        except (OSError, AttributeError):
+            return None
+
+    def env(self) -> dict[str, str]:
+        """Settings pointing every role at this server."""
+        env = {}
+        for role in ROLES:
+            env[f"COOOL_{role.upper()}__URLS"] = self.url
+            env[f"COOOL_{role.upper()}__MODEL"] = f"simulated-{role}"
+        return env
+
+
+@contextmanager
+def sim_server(*, latency_s: float = 0.0, capacity: int = 64, per_token_latency_s: float = 0.0,
+               log_path: Path | None = None) -> Iterator[SimServer]:
+    from coool.sim.testing import start_sim_process
+
+    port = free_port()
+    proc = start_sim_process(
+        port,
+        latency=latency_s,
+        per_token_latency=per_token_latency_s,
+        capacity=capacity,
+        model=[f"simulated-{r}" for r in ROLES],
+        log_path=log_path,
+        timeout_s=60,
+    )
+    try:
+        yield SimServer(proc, port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class PrefectServer:
+    process: subprocess.Popen[bytes]
+    api_url: str
+    home: Path
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+        }
+
+
+@contextmanager
+def prefect_server(home: Path, log_path: Path) -> Iterator[PrefectServer]:
+    """``prefect server start`` on loopback with its own database: what users run."""
+    port = free_port()
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    env.pop("PREFECT_API_URL", None)
+    prefect = Path(sys.executable).with_name("prefect")
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"prefect server exited ({proc.returncode}); see {log_path}")
+            try:
+                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"prefect server not healthy after 180 s; see {log_path}")
+            time.sleep(0.5)
+        yield PrefectServer(proc, api, home)
+    finally:
+        # Only the process group we started (start_new_session): the server and its workers.
+        try:
+            os.killpg(proc.pid, 15)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+# --- worker subprocesses ---------------------------------------------------------------
+
+
+def run_worker(args: list[str], env: dict[str, str], timeout_s: float = 3600) -> dict[str, Any]:
+    """``python -m bench.worker ARGS`` in a fresh process; its last stdout line is JSON."""
+    full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.worker", *args],
+        cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout_s, check=False,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join((proc.stderr or proc.stdout).splitlines()[-25:])
+        raise RuntimeError(f"bench worker {args[:1]} failed ({proc.returncode}):\n{tail}")
+    return json.loads(lines[-1])
+
+
+# --- results -------------------------------------------------------------------------------
+
+
+def write_result(name: str, data: dict[str, Any], out_dir: Path = RESULTS_DIR) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(out_dir / f"{name}.json", json.dumps(data, indent=2, default=str) + "\n")
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, Measure]:
+    with measure() as m:
+        value = fn()
+    return value, m

@@ -1,0 +1,302 @@
+"""The ``coool`` command from a real shell (subprocess) and, for the quick checks, typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from coool import schema as S
+from coool.cli import app
+from coool.detect import read_detections
+from coool.submission import load_submission, merge, read_submission, submission_text, validate
+from coool.video import load_manifest
+
+COOOL = Path(sys.executable).parent / "coool"
+runner = CliRunner()
+ROLE_PREFIX = {"captioner": "COOOL_CAPTIONER", "detector": "COOOL_DETECTOR", "describer": "COOOL_DESCRIBER",
+               "ensembler": "COOOL_ENSEMBLER"}
+
+
+def shell(*args: object, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``coool ARGS`` in a child process, with no COOOL_* variables but ``env``'s."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("COOOL_")}
+    clean.update(env or {})
+    clean["COLUMNS"] = "200"  # keep rich from wrapping the lines the tests read
+    return subprocess.run([str(COOOL), *map(str, args)], capture_output=True, text=True, env=clean, cwd=cwd, timeout=120)
+
+
+def test_the_entry_point_is_installed() -> None:
+    assert COOOL.is_file()
+    done = shell("--help")
+    assert done.returncode == 0
+    for command in ("validate", "merge", "frames", "caption", "detect", "describe", "count-pass", "ensemble", "synth"):
+        assert command in done.stdout
+
+
+# -- validate -----------------------------------------------------------------------------------------
+
+
+def test_validate_a_valid_file(ref) -> None:
+    done = shell("validate", ref.base)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{ref.base}: valid (0 warning(s))"
+
+
+def test_validate_labels_outside_the_19(ref) -> None:
+    done = shell("validate", ref.exp001_002)
+    assert done.returncode == 0
+    assert done.stdout.splitlines() == [
+        "warning: row 209, 'Label': not one of the 19 labels: 'vehicle hits barrier'",
+        "warning: row 249, 'Label': not one of the 19 labels: 'vehicle hits a pedestrian'",
+        "warning: row 492, 'Label': not one of the 19 labels: 'car hits pedestrian'",
+        f"{ref.exp001_002}: valid (3 warning(s))",
+    ]
+    strict = shell("validate", "--strict", ref.exp001_002)
+    assert strict.returncode == 1
+    assert "error: row 209, 'Label'" in strict.stderr and "INVALID (3 error(s), 0 warning(s))" in strict.stderr
+
+
+def test_validate_an_invalid_file(tmp_path: Path) -> None:
+    rows = [S.fallback_row(0), S.fallback_row(1) | {S.DETECTION: 2}, S.fallback_row(1)]
+    text = submission_text([rows[0], rows[2]])
+    lines = text.splitlines()
+    lines.insert(2, lines[2].replace("1,1,-1,", "1,1,2,", 1))  # row 2: detection 2; row 3 repeats video 1
+    path = tmp_path / "bad.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    done = shell("validate", path)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "error: row 2, 'Incident Detection': must be one of 1, 0, -1, got '2'",
+        "error: row 3, 'video': video 1 appears again (first at row 2)",
+        f"{path}: INVALID (2 error(s), 0 warning(s))",
+    ]
+    assert done.stdout == ""
+
+
+def test_validate_an_unreadable_file(tmp_path: Path) -> None:
+    done = shell("validate", tmp_path / "missing.csv")
+    assert done.returncode == 1 and "missing.csv: no such file" in done.stderr
+    header = tmp_path / "header.csv"
+    header.write_text("video,frame\n1,2\n", encoding="utf-8")
+    done = shell("validate", header)
+    assert done.returncode == 1 and "error: file: header must be exactly" in done.stderr
+
+
+# -- merge -------------------------------------------------------------------------------------------------
+
+
+def test_merge_from_the_shell(ref, tmp_path: Path) -> None:
+    out = tmp_path / "ens2.csv"
+    done = shell("merge", ref.v4, ref.exp004_005, "-o", out)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{out}: 661 rows, 82 taken from {ref.exp004_005.name}"
+    merged = load_submission(out)
+    expected, _ = merge(load_submission(ref.v4), load_submission(ref.exp004_005))
+    assert merged.equals(expected)
+    base = load_submission(ref.base)
+    differing = sorted(v for v in range(661) if merged.loc[v].to_dict() != base.loc[v].to_dict())
+    assert differing == [313]
+    # Written by the library: every text field quoted.
+    assert out.read_text(encoding="utf-8").splitlines()[1].startswith('0,431,0,"0. No Crash",0,"vehicle overtakes",')
+
+
+def test_merge_refuses_an_invalid_input(ref, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(ref.v4.read_text(encoding="utf-8").replace('\n5,73,', '\n5x,73,', 1), encoding="utf-8")
+    assert '\n5x,73,' in bad.read_text(encoding="utf-8")
+    done = shell("merge", bad, ref.exp004_005, "-o", tmp_path / "out.csv")
+    assert done.returncode == 1
+    assert "row 6, 'video'" in done.stderr
+    assert not (tmp_path / "out.csv").exists()
+
+
+# -- frames and the model stages against a simulated server ----------------------------------------------------
+
+
+@dataclass
+class Chain:
+    """One run of frames -> caption -> detect -> describe -> ensemble from the shell."""
+
+    root: Path
+    steps: dict[str, subprocess.CompletedProcess[str]]
+    requests: dict[str, int]
+
+    @property
+    def frames(self) -> Path:
+        return self.root / "frames"
+
+
+@pytest.fixture(scope="module")
+def chain(sim_server, synthetic_data, tmp_path_factory: pytest.TempPathFactory) -> Chain:
+    root = tmp_path_factory.mktemp("cli-chain")
+    env = {}
+    for prefix in ROLE_PREFIX.values():
+        env[f"{prefix}__URLS"] = sim_server.url
+        env[f"{prefix}__MODEL"] = "sim-model"
+        env[f"{prefix}__BACKOFF_S"] = "0"
+    steps, requests = {}, {}
+
+    def step(name: str, *args: object, in_process: bool = False) -> None:
+        sim_server.reset()
+        if in_process:  # typer's runner: no interpreter start-up (used for the reruns only)
+            result = runner.invoke(app, [str(a) for a in args], env=env)
+            steps[name] = subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+        else:
+            steps[name] = shell(*args, env=env, cwd=root)
+        requests[name] = sim_server.stats()["received"]
+
+    step("frames", "frames", synthetic_data.videos, synthetic_data.heatmaps, root / "frames")
+    step("caption", "caption", root / "frames", root / "captions")
+    step("caption again", "caption", root / "frames", root / "captions", in_process=True)
+    step("detect", "detect", root / "captions", root / "detect.csv")
+    step("describe v4", "describe", "--config", "v4", "--frames", root / "frames", "--detections", root / "detect.csv",
+         "-o", root / "v4.csv")
+    step("describe exp004", "describe", "--config", "exp004", "--frames", root / "frames", "--captions",
+         root / "captions", "-o", root / "exp004.csv")
+    step("ensemble", "ensemble", root / "v4.csv", root / "exp004.csv", "--base", root / "v4.csv", "-o",
+         root / "ensemble.csv")
+    step("count-pass", "count-pass", root / "v4.csv", "--frames", root / "frames", "--detections",
+         root / "detect.csv", "-o", root / "counted.csv", in_process=True)
+    return Chain(root, steps, requests)
+
+
+def test_frames_from_the_shell(chain: Chain, synthetic_data) -> None:
+    done = chain.steps["frames"]
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 videos done, 0 problems" in done.stdout
+    assert chain.requests["frames"] == 0
+    for truth in synthetic_data.truths:
+        manifest = load_manifest(chain.frames / str(truth.video_id))
+        assert manifest is not None and [f.frame for f in manifest.frames] == list(range(1, 120, 10))
+        assert all(p.is_file() for p in manifest.paths(chain.frames / str(truth.video_id)).values())
+
+
+def test_frames_with_nothing_to_do(tmp_path: Path) -> None:
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "heatmaps").mkdir()
+    done = shell("frames", tmp_path / "videos", tmp_path / "heatmaps", tmp_path / "out")
+    assert done.returncode == 2 and "error" in done.stdout
+
+
+def test_caption_from_the_shell(chain: Chain, synthetic_data) -> None:
+    done = chain.steps["caption"]
+    assert done.returncode == 0, done.stderr
+    assert "caption: 3 done (0 from cache), 0 failed" in done.stderr
+    assert chain.requests["caption"] == 36
+    for truth in synthetic_data.truths:
+        table = pd.read_csv(chain.root / "captions" / f"{truth.video_id}.csv")
+        flagged = table.loc[table[S.CAP_DETECTION] != -1, "frame"]
+        assert flagged.min() >= truth.event_frame and flagged.min() - truth.event_frame < 10
+    again = chain.steps["caption again"]
+    assert again.returncode == 0 and "caption: 3 done (3 from cache), 0 failed" in again.stderr
+    assert chain.requests["caption again"] == 0
+
+
+def test_detect_from_the_shell(chain: Chain, synthetic_data) -> None:
+    done = chain.steps["detect"]
+    assert done.returncode == 0, done.stderr
+    assert chain.requests["detect"] == 3
+    detections = read_detections(chain.root / "detect.csv")
+    for truth in synthetic_data.truths:
+        assert truth.event_frame <= detections[truth.video_id] <= truth.event_frame + 10
+    assert sorted(p.name for p in (chain.root / "detect").iterdir()) == ["0.json", "1.json", "2.json"]
+
+
+@pytest.mark.parametrize("config", ["v4", "exp004"])
+def test_describe_from_the_shell(chain: Chain, synthetic_data, config: str) -> None:
+    done = chain.steps[f"describe {config}"]
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{chain.root / f'{config}.csv'}: 3 rows (0 fallback)"
+    assert chain.requests[f"describe {config}"] >= 9  # three passes per video, plus any re-asks
+    assert validate(read_submission(chain.root / f"{config}.csv"), expected_videos=[0, 1, 2], strict=True) == []
+    rows = load_submission(chain.root / f"{config}.csv")
+    for truth in synthetic_data.truths:
+        assert abs(rows.loc[truth.video_id, S.START_FRAME] - truth.event_frame) <= 10
+    assert sorted(p.name for p in (chain.root / "describe" / config).glob("*.json")) == ["0.json", "1.json", "2.json"]
+
+
+def test_ensemble_from_the_shell(chain: Chain) -> None:
+    done = chain.steps["ensemble"]
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{chain.root / 'ensemble.csv'}: 3 rows (0 kept from the base)"
+    assert chain.requests["ensemble"] == 3
+    out, base = load_submission(chain.root / "ensemble.csv"), load_submission(chain.root / "v4.csv")
+    inputs = [base, load_submission(chain.root / "exp004.csv")]
+    kept = [c for c in S.COLUMNS if c not in (S.START_FRAME, S.CAPTION, S.REASON)]
+    assert out[kept].equals(base[kept])
+    for v in range(3):
+        assert out.loc[v, S.START_FRAME] in {int(f.loc[v, S.START_FRAME]) for f in inputs}
+
+
+def test_ensemble_inputs_with_the_same_file_name_stay_apart(chain: Chain, sim_server, tmp_path: Path) -> None:
+    for folder, source in (("a", "v4.csv"), ("b", "exp004.csv")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "submission.csv").write_bytes((chain.root / source).read_bytes())
+    env = {"COOOL_ENSEMBLER__URLS": sim_server.url, "COOOL_ENSEMBLER__MODEL": "sim-model"}
+    result = runner.invoke(app, ["ensemble", str(tmp_path / "a" / "submission.csv"), str(tmp_path / "b" / "submission.csv"),
+                                 "--base", str(chain.root / "v4.csv"), "-o", str(tmp_path / "e.csv")], env=env)
+    assert result.exit_code == 0, result.stderr
+    saved = json.loads((tmp_path / "ensemble" / "0.json").read_text())
+    assert [c["source"] for c in saved["candidates"]] == [
+        str(tmp_path / "a" / "submission.csv"), str(tmp_path / "b" / "submission.csv"),
+    ]
+
+
+def test_count_pass_with_nothing_to_do(chain: Chain) -> None:
+    done = chain.steps["count-pass"]
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{chain.root / 'counted.csv'}: 0 row(s) re-described (none)"
+    assert chain.requests["count-pass"] == 0
+    assert load_submission(chain.root / "counted.csv").equals(load_submission(chain.root / "v4.csv"))
+
+
+# -- quick ones in process ---------------------------------------------------------------------------------
+
+
+
+def test_count_pass_on_the_real_ens2_when_redescription_fails(ref, tmp_path: Path) -> None:
+    ens2 = tmp_path / "ens2.csv"
+    merged, _ = merge(load_submission(ref.v4), load_submission(ref.exp004_005))
+    ens2.write_text(submission_text(merged.to_dict("records")), encoding="utf-8")
+    (tmp_path / "detect.csv").write_text("video,frame\n44,139\n313,81\n538,9\n", encoding="utf-8")
+    result = runner.invoke(app, ["count-pass", str(ens2), "--frames", str(tmp_path / "no-frames"), "--detections",
+                                 str(tmp_path / "detect.csv"), "-o", str(tmp_path / "out.csv")])
+    assert result.exit_code == 1  # the three re-descriptions failed (no frames) ...
+    assert "3 row(s) re-described (44, 313, 538)" in result.stdout
+    out = load_submission(tmp_path / "out.csv")  # ... and the counts are clipped anyway
+    assert out.loc[313].to_dict() == merged.loc[313].to_dict() | {S.N_ANIMALS: 20}
+    assert out.drop(index=313).equals(merged.drop(index=313))
+
+
+def test_describe_with_an_unknown_configuration(tmp_path: Path) -> None:
+    (tmp_path / "frames" / "0").mkdir(parents=True)
+    (tmp_path / "frames" / "0" / "manifest.json").write_text("{}", encoding="utf-8")
+    result = runner.invoke(app, ["describe", "--config", "v9", "--frames", str(tmp_path / "frames"), "-o",
+                                 str(tmp_path / "o.csv")])
+    assert result.exit_code == 2 and "unknown describe configuration 'v9'" in result.stderr
+
+
+def test_describe_needs_the_input_of_its_window(tmp_path: Path) -> None:
+    (tmp_path / "frames" / "0").mkdir(parents=True)
+    (tmp_path / "frames" / "0" / "manifest.json").write_text("{}", encoding="utf-8")
+    result = runner.invoke(app, ["describe", "--config", "v4", "--frames", str(tmp_path / "frames"), "-o",
+                                 str(tmp_path / "o.csv")])
+    assert result.exit_code == 2 and "give --detections" in result.stderr
+    result = runner.invoke(app, ["describe", "--config", "exp001", "--frames", str(tmp_path / "frames"), "-o",
+                                 str(tmp_path / "o.csv")])
+    assert result.exit_code == 2 and "give --captions" in result.stderr
+
+
+def test_stages_need_their_inputs(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["caption", str(tmp_path), str(tmp_path / "out")])
+    assert result.exit_code == 2 and "run `coool frames` first" in result.stderr
+    result = runner.invoke(app, ["detect", str(tmp_path), str(tmp_path / "d.csv")])
+    assert result.exit_code == 2 and "no <id>.csv caption tables" in result.stderr

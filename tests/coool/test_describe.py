@@ -1,0 +1,452 @@
+"""Stage 4: windows, the three passes with voting and re-asks, the final row, the resumable unit."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from coool import schema as S
+from coool.captions import CaptionResult, TABLE_COLUMNS, save_captions
+from coool.describe import (
+    PASS_FIELDS,
+    DescribePromptSet,
+    PassResult,
+    describe_unit,
+    describe_video,
+    final_row,
+    reask_penalties,
+    run_pass,
+    select_window,
+)
+from coool.detect import detect_video
+from coool.llm import ChatClient
+from coool.params import DescribeConfig, load_describe_configs
+from coool.parsing import MAX_COUNT
+from coool.prompts import load_prompt, load_snippet
+from coool.stage import StageError
+from coool.submission import submission_text, validate
+
+CONFIGS = load_describe_configs()
+V4 = CONFIGS["v4"]
+VALUES = {"n_frames": 24, "last_index": 23, "extra": ""}
+WINDOW = list(range(1, 117, 5))  # the v4 window of a 120-frame clip around frame 41
+HIT = "1. Ego-car collided but did not stop"
+
+
+def answer(**changes: object) -> dict[str, object]:
+    """A complete, valid describe answer (11 fields)."""
+    out: dict[str, object] = {
+        S.START_FRAME: 8, S.DETECTION: 1, S.SEVERITY: HIT, S.EGO: 1, S.LABEL: "ego-car hits barrier",
+        S.N_BICYCLISTS: 0, S.N_ANIMALS: 0, S.N_PEDESTRIANS: 0, S.N_VEHICLES: 2,
+        S.CAPTION: "Ego-car drives in the middle lane of a straight road.",
+        S.REASON: "A red barrier appears in the ego lane and ego-car hits it.",
+    }
+    out.update(changes)
+    return out
+
+
+def as_json(fields: tuple[str, ...] = S.ANSWER_FIELDS, **changes: object) -> str:
+    full = answer(**changes)
+    return json.dumps({f: full[f] for f in fields if f in full}, ensure_ascii=False)
+
+
+def strict_problems(row: dict[str, object]) -> list[str]:
+    frame = pd.read_csv(io.StringIO(submission_text([row])), dtype=str, keep_default_na=False)
+    return [str(p) for p in validate(frame, strict=True)]
+
+
+# -- windows -------------------------------------------------------------------------------------------
+
+
+def captions(detections: list[int], clues: dict[int, str] | None = None, counts: dict[int, int] | None = None) -> pd.DataFrame:
+    rows = []
+    for i, detection in enumerate(detections):
+        rows.append({
+            "frame": 1 + 10 * i, "image": "", S.SCENE: "", S.HAZARD_CLUES: (clues or {}).get(i, "none"), S.GAZE: "",
+            S.CAP_BICYCLISTS: 0, S.CAP_ANIMALS: 0, S.CAP_PEDESTRIANS: (counts or {}).get(i, 0), S.CAP_VEHICLES: 0,
+            S.CAP_DETECTION: detection, S.CAP_SEVERITY: "unknown", S.CAP_EGO: 0, S.CAP_LABEL: "unknown",
+        })
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+@pytest.mark.parametrize(
+    ("name", "frame", "frames", "window"),
+    [
+        # (N-1)*6 = 138 is wider than 119 frames: the step drops to 119 // 23 = 5.
+        ("v4", 41, 120, list(range(1, 117, 5))),
+        ("v4", 71, 120, list(range(5, 121, 5))),  # shifted left to end on the last frame
+        ("exp005", 41, 120, list(range(1, 80, 6))),  # 41-66 < 1: starts at frame 1
+        ("exp005", 100, 120, list(range(34, 113, 6))),
+        ("exp005", 115, 120, list(range(42, 121, 6))),
+        ("v3", 64, 120, list(range(4, 115, 10))),
+        ("v5", 64, 120, list(range(16, 105, 8))),
+        ("v4", 10, 20, list(range(1, 21))),  # 24 frames wanted, 20 in the video: every frame
+        ("v4", 999, 600, list(range(600 - 23 * 6, 601, 6))),  # a frame past the end is clamped first
+    ],
+)
+def test_detected_frame_windows(name: str, frame: int, frames: int, window: list[int]) -> None:
+    got = select_window(CONFIGS[name], frame_count=frames, detected_frame=frame)
+    assert got == window
+    assert len(got) == min(CONFIGS[name].size, frames)
+
+
+@pytest.mark.parametrize(
+    ("detections", "clues", "counts", "window"),
+    [
+        ([-1] * 10 + [1] * 10, None, None, list(range(41, 152, 10))),  # trigger row 10: rows 4..15
+        ([-1, -1, 0] + [-1] * 17, None, None, list(range(1, 112, 10))),  # trigger row 2: shifted to row 0
+        ([-1] * 18 + [1, 1], None, None, list(range(81, 192, 10))),  # trigger row 18: shifted to end at row 19
+        ([-1] * 20, {9: "a dog near the kerb"}, None, list(range(31, 142, 10))),  # no detection: hazard clue
+        ([-1] * 20, {9: "N/A"}, {14: 3, 16: 3}, list(range(81, 192, 10))),  # no clue: most participants (first)
+        ([-1, 1, -1], None, None, [1, 11, 21]),  # fewer rows than N: all rows
+    ],
+)
+def test_caption_trigger_windows(detections, clues, counts, window) -> None:
+    assert select_window(CONFIGS["exp004"], frame_count=200, captions=captions(detections, clues, counts)) == window
+
+
+def test_a_window_needs_its_input() -> None:
+    with pytest.raises(ValueError, match="exp001: the caption-trigger window needs the video's caption table"):
+        select_window(CONFIGS["exp001"], frame_count=120, detected_frame=41)
+    with pytest.raises(ValueError, match="caption table"):
+        select_window(CONFIGS["exp001"], frame_count=120, captions=captions([]))
+    with pytest.raises(ValueError, match="v4: the detected-frame window needs the stage-3 frame"):
+        select_window(V4, frame_count=120, captions=captions([1]))
+
+
+async def test_the_v4_window_contains_the_event(sim, role, sim_captions, synthetic_data) -> None:
+    async with ChatClient("detector", role(sim)) as client:
+        for truth in synthetic_data.truths:
+            detected = await detect_video(client, truth.video_id, sim_captions[truth.video_id], load_prompt("detect"))
+            window = select_window(V4, frame_count=truth.frames, detected_frame=detected.frame)
+            assert len(window) == 24 and window[0] <= truth.event_frame <= window[-1]
+            trigger = select_window(CONFIGS["exp004"], frame_count=truth.frames, captions=sim_captions[truth.video_id])
+            assert trigger[0] <= truth.event_frame <= trigger[-1]
+
+
+# -- one pass: samples, vote, re-asks ----------------------------------------------------------------------
+
+
+COUNTS = load_prompt("describe_counts")
+TEXTS = load_prompt("describe_texts")
+
+
+async def test_a_pass_sends_the_spec_sampling(scripted_client) -> None:
+    client = scripted_client([as_json(PASS_FIELDS["counts"])])
+    result = await run_pass(client, "counts", COUNTS, ["data:a", "data:b"], V4, VALUES)
+    (call,) = client.calls
+    assert (call["n"], call["temperature"], call["top_p"], call["top_k"]) == (4, 0.6, 0.95, -1)
+    assert (call["repetition_penalty"], call["max_tokens"]) == (1.0, 8192)
+    assert call["response_format"]["json_schema"]["name"] == "describe_counts"
+    assert client.image_urls(call) == ["data:a", "data:b"]
+    assert client.user_text() == COUNTS.render(**VALUES)
+    assert result.reasks == [] and len(result.samples) == 4
+    assert result.voted == {f: answer()[f] for f in PASS_FIELDS["counts"]}
+
+
+async def test_votes_follow_the_rules(scripted_client) -> None:
+    samples = [
+        as_json(PASS_FIELDS["counts"], **{S.START_FRAME: -1, S.N_VEHICLES: 1, S.LABEL: "Ego-car hits barrier"}),
+        as_json(PASS_FIELDS["counts"], **{S.START_FRAME: 9, S.N_VEHICLES: 2, S.SEVERITY: "2"}),
+        as_json(PASS_FIELDS["counts"], **{S.START_FRAME: 9, S.N_VEHICLES: 5, S.SEVERITY: "2"}),
+        "```json\n" + as_json(PASS_FIELDS["counts"], **{S.START_FRAME: "7", S.N_VEHICLES: "4 cars"}) + "\n```",
+    ]
+    result = await run_pass(scripted_client([samples]), "counts", COUNTS, [], V4, VALUES)
+    v = result.voted
+    assert v[S.START_FRAME] == 9  # majority ignoring -1
+    assert v[S.N_VEHICLES] == 3  # median of 1, 2, 4, 5 = 3.0
+    # Severity "2" (canonicalised) twice against severity 1 twice: a tie, the smallest in sort order wins.
+    assert v[S.SEVERITY] == HIT
+    assert v[S.LABEL] == "ego-car hits barrier"
+
+
+async def test_an_empty_voted_field_is_asked_again_with_a_rising_penalty(scripted_client) -> None:
+    fields = PASS_FIELDS["counts"]
+    client = scripted_client([
+        as_json(fields, **{S.LABEL: "fog"}),  # no sample gives an allowed label: the vote is empty
+        as_json(fields, **{S.LABEL: "banana"}),  # still no label
+        "not json",
+        json.dumps({S.LABEL: "Animal on the road"}),  # a partial answer fills the gap
+    ])
+    result = await run_pass(client, "counts", COUNTS, [], V4, VALUES)
+    assert [c["repetition_penalty"] for c in client.calls] == [1.0, 1.1, 1.2, 1.3]
+    assert [c["n"] for c in client.calls] == [4, 1, 1, 1]
+    assert result.voted[S.LABEL] == "animal on the road"
+    assert [(r["repetition_penalty"], r["missing"], r["filled"]) for r in result.reasks] == [
+        (1.1, [S.LABEL], []), (1.2, [S.LABEL], []), (1.3, [S.LABEL], [S.LABEL]),
+    ]
+    assert all(c["messages"] == client.calls[0]["messages"] for c in client.calls)  # the same question
+
+
+async def test_re_asks_stop_after_five_tries_capped_at_1_5(scripted_client) -> None:
+    client = scripted_client([as_json(PASS_FIELDS["texts"], **{S.CAPTION: ""})] + ["{}"] * 5)
+    result = await run_pass(client, "texts", TEXTS, [], V4, VALUES)
+    assert [c["repetition_penalty"] for c in client.calls] == [1.0, 1.1, 1.2, 1.3, 1.4, 1.5]
+    assert result.voted[S.CAPTION] == ""  # still empty: final_row will use the fallback sentence
+    assert result.voted[S.REASON] == answer()[S.REASON]
+
+
+async def test_a_text_in_another_script_counts_as_empty(scripted_client) -> None:
+    fields = PASS_FIELDS["texts"]
+    client = scripted_client([
+        as_json(fields, **{S.CAPTION: "自车在车道内行驶。"}),
+        as_json(fields, **{S.CAPTION: "Ego-car follows a truck in the right lane."}),
+    ])
+    result = await run_pass(client, "texts", TEXTS, [], V4, VALUES)
+    assert result.voted[S.CAPTION] == "Ego-car follows a truck in the right lane."
+    assert len(result.reasks) == 1
+
+
+@pytest.mark.parametrize(
+    ("changes", "penalties"),
+    [
+        ({}, [1.1, 1.2, 1.3, 1.4, 1.5]),
+        ({"repetition_penalty": 1.3}, [1.4, 1.5, 1.5, 1.5, 1.5]),
+        ({"reask_tries": 2}, [1.1, 1.2]),
+        ({"reask_tries": 0}, []),
+        ({"reask_penalty_step": 0.2, "reask_penalty_cap": 1.7, "reask_tries": 4}, [1.2, 1.4, 1.6, 1.7]),
+    ],
+)
+async def test_the_re_ask_schedule_follows_the_configuration(scripted_client, changes: dict, penalties: list[float]) -> None:
+    config = V4.model_copy(update=changes)
+    assert reask_penalties(config) == penalties
+    client = scripted_client(["{}"] * (1 + len(penalties)))
+    await run_pass(client, "texts", TEXTS, [], config, VALUES)
+    assert [c["repetition_penalty"] for c in client.calls[1:]] == penalties
+
+
+async def test_nothing_parses(scripted_client) -> None:
+    client = scripted_client(["Sorry, I can't help."] + ["no"] * 5)
+    result = await run_pass(client, "counts", COUNTS, [], V4, VALUES)
+    assert result.voted == {f: None for f in PASS_FIELDS["counts"]}
+    assert [s["parsed"] for s in result.samples] == [False] * 4
+    assert len(result.reasks) == 5
+
+
+# -- the final row: never invalid -------------------------------------------------------------------------
+
+
+def passes(reconcile: dict | None = None, texts: dict | None = None, counts: dict | None = None) -> dict[str, PassResult]:
+    out = {}
+    for name, voted in (("reconcile", reconcile), ("texts", texts), ("counts", counts)):
+        if voted is not None:
+            out[name] = PassResult(prompt=name, voted=voted)
+    return out
+
+
+def test_final_row_from_a_good_reconcile() -> None:
+    notes: list[str] = []
+    row = final_row(7, WINDOW, passes(answer()), notes)
+    assert row == {S.VIDEO: 7, **answer(**{S.START_FRAME: WINDOW[8]})}
+    assert list(row) == list(S.COLUMNS) and notes == [] and strict_problems(row) == []
+
+
+@pytest.mark.parametrize(("index", "frame"), [(30, WINDOW[-1]), (24, WINDOW[-1]), (-3, WINDOW[0]), (10**12, WINDOW[-1])])
+def test_an_index_outside_the_window_is_clamped(index: int, frame: int) -> None:
+    notes: list[str] = []
+    row = final_row(1, WINDOW, passes(answer(**{S.START_FRAME: index})), notes)
+    assert row[S.START_FRAME] == frame
+    assert notes == [f"start index {index} is outside the 24-frame window: clamped"]
+
+
+def test_index_minus_one_is_frame_1() -> None:
+    notes: list[str] = []
+    assert final_row(1, WINDOW, passes(answer(**{S.START_FRAME: -1})), notes)[S.START_FRAME] == 1
+    assert notes == []
+
+
+def test_no_incident_forces_the_no_incident_values() -> None:
+    hostile = answer(**{S.DETECTION: -1, S.SEVERITY: "5. Multiple vehicles collided with ego-car", S.EGO: 1,
+                        S.N_PEDESTRIANS: 4, S.N_VEHICLES: 9, S.START_FRAME: 3})
+    row = final_row(2, WINDOW, passes(hostile), [])
+    assert (row[S.SEVERITY], row[S.EGO], row[S.LABEL]) == (S.NO_CRASH, 0, S.UNKNOWN_LABEL)
+    assert [row[c] for c in S.COUNT_COLUMNS] == [0, 0, 0, 0]
+    assert row[S.START_FRAME] == WINDOW[3]  # the start index is left alone
+    assert strict_problems(row) == []
+
+
+def test_a_hazard_gets_no_crash_and_a_hazard_label() -> None:
+    row = final_row(2, WINDOW, passes(answer(**{S.DETECTION: 0})), [])
+    assert (row[S.SEVERITY], row[S.LABEL]) == (S.NO_CRASH, S.UNKNOWN_LABEL)
+    row = final_row(2, WINDOW, passes(answer(**{S.DETECTION: 0, S.LABEL: "animal on the road"})), [])
+    assert row[S.LABEL] == "animal on the road"
+
+
+def test_a_crash_never_says_no_crash() -> None:
+    row = final_row(2, WINDOW, passes(answer(**{S.SEVERITY: S.NO_CRASH, S.EGO: 0})), [])
+    assert row[S.SEVERITY] == "6. One or Multiple vehicles collided but ego-car is fine"
+
+
+def test_values_outside_the_allowed_ones_fall_through_to_the_next_pass() -> None:
+    reconcile = answer(**{S.LABEL: "debris on the road", S.SEVERITY: "7. Apocalypse", S.DETECTION: 4, S.EGO: 3,
+                          S.N_ANIMALS: -2, S.CAPTION: "自车在车道内行驶。", S.REASON: "   "})
+    texts = {S.START_FRAME: 2, S.CAPTION: "Ego-car waits at a red traffic light.", S.REASON: None}
+    counts = answer(**{S.DETECTION: 1, S.LABEL: "car hits barrier", S.SEVERITY: "4", S.EGO: 0, S.N_ANIMALS: 1})
+    counts = {f: counts[f] for f in PASS_FIELDS["counts"]}
+    notes: list[str] = []
+    row = final_row(3, WINDOW, passes(reconcile, texts, counts), notes)
+    assert row[S.LABEL] == "car hits barrier"
+    assert row[S.SEVERITY] == "4. Other cars collided with person/car/object but ego-car is ok"
+    assert (row[S.DETECTION], row[S.EGO], row[S.N_ANIMALS]) == (1, 0, 1)
+    assert row[S.CAPTION] == "Ego-car waits at a red traffic light."
+    assert row[S.REASON] == S.fallback_row(3)[S.REASON]
+    assert row[S.START_FRAME] == WINDOW[8]
+    assert notes == ["no usable 'Reason of Incident': the fallback sentence was used"]
+    assert strict_problems(row) == []
+
+
+def test_a_billion_is_a_valid_count() -> None:
+    row = final_row(4, WINDOW, passes(answer(**{S.N_VEHICLES: 1_000_000_000, S.N_ANIMALS: 10**30})), [])
+    # A billion stays; a 30-digit count is capped like coerce_answer caps it (64-bit readers must hold it).
+    assert (row[S.N_VEHICLES], row[S.N_ANIMALS]) == (1_000_000_000, MAX_COUNT)
+    assert strict_problems(row) == []
+
+
+def test_texts_become_one_clean_line() -> None:
+    reconcile = answer(**{S.CAPTION: "Ego-car waits\n  at the\tlight.\u200b", S.REASON: "\x00\n \u200e"})
+    texts = {S.REASON: "A bus\r\nturns left."}
+    row = final_row(4, WINDOW, passes(reconcile, texts), [])
+    assert (row[S.CAPTION], row[S.REASON]) == ("Ego-car waits at the light.", "A bus turns left.")
+    assert strict_problems(row) == []
+
+
+def test_nothing_from_any_pass_gives_the_fallback_row() -> None:
+    notes: list[str] = []
+    empty = {f: None for f in S.ANSWER_FIELDS}
+    row = final_row(9, WINDOW, passes(empty, {}, empty), notes)
+    assert row == S.fallback_row(9)
+    assert notes == [
+        "no pass gave Incident Detection: treated as no incident (-1)",
+        "no usable 'Caption Before Incident': the fallback sentence was used",
+        "no usable 'Reason of Incident': the fallback sentence was used",
+    ]
+    assert final_row(9, [], {}, []) == S.fallback_row(9)
+
+
+hostile_values = st.one_of(
+    st.none(),
+    st.integers(min_value=-10**15, max_value=10**15),
+    st.booleans(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.sampled_from([*S.SEVERITIES, *S.LABELS, "自车", "3", "-1", "unknown hazard", "  "]),
+    st.lists(st.integers(), max_size=2),
+)
+hostile_answer = st.dictionaries(st.sampled_from(S.ANSWER_FIELDS), hostile_values)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reconcile=hostile_answer, texts=hostile_answer, counts=hostile_answer, size=st.integers(1, 30))
+def test_final_row_is_never_invalid(reconcile: dict, texts: dict, counts: dict, size: int) -> None:
+    row = final_row(5, list(range(1, 1 + 5 * size, 5)), passes(reconcile, texts, counts), [])
+    assert list(row) == list(S.COLUMNS)
+    assert strict_problems(row) == []
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(contents=st.lists(st.one_of(st.text(max_size=40), st.builds(json.dumps, hostile_answer)), min_size=4, max_size=4))
+async def test_hostile_answers_through_the_passes_give_a_valid_row(scripted_client, contents: list[str]) -> None:
+    results = {}
+    for name, prompt in (("counts", COUNTS), ("texts", TEXTS), ("reconcile", load_prompt("describe_reconcile"))):
+        client = scripted_client([contents] + [contents[0]] * 5)
+        results[name] = await run_pass(client, name, prompt, [], V4, VALUES | {"counts_json": "", "texts_json": ""})
+    assert strict_problems(final_row(5, WINDOW, results, [])) == []
+
+
+# -- the whole video -----------------------------------------------------------------------------------------
+
+
+def _full_answer(call: dict) -> str:
+    return as_json()
+
+
+async def test_describe_video_prompts_images_and_extras(scripted_client, tmp_path: Path) -> None:
+    config = CONFIGS["v6-counts"]
+    prompts = DescribePromptSet.load(config)
+    window = [5, 10, 15]
+    images = {f: tmp_path / f"{f:06d}.png" for f in window}
+    client = scripted_client(responder=_full_answer)
+    result = await describe_video(client, config, prompts, 12, window, images)
+    snippet = load_snippet("ignore_image_text").strip()
+    assert [c["response_format"]["json_schema"]["name"] for c in client.calls] == [
+        "describe_counts", "describe_texts", "describe_reconcile",
+    ]
+    for i, call in enumerate(client.calls):
+        assert client.image_urls(call) == [images[f].resolve().as_uri() for f in window]
+        assert client.user_text(i).endswith(snippet)
+        assert "The 3 images above" in client.user_text(i)
+    reconcile_text = client.user_text(2)
+    assert json.dumps(result.passes["counts"].voted, ensure_ascii=False, indent=1) in reconcile_text
+    assert json.dumps(result.passes["texts"].voted, ensure_ascii=False, indent=1) in reconcile_text
+    assert result.row == {S.VIDEO: 12, **answer(**{S.START_FRAME: 15})}  # index 8 clamped to the last image
+    assert result.notes == ["start index 8 is outside the 3-frame window: clamped"]
+    saved = result.as_dict()
+    assert saved["frame"] == 15 and saved["window"] == window and set(saved["passes"]) == {"counts", "texts", "reconcile"}
+
+
+def test_the_prompt_set_hash_follows_the_extras() -> None:
+    v4, v6 = DescribePromptSet.load(V4), DescribePromptSet.load(CONFIGS["v6-counts"])
+    assert v4.extra == "" and v6.extra == load_snippet("ignore_image_text")
+    assert v4.counts == v6.counts and v4.sha256 != v6.sha256
+    assert DescribePromptSet.load(CONFIGS["v3-prompt2"]).texts.name == "describe_texts_v2"
+
+
+async def test_describe_unit_against_the_simulator_is_resumable(sim, role, stage1, sim_captions, synthetic_data, tmp_path: Path) -> None:
+    truth = synthetic_data.truths[1]
+    frames_dir = stage1.copy(truth.video_id, tmp_path / "frames")
+    out = tmp_path / "describe" / "v4"
+    async with ChatClient("describer", role(sim)) as client:
+        detected = await detect_video(client, truth.video_id, sim_captions[truth.video_id], load_prompt("detect"))
+        first = await describe_unit(client, truth.video_id, V4, DescribePromptSet.load(V4), frames_dir, out,
+                                    detected_frame=detected.frame)
+        assert first["cached"] is False
+        assert first["window"] == select_window(V4, frame_count=120, detected_frame=detected.frame)
+        assert abs(first["frame"] - truth.event_frame) <= 10
+        assert sorted(p.name for p in (frames_dir / "raw").iterdir()) == [f"{f:06d}.png" for f in first["window"]]
+        saved = json.loads((out / f"{truth.video_id}.json").read_text())
+        assert saved["row"][S.DETECTION] == 1 and saved["row"][S.LABEL] == "ego-car hits barrier"
+        assert strict_problems(saved["row"]) == []
+        sim.reset()
+        again = await describe_unit(client, truth.video_id, V4, DescribePromptSet.load(V4), frames_dir, out,
+                                    detected_frame=detected.frame)
+        assert again == {"video": truth.video_id, "frame": first["frame"], "window": first["window"], "cached": True}
+        assert sim.stats()["received"] == 0
+        # Another detected frame is another window: described again.
+        moved = await describe_unit(client, truth.video_id, V4, DescribePromptSet.load(V4), frames_dir, out,
+                                    detected_frame=detected.frame - 40)
+        assert moved["cached"] is False and sim.stats()["received"] >= 3
+
+
+async def test_describe_unit_caption_trigger(sim, role, stage1, sim_captions, synthetic_data, tmp_path: Path) -> None:
+    truth = synthetic_data.truths[0]
+    frames_dir = stage1.copy(truth.video_id, tmp_path / "frames")
+    captions_path = save_captions(CaptionResult(truth.video_id, sim_captions[truth.video_id]), tmp_path / "captions")
+    config = CONFIGS["exp004"]
+    async with ChatClient("describer", role(sim)) as client:
+        done = await describe_unit(client, truth.video_id, config, DescribePromptSet.load(config), frames_dir,
+                                   tmp_path / "out", captions_path=captions_path)
+    assert done["window"] == list(range(1, 120, 10))  # 12 caption rows, N = 12: every row
+    assert abs(done["frame"] - truth.event_frame) <= 10
+
+
+async def test_describe_unit_errors(scripted_client, stage1, tmp_path: Path) -> None:
+    prompts = DescribePromptSet.load(V4)
+    with pytest.raises(StageError, match="no frames manifest"):
+        await describe_unit(scripted_client([]), 0, V4, prompts, tmp_path / "none", tmp_path / "out", detected_frame=5)
+    with pytest.raises(StageError, match="video 0: v4: the detected-frame window needs the stage-3 frame"):
+        await describe_unit(scripted_client([]), 0, V4, prompts, stage1.dir(0), tmp_path / "out")
+    config = CONFIGS["exp004"]
+    with pytest.raises(StageError, match="caption-trigger window needs the video's caption table"):
+        await describe_unit(scripted_client([]), 0, config, DescribePromptSet.load(config), stage1.dir(0), tmp_path / "out",
+                            captions_path=tmp_path / "missing.csv")
+
+
+def test_a_custom_configuration(tmp_path: Path) -> None:
+    config = DescribeConfig(name="tiny", window="detected-frame", pre=1, post=1, step=3, n=2)
+    assert select_window(config, frame_count=50, detected_frame=20) == [17, 20, 23]

@@ -1,0 +1,179 @@
+"""Prompt files: every built-in one loads, renders and has a usable schema; overrides; hashes."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from coool import schema as S
+from coool.describe import PASS_FIELDS
+from coool.prompts import BUILTIN_DIR, PromptError, load_prompt, load_snippet
+
+# Every prompt with its schema title (what the simulated server and vLLM see) and the
+# placeholders its stage fills.
+PROMPTS = {
+    "caption": ("frame_caption", {}),
+    "detect": ("incident_frame", {"table": "| frame |"}),
+    "describe_counts": ("describe_counts", {"n_frames": 24, "last_index": 23, "extra": ""}),
+    "describe_texts": ("describe_texts", {"n_frames": 24, "last_index": 23, "extra": ""}),
+    "describe_texts_v2": ("describe_texts", {"n_frames": 12, "last_index": 11, "extra": ""}),
+    "describe_reconcile": (
+        "describe_reconcile",
+        {"n_frames": 24, "last_index": 23, "extra": "", "counts_json": "{}", "texts_json": "{}"},
+    ),
+    "describe_reconcile_v2": (
+        "describe_reconcile",
+        {"n_frames": 12, "last_index": 11, "extra": "", "counts_json": "{}", "texts_json": "{}"},
+    ),
+    "ensemble": ("ensemble", {"candidates": "Report 1: frame: 5"}),
+}
+
+
+def test_every_prompt_file_is_listed_here() -> None:
+    names = {p.name.split(".")[0] for p in BUILTIN_DIR.iterdir() if p.suffix in (".md", ".json")}
+    assert names - {"README"} == set(PROMPTS) | {"ignore_image_text"}
+
+
+@pytest.mark.parametrize("name", sorted(PROMPTS))
+def test_builtin_prompt_loads_and_renders(name: str) -> None:
+    title, values = PROMPTS[name]
+    prompt = load_prompt(name)
+    assert prompt.name == name and prompt.source == BUILTIN_DIR / f"{name}.md"
+    assert prompt.title == title
+    text = prompt.render(**values)
+    assert "$" not in text, re.findall(r"\$\w+", text)
+    assert text == text.strip()
+    jsonschema.Draft202012Validator.check_schema(prompt.schema)
+    assert prompt.schema["additionalProperties"] is False
+    assert set(prompt.schema["required"]) == set(prompt.schema["properties"])
+
+
+def test_list_placeholders_expand_to_the_allowed_values() -> None:
+    text = load_prompt("caption").render()
+    assert ", ".join(json.dumps(label) for label in S.LABELS) in text
+    assert ", ".join(json.dumps(s) for s in S.SEVERITIES) in text
+    reconcile = load_prompt("describe_reconcile").render(**PROMPTS["describe_reconcile"][1])
+    assert ", ".join(json.dumps(label) for label in S.HAZARD_LABELS) in reconcile
+
+
+def test_schema_enums_expand_to_the_allowed_values() -> None:
+    caption = load_prompt("caption").schema["properties"]
+    assert caption[S.CAP_SEVERITY]["enum"] == list(S.CAPTION_SEVERITIES)
+    assert caption[S.CAP_LABEL]["enum"] == list(S.LABELS)
+    assert list(caption) == list(S.CAPTION_FIELDS)
+    for name in ("describe_counts", "describe_reconcile", "describe_reconcile_v2"):
+        props = load_prompt(name).schema["properties"]
+        assert props[S.SEVERITY]["enum"] == list(S.SEVERITIES)
+        assert props[S.LABEL]["enum"] == list(S.LABELS)
+        assert props[S.DETECTION]["enum"] == [-1, 0, 1]
+
+
+@pytest.mark.parametrize(
+    ("name", "pass_name"),
+    [
+        ("describe_counts", "counts"),
+        ("describe_texts", "texts"),
+        ("describe_texts_v2", "texts"),
+        ("describe_reconcile", "reconcile"),
+        ("describe_reconcile_v2", "reconcile"),
+    ],
+)
+def test_describe_schemas_ask_for_their_pass_fields(name: str, pass_name: str) -> None:
+    schema = load_prompt(name).schema
+    assert schema["required"] == list(PASS_FIELDS[pass_name])
+
+
+def test_schemas_accept_a_valid_answer_and_reject_an_invalid_one() -> None:
+    reconcile = load_prompt("describe_reconcile").schema
+    answer = dict(S.fallback_row(0))
+    del answer[S.VIDEO]
+    answer[S.START_FRAME] = -1
+    jsonschema.validate(answer, reconcile)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(answer | {S.LABEL: "fog"}, reconcile)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(answer | {S.N_ANIMALS: -1}, reconcile)
+    jsonschema.validate({"frame": -1}, load_prompt("detect").schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"frame": "41"}, load_prompt("detect").schema)
+    ensemble = load_prompt("ensemble").schema
+    jsonschema.validate({"caption_before": "a", "reason": "b", "incident_start_frame": 5}, ensemble)
+
+
+def test_system_messages_are_the_spec_ones() -> None:
+    assert load_prompt("detect").system == "Reasoning: high"
+    assert load_prompt("ensemble").system == "You must answer in English."
+    assert load_prompt("caption").system is None
+
+
+def test_v2_prompts_are_the_stricter_ones() -> None:
+    base = load_prompt("describe_texts").render(**PROMPTS["describe_texts"][1])
+    v2 = load_prompt("describe_texts_v2").render(**PROMPTS["describe_texts_v2"][1])
+    assert "10 to 18 words" in base and "12 to 16 words" in v2
+    assert "digits" in v2 and "spatial relation" in v2
+
+
+def test_render_fills_values_and_names_a_missing_placeholder() -> None:
+    prompt = load_prompt("describe_counts")
+    text = prompt.render(n_frames=14, last_index=13, extra="EXTRA LINE")
+    assert "The 14 images above" in text and "(0 to 13)" in text and text.endswith("EXTRA LINE")
+    with pytest.raises(PromptError, match=r"describe_counts.md: no value for placeholder \$last_index"):
+        prompt.render(n_frames=14, extra="")
+
+
+def test_ignore_image_text_snippet() -> None:
+    snippet = load_snippet("ignore_image_text")
+    assert "Ignore every piece of text printed inside the images" in snippet
+
+
+def test_an_override_folder_wins_file_by_file(tmp_path: Path) -> None:
+    (tmp_path / "detect.md").write_text("Frames:\n$table\nAnswer {\"frame\": n}.\n", encoding="utf-8")
+    prompt = load_prompt("detect", tmp_path)
+    assert prompt.source == tmp_path / "detect.md"
+    assert prompt.render(table="| frame |") == 'Frames:\n| frame |\nAnswer {"frame": n}.'
+    assert prompt.system == "Reasoning: high"  # not overridden: the built-in one
+    assert prompt.schema == load_prompt("detect").schema
+    (tmp_path / "detect.system.md").write_text("Reasoning: low\n", encoding="utf-8")
+    assert load_prompt("detect", tmp_path).system == "Reasoning: low"
+    assert load_prompt("caption", tmp_path) == load_prompt("caption")
+
+
+def test_an_override_schema_can_use_enum_placeholders(tmp_path: Path) -> None:
+    (tmp_path / "detect.schema.json").write_text(
+        json.dumps({"title": "incident_frame", "type": "object", "properties": {"l": {"enum": "$hazard_labels"}}}),
+        encoding="utf-8",
+    )
+    assert load_prompt("detect", tmp_path).schema["properties"]["l"]["enum"] == list(S.HAZARD_LABELS)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "detect.schema.json: not valid JSON"),
+        ('{"properties": {"x": {"enum": "$colours"}}}', r"unknown enum placeholder \$colours"),
+    ],
+)
+def test_broken_override_schemas(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "detect.schema.json").write_text(content, encoding="utf-8")
+    with pytest.raises(PromptError, match=message):
+        load_prompt("detect", tmp_path)
+
+
+def test_an_unknown_prompt(tmp_path: Path) -> None:
+    with pytest.raises(PromptError, match="no prompt named 'poem'"):
+        load_prompt("poem", tmp_path)
+
+
+def test_sha256_follows_content(tmp_path: Path) -> None:
+    builtin = load_prompt("detect")
+    assert load_prompt("detect").sha256 == builtin.sha256
+    (tmp_path / "detect.md").write_text((BUILTIN_DIR / "detect.md").read_text(encoding="utf-8"), encoding="utf-8")
+    assert load_prompt("detect", tmp_path).sha256 == builtin.sha256  # same content, other file: same hash
+    (tmp_path / "detect.system.md").write_text("Reasoning: low", encoding="utf-8")
+    assert load_prompt("detect", tmp_path).sha256 != builtin.sha256
+    hashes = {load_prompt(name).sha256 for name in PROMPTS}
+    assert len(hashes) == len(PROMPTS)
