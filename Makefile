@@ -41,9 +41,9 @@ test-vllm: $(STAMP) ## real vLLM (CPU build) serving a tiny random-weight model:
 	COOOL_TEST_VLLM=1 $(PY) -m pytest -m vllm tests/vllm $(PYTEST_ARGS)
 
 demo: $(STAMP) ## the whole pipeline on synthetic videos against SIMULATED model servers, in the Prefect UI
-	$(PY) -m deployments.demo --results demo/results --data demo/data --prefect-port $(PREFECT_PORT)
+	$(PY) -m deployments.demo --results demo/results --data demo/data --prefect-port $(PREFECT_PORT) $(DEMO_ARGS)
 
-run: $(STAMP) ## run a recipe: make run DATA=/data RECIPE=second-place RESULTS=results [SETTINGS=deployments/settings/gpu.yaml]
+run: $(STAMP) ## run a recipe: make run DATA=/data RECIPE=second-place RESULTS=results [SETTINGS=deployments/settings/gpu-single-node.yaml]
 	$(if $(SETTINGS),COOOL_SETTINGS_FILE=$(SETTINGS)) $(VENV)/bin/coool run --data $(DATA) --recipe $(RECIPE) --results $(RESULTS)
 
 sim: $(STAMP) ## start one SIMULATED model server on :8000 (test double, no model)
@@ -58,11 +58,13 @@ stop-%: $(STAMP) ## stop a role's docker model server: make stop-captioner
 ui: $(STAMP) ## start a local Prefect server and UI on :$(PREFECT_PORT)
 	$(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
-deploy: $(STAMP) ## register the deployments of prefect.yaml with the Prefect server
-	$(VENV)/bin/prefect --no-prompt deploy --all
+DEPLOY ?=
+POOL ?= coool-process
+deploy: $(STAMP) ## register prefect.yaml's deployments (DEPLOY='*-local' for one machine; default all)
+	$(VENV)/bin/prefect --no-prompt deploy $(if $(DEPLOY),--name '$(DEPLOY)',--all)
 
-worker: $(STAMP) ## start a process worker for the local work pool (POOL=coool-process)
-	$(VENV)/bin/prefect worker start --pool $${POOL:-coool-process} --type process
+worker: $(STAMP) ## start a worker for POOL (coool-process, or coool-docker)
+	$(VENV)/bin/prefect worker start --pool $(POOL) --type $(if $(findstring docker,$(POOL)),docker,process)
 
 studio: $(STAMP) ## the web studio over RESULTS on 127.0.0.1:$(STUDIO_PORT)
 	$(VENV)/bin/coool studio $(RESULTS) --port $(STUDIO_PORT)

@@ -321,3 +321,30 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, Measure]:
     with measure() as m:
         value = fn()
     return value, m
+
+
+def set_sim_latency(sim: SimServer, latency_s: float, tasks: dict[str, float] | None = None) -> None:
+    """Change the simulated server's latency at runtime (per task title when given)."""
+    body: dict[str, Any] = {"latency_s": latency_s}
+    if tasks:
+        body["tasks"] = tasks
+    httpx.post(f"http://127.0.0.1:{sim.port}/sim/latency", json=body, timeout=10).raise_for_status()
+
+
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a live process and its live children (e.g. the Prefect server's)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total

@@ -162,7 +162,7 @@ def caption(
     videos = _ids_in(frames_dir, "*/manifest.json")
     if not videos:
         _fail(f"{frames_dir}: no <id>/manifest.json (run `coool frames` first)")
-    prompt, params = load_prompt("caption", prompts), CaptionParams(every=settings.every)
+    prompt, params = load_prompt("caption", prompts), CaptionParams()
 
     async def go() -> int:
         async with ChatClient("captioner", settings.captioner, media_root=settings.data_root or frames_dir) as client:

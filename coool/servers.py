@@ -164,6 +164,9 @@ class ServerManager:
             raise ValueError(f"{role}: the docker backend needs server.image")
         media_root = safe_media_root(self.settings.data_root)
         volumes = {str(media_root): {"bind": str(media_root), "mode": "ro"}} if media_root else {}
+        if rs.server.model_cache:
+            # Weights are hundreds of GB: keep them on the host across container restarts.
+            volumes[str(Path(rs.server.model_cache).resolve())] = {"bind": "/root/.cache/huggingface", "mode": "rw"}
         port = rs.server.port or int(rs.urls[0].rsplit(":", 1)[1].split("/")[0])
         command = ["--port", str(port)]
         if media_root is not None:

@@ -34,13 +34,16 @@ class ServerSettings(BaseModel):
 
     # external: already running at the role's URLs; process: a command we
     # start and stop; docker: the role's image from images/ via the docker SDK.
-    backend: Literal["external", "process", "docker"] = "external"
+    backend: Literal["external", "process", "docker"] = Field("external", description="how the server is obtained")
     command: list[str] = Field(default_factory=list, description="argv for the process backend")
     image: str = Field("", description="image for the docker backend")
     gpus: str = Field("all", description="GPUs requested by the docker backend")
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment for the server")
     health_timeout_s: float = Field(1800.0, description="how long to wait for /health")
-    port: int | None = None
+    port: int | None = Field(None, description="docker backend: port to serve on (default: the URL's)")
+    model_cache: str | None = Field(
+        None, description="docker backend: host folder mounted at /root/.cache/huggingface, so weights are downloaded once"
+    )
 
 
 class RoleSettings(BaseModel):
@@ -50,7 +53,7 @@ class RoleSettings(BaseModel):
     urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="OpenAI-compatible base URLs (…/v1); requests spread across them"
     )
-    api_key: SecretStr = SecretStr("EMPTY")
+    api_key: SecretStr = Field(SecretStr("EMPTY"), description="bearer token (vLLM --api-key); never logged")
     max_concurrency: int = Field(64, ge=1, description="requests in flight per URL")
     timeout_s: float = Field(900.0, gt=0, description="per request")
     max_attempts: int = Field(6, ge=1, description="tries per request on transient errors")
@@ -93,8 +96,7 @@ class Settings(BaseSettings):
 
     results_dir: Path = Field(Path("results"), description="where every output and the cache live")
     data_root: Path | None = Field(None, description="folder holding videos/ and heatmaps/; file:// images must lie under it")
-    every: int = Field(10, ge=1, description="stage 2 samples every k-th frame")
-    image_format: Literal["png", "jpg"] = "png"
+    image_format: Literal["png", "jpg"] = Field("png", description="stacked frame images (png lossless, jpg smaller)")
     video_concurrency: int = Field(64, ge=1, description="videos in flight at once per stage (requests are bounded per URL too)")
     task_retries: int = Field(2, ge=0, description="Prefect retries of a (stage, video) task after the client's own retries")
     task_retry_delay_s: float = Field(10.0, ge=0, description="delay before a task retry")

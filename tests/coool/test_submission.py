@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -413,3 +414,24 @@ def test_merge_with_rows_missing_on_either_side() -> None:
     assert merged[S.VIDEO].tolist() == [0, 1, 2]  # video 9, only in the fallback, is not added
     assert merged.loc[0].to_dict() == row(0)
     assert merged.loc[1, S.START_FRAME] == 40
+
+
+def test_the_schema_constants_are_the_spec_ones() -> None:
+    assert len(S.COLUMNS) == 12 and len(set(S.COLUMNS)) == 12
+    assert ",".join(S.COLUMNS) == (
+        "video,Incident window start frame,Incident Detection,Crash Severity,Ego-car involved,Label,"
+        "Number of Bicyclists/Scooters,Number of animals involved,Number of pedestrians involved,"
+        "Number of vehicles involved (excluding ego-car),Caption Before Incident,Reason of Incident"
+    )
+    assert len(S.LABELS) == 19 and len(set(S.LABELS)) == 19 and S.LABELS[-1] == "unknown"
+    assert [s.split(".")[0] for s in S.SEVERITIES] == ["0", "1", "2", "3", "4", "5", "6"]
+    assert set(S.HAZARD_LABELS) <= set(S.LABELS)
+    assert S.DETECTION_VALUES == (1, 0, -1) and S.EGO_VALUES == (0, 1)
+    assert S.ANSWER_FIELDS == S.COLUMNS[1:]
+
+
+def test_the_fallback_row_is_valid_and_says_nothing_found() -> None:
+    fallback = S.fallback_row(42)
+    assert fallback[S.VIDEO] == 42 and nothing_found(fallback)
+    frame = pd.read_csv(io.StringIO(submission_text([fallback])), dtype=str, keep_default_na=False)
+    assert validate(frame, expected_videos=[42], strict=True) == []
