@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-import pandas as pd
 import typer
 
 from coool import schema as S

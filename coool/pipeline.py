@@ -7,7 +7,6 @@ them without Prefect (benchmarks compare the two).
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field

@@ -18,7 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
 
 from coool.detect import write_detections
-from coool.pipeline import Failure, Pipeline, StageReport, blocked_by
+from coool.pipeline import Failure, Pipeline, blocked_by
 from coool.recipe import Stage
 from coool.servers import ServerManager
 from flows.caption import caption_flow
