@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -134,7 +135,7 @@ def _ids_in(folder: Path, pattern: str) -> list[int]:
     ids = []
     for p in folder.glob(pattern):
         stem = p.name.split(".")[0] if pattern.endswith(".csv") else p.parent.name
-        if stem.isdigit():
+        if re.fullmatch(r"[0-9]{1,18}", stem):  # not isdigit(): "²" passes it and int() refuses it
             ids.append(int(stem))
     return sorted(set(ids))
 

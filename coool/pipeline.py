@@ -128,7 +128,8 @@ class Pipeline:
     def videos_with_frames(self) -> list[int]:
         """Video ids whose stage-1 output is in the results folder."""
         root = self.ws.root / "frames"
-        return sorted(int(p.parent.name) for p in root.glob("*/manifest.json") if p.parent.name.isdigit())
+        # A folder name is an id by the stage-1 rule (video_id_of): "²".isdigit() is True, int() refuses it.
+        return sorted(v for p in root.glob("*/manifest.json") if (v := video_id_of(p.parent.name + ".mp4")) is not None)
 
     def plan(self, *, concurrent: bool = False) -> list[Phase]:
         return phases(self.recipe.stages(), concurrent=concurrent)

@@ -65,9 +65,7 @@ def test_validate_labels_outside_the_19(ref) -> None:
 
 
 def test_validate_an_invalid_file(tmp_path: Path) -> None:
-    rows = [S.fallback_row(0), S.fallback_row(1) | {S.DETECTION: 2}, S.fallback_row(1)]
-    text = submission_text([rows[0], rows[2]])
-    lines = text.splitlines()
+    lines = submission_text([S.fallback_row(0), S.fallback_row(1)]).splitlines()
     lines.insert(2, lines[2].replace("1,1,-1,", "1,1,2,", 1))  # row 2: detection 2; row 3 repeats video 1
     path = tmp_path / "bad.csv"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -296,6 +294,10 @@ def test_describe_needs_the_input_of_its_window(tmp_path: Path) -> None:
 
 
 def test_stages_need_their_inputs(tmp_path: Path) -> None:
+    # Names that are not ids are not inputs (and no crash: "²".isdigit() is True, int("²") raises).
+    (tmp_path / "²").mkdir()
+    (tmp_path / "²" / "manifest.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "².csv").write_text("frame\n1\n", encoding="utf-8")
     result = runner.invoke(app, ["caption", str(tmp_path), str(tmp_path / "out")])
     assert result.exit_code == 2 and "run `coool frames` first" in result.stderr
     result = runner.invoke(app, ["detect", str(tmp_path), str(tmp_path / "d.csv")])

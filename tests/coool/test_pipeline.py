@@ -169,3 +169,12 @@ def test_collect_inputs_records_odd_file_names(sim, synthetic_data, tmp_path: Pa
     failed = sorted((f.video if f.video is not None else -1, Path(f.path).name) for f in pipeline.failures)
     assert failed == [(-1, "clip.mp4"), (-1, "².mp4"), (-1, "٣.mp4"), (5, "5.mp4")]
     assert all(f.stage == "inputs" for f in pipeline.failures)
+
+
+def test_videos_with_frames_reads_only_id_folders(sim, tmp_path: Path) -> None:
+    pipeline = Pipeline(settings_for(sim, tmp_path), load_recipe("quick"))
+    for name in ("0", "12", "²", "٣", "3.5", "abc"):
+        (tmp_path / "frames" / name).mkdir(parents=True)
+        (tmp_path / "frames" / name / "manifest.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "frames" / "7").mkdir()  # no manifest: stage 1 did not finish
+    assert pipeline.videos_with_frames() == [0, 12]

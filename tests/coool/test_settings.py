@@ -25,7 +25,8 @@ def test_defaults_are_the_spec_models_on_distinct_ports() -> None:
         "describer": ["http://127.0.0.1:22002/v1"],
         "ensembler": ["http://127.0.0.1:22003/v1"],
     }
-    assert s.every == 10 and s.image_format == "png" and s.results_dir == Path("results") and s.data_root is None
+    assert s.image_format == "png" and s.results_dir == Path("results") and s.data_root is None
+    assert (s.video_concurrency, s.task_retries) == (64, 2)
     role = s.describer
     assert (role.max_concurrency, role.max_attempts, role.max_n, role.structured_outputs) == (64, 6, 16, True)
     assert role.image_transport == "data" and role.api_key.get_secret_value() == "EMPTY"
@@ -67,14 +68,14 @@ def test_nested_fields_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setenv("COOOL_CAPTIONER__STRUCTURED_OUTPUTS", "false")
     monkeypatch.setenv("COOOL_CAPTIONER__IMAGE_TRANSPORT", "file")
     monkeypatch.setenv("COOOL_CAPTIONER__API_KEY", "sk-test")
-    monkeypatch.setenv("COOOL_EVERY", "5")
+    monkeypatch.setenv("COOOL_VIDEO_CONCURRENCY", "5")
     monkeypatch.setenv("COOOL_DATA_ROOT", str(tmp_path))
     s = load_settings()
     c = s.captioner
     assert (c.model, c.max_n, c.structured_outputs, c.image_transport) == ("served-glm", 4, False, "file")
     assert c.api_key.get_secret_value() == "sk-test" and "sk-test" not in repr(c)
     assert c.urls == ["http://127.0.0.1:8000/v1"]
-    assert s.every == 5 and s.data_root == tmp_path
+    assert s.video_concurrency == 5 and s.data_root == tmp_path
 
 
 def test_bad_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,7 +84,7 @@ def test_bad_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError):
         RoleSettings(image_transport="ftp")
     with pytest.raises(ValidationError):
-        load_settings(every=0)
+        load_settings(video_concurrency=0)
     monkeypatch.setenv("COOOL_DETECTOR__MAX_N", "zero")
     with pytest.raises(ValidationError):
         load_settings()
@@ -92,7 +93,7 @@ def test_bad_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_yaml_file_and_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     path = tmp_path / "settings.yaml"
     path.write_text(
-        "every: 20\n"
+        "image_format: jpg\n"
         "video_concurrency: 8\n"
         "captioner:\n"
         "  model: yaml-glm\n"
@@ -104,16 +105,17 @@ def test_yaml_file_and_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     )
     monkeypatch.setenv("COOOL_SETTINGS_FILE", str(path))
     s = load_settings()
-    assert (s.every, s.video_concurrency) == (20, 8)
+    assert (s.image_format, s.video_concurrency) == ("jpg", 8)
     assert (s.captioner.model, s.captioner.urls, s.captioner.max_concurrency) == ("yaml-glm", ["http://yaml:8000/v1"], 2)
     assert s.detector.server.backend == "process" and s.detector.server.command == ["vllm", "serve", "x"]
     assert s.detector.model == "openai/gpt-oss-120b"  # still the default
     # The environment beats the file (field by field), keyword arguments beat both.
     monkeypatch.setenv("COOOL_CAPTIONER__MODEL", "env-glm")
-    monkeypatch.setenv("COOOL_EVERY", "30")
+    monkeypatch.setenv("COOOL_VIDEO_CONCURRENCY", "30")
     s = load_settings()
-    assert (s.every, s.captioner.model, s.captioner.urls) == (30, "env-glm", ["http://yaml:8000/v1"])
-    assert load_settings(every=40).every == 40
+    assert (s.video_concurrency, s.captioner.model, s.captioner.urls) == (30, "env-glm", ["http://yaml:8000/v1"])
+    assert s.image_format == "jpg"
+    assert load_settings(video_concurrency=40).video_concurrency == 40
 
 
 def test_a_missing_settings_file_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
