@@ -18,7 +18,7 @@ import pandas as pd
 from coool import schema as S
 from coool.captions import load_captions
 from coool.files import atomic_write_json, combined_hash, read_json
-from coool.llm import ChatClient, user_message
+from coool.llm import ChatClient, ModelRequestError, user_message
 from coool.params import DescribeConfig
 from coool.parsing import MAX_COUNT, canonical_label, canonical_severity, clean_text, coerce_answer, parse_json_lenient
 from coool.prompts import Prompt, load_prompt, load_snippet
@@ -176,7 +176,13 @@ async def run_pass(
         missing = empty_fields(voted, fields)
         if not missing:
             break
-        (sample,) = await client.complete(messages, n=1, repetition_penalty=penalty, **common)
+        try:
+            (sample,) = await client.complete(messages, n=1, repetition_penalty=penalty, **common)
+        except ModelRequestError as exc:
+            # The vote already stands; a failed re-ask only leaves the gap,
+            # which final_row fills from the other passes.
+            result.reasks.append({"repetition_penalty": penalty, "missing": missing, "error": str(exc)})
+            break
         parsed = parse_json_lenient(sample.content)
         filled = []
         if parsed is not None:

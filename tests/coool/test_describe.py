@@ -192,6 +192,19 @@ async def test_re_asks_stop_after_five_tries_capped_at_1_5(scripted_client) -> N
     assert result.voted[S.REASON] == answer()[S.REASON]
 
 
+async def test_a_failed_re_ask_keeps_the_vote_instead_of_failing_the_video(scripted_client) -> None:
+    from coool.llm import ModelRequestError
+
+    client = scripted_client([
+        as_json(PASS_FIELDS["texts"], **{S.CAPTION: ""}),
+        ModelRequestError("describer: HTTP 503 from the server"),
+    ])
+    result = await run_pass(client, "texts", TEXTS, [], V4, VALUES)
+    assert len(client.calls) == 2  # no more tries once the server failed for good
+    assert result.voted[S.REASON] == answer()[S.REASON]
+    assert result.reasks[0]["error"].startswith("describer: HTTP 503")
+
+
 async def test_a_text_in_another_script_counts_as_empty(scripted_client) -> None:
     fields = PASS_FIELDS["texts"]
     client = scripted_client([
