@@ -212,20 +212,27 @@ class SimServer:
 
 @contextmanager
 def sim_server(*, latency_s: float = 0.0, capacity: int = 64, per_token_latency_s: float = 0.0,
-               log_path: Path | None = None) -> Iterator[SimServer]:
-    from coool.sim.testing import start_sim_process
+               log_path: Path | None = None, memo: bool = True) -> Iterator[SimServer]:
+    """A SIMULATED server process for every role; ``memo``: bench.simserver (image analysis memoised)."""
+    from coool.sim.testing import wait_for_health
 
     port = free_port()
-    proc = start_sim_process(
-        port,
-        latency=latency_s,
-        per_token_latency=per_token_latency_s,
-        capacity=capacity,
-        model=[f"simulated-{r}" for r in ROLES],
-        log_path=log_path,
-        timeout_s=60,
-    )
+    module = "bench.simserver" if memo else "coool.sim"
+    args = [sys.executable, "-m", module, "--port", str(port), "--latency", str(latency_s),
+            "--per-token-latency", str(per_token_latency_s), "--capacity", str(capacity)]
+    for role in ROLES:
+        args += ["--model", f"simulated-{role}"]
+    if memo:
+        args += ["--memo-file", str(cache_root() / "sim-memo.pkl")]
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     try:
+        proc = subprocess.Popen(args, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                                stdout=out, stderr=subprocess.STDOUT)
+    finally:
+        if log_path:
+            out.close()  # type: ignore[union-attr]
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}", timeout_s=60, alive=lambda: proc.poll() is None)
         yield SimServer(proc, port)
     finally:
         proc.terminate()
@@ -348,3 +355,67 @@ def process_tree_cpu_s(pid: int) -> float:
         except psutil.NoSuchProcess:
             pass
     return total
+
+
+def warm_sim_memo(quick: bool) -> None:
+    """Let the simulation see every image of the pool once (bench.simserver keeps the memo).
+
+    One plain pipeline run over the pool; skipped when done before for the same
+    pool and stage-1 image settings (the memo is keyed by image content).
+    """
+    import cv2
+
+    from bench.data import ensure_pool, make_dataset
+    from coool.files import json_sha256
+    from coool.video import IMAGE_FORMATS
+
+    pool, specs = ensure_pool(quick)
+    marker = cache_root() / f"sim-memo-warm-{json_sha256([pool.name, repr(IMAGE_FORMATS), cv2.__version__])[:12]}"
+    if marker.exists():
+        return
+    work = scratch(f"warmup-{pool.name}")
+    data = make_dataset(pool, specs, len(specs), work / "data")
+    log(f"bench: warm-up: the simulated server analyses the {len(specs)} pool clips once (cached for later runs)")
+    with sim_server(log_path=work / "sim.log") as sim:
+        run_worker(["pipeline", "--mode", "plain", "--data", str(data), "--results", str(work / "results")], env=sim.env())
+    marker.write_text("ok\n")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+class Context:
+    """What several figures share: one Prefect server, one zero-latency simulated server."""
+
+    def __init__(self, quick: bool, work: Path, stack: Any) -> None:
+        self.quick = quick
+        self.work = work
+        self._stack = stack  # contextlib.ExitStack owned by the caller
+        self._prefect: PrefectServer | None = None
+        self._sim: SimServer | None = None
+
+    def prefect(self) -> PrefectServer:
+        if self._prefect is None:
+            log("bench: starting a Prefect server on loopback (prefect server start)")
+            self._prefect = self._stack.enter_context(prefect_server(self.work / "prefect-home", self.work / "prefect.log"))
+        return self._prefect
+
+    def sim(self) -> SimServer:
+        """Zero latency, capacity 64; figures that change the latency set it back."""
+        if self._sim is None:
+            self._sim = self._stack.enter_context(sim_server(log_path=self.work / "sim.log"))
+        return self._sim
+
+    def pipeline_run(self, mode: str, data: Path, results: Path, recipe: str = "second-place",
+                     sim: SimServer | None = None) -> dict[str, Any]:
+        """One pipeline run in a fresh process, with the CPU the servers spent on it."""
+        sim = sim or self.sim()
+        env = dict(sim.env())
+        pf = self.prefect() if mode == "prefect" else None
+        if pf is not None:
+            env.update(pf.env())
+        s0 = sim.cpu_s()
+        p0 = process_tree_cpu_s(pf.process.pid) if pf else 0.0
+        out = run_worker(["pipeline", "--mode", mode, "--data", str(data), "--results", str(results),
+                          "--recipe", recipe], env=env)
+        out["sim_cpu_s"] = round(sim.cpu_s() - s0, 3)
+        out["prefect_server_cpu_s"] = round(process_tree_cpu_s(pf.process.pid) - p0, 3) if pf else 0.0
+        return out

@@ -24,7 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.common import folder_bytes, log, median, ratio, scratch, summary
+from bench.common import folder_bytes, log, median, ratio, summary
 from bench.data import dataset_specs, ensure_pool, make_dataset
 
 GOAL_OURS_VS_FLOOR = 1.5  # at most
@@ -102,11 +102,12 @@ def _run_once(pool: ProcessPoolExecutor, approach: str, data: Path, out_root: Pa
     return wall, sum(r["cpu_s"] for r in results), written
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(ctx: Any) -> dict[str, Any]:
+    quick = ctx.quick
     pool_dir, specs = ensure_pool(quick)
     n = 2 if quick else 4
     repeats = 1 if quick else 3
-    work = scratch("preprocess")
+    work = ctx.work / "preprocess"
     data = make_dataset(pool_dir, specs, n, work / "data")
     used = dataset_specs(specs, n)
     video_frames = sum(s.frames for s in used)

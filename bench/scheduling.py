@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.common import log, measure, median, ratio, scratch, sim_server, summary
+from bench.common import log, measure, median, ratio, sim_server, summary
 from bench.data import dataset_specs, ensure_pool, make_dataset
 
 GOAL_EFFICIENCY = 0.90
@@ -107,14 +107,16 @@ class _Poller:
         return sum(busy) / (len(busy) * self.capacity) if busy else float("nan")
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(ctx: Any) -> dict[str, Any]:
+    quick = ctx.quick
     pool, specs = ensure_pool(quick)
     n = 4 if quick else 20
     repeats = 1 if quick else 2
     # (capacity, latency): ideal C/L is 16 requests/s in both full cases.
     cases = [(16, 1.0), (64, 4.0)] if not quick else [(16, 1.0), (64, 4.0)]
     seq_requests = 3 if quick else 5
-    work = scratch("scheduling")
+    work = ctx.work / "scheduling"
+    work.mkdir(parents=True, exist_ok=True)
     data = make_dataset(pool, specs, n, work / "data")
     frames_total = sum(s.frames for s in dataset_specs(specs, n))
 

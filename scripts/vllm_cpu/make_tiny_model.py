@@ -120,7 +120,7 @@ frame frames caption reason before after start window detection severity label c
 number vehicles pedestrians animals bicyclists scooters involved incident describe answer
 json object string integer true false null value key field frame video image table row
 driver gaze heatmap focus looks watches sees enters exits approaches passes follows
-""".split()
+""".split()  # noqa: SIM905
 
 KEYS = [
     "frame",
@@ -179,7 +179,14 @@ def build_corpus(rng: random.Random, lines: int = 6000) -> list[str]:
 
 
 def train_tokenizer(corpus: list[str], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -506,8 +513,12 @@ def save_qwen2vl_processor(out: Path, hf) -> None:
     torchvision that setup.sh leaves, not without one.
     """
     from transformers import Qwen2VLProcessor
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        Qwen2VLImageProcessorPil,
+    )
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import (
+        Qwen2VLVideoProcessor,
+    )
 
     # At most 16 x 16 patches of 14 px (a 224 x 224 image): 64 image tokens.
     sizes = dict(

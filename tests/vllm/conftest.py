@@ -106,11 +106,12 @@ def _serve(
     media_root: Path | None = None,
     thinks: bool = False,
     extra_args: list[str] | None = None,
-) -> Iterator["vllm_server.VllmServer"]:
+    closer_bias: float | None = None,
+) -> Iterator[vllm_server.VllmServer]:
     _require_venv()
     model_dir = tmp / f"model-{kind}"
     started = time.monotonic()
-    info = vllm_server.build_tiny_model(model_dir, kind, thinks=thinks)
+    info = vllm_server.build_tiny_model(model_dir, kind, thinks=thinks, closer_bias=closer_bias)
     TIMINGS[f"{name}: model build"] = time.monotonic() - started
     _INFO[f"{name}: model"] = f"{info['architecture']} ({info['parameters']:,} parameters) in {model_dir}"
     server = vllm_server.VllmServer(
@@ -132,7 +133,7 @@ def _serve(
 
 
 @pytest.fixture(scope="session")
-def vllm_text_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["vllm_server.VllmServer"]:
+def vllm_text_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[vllm_server.VllmServer]:
     """vLLM serving the tiny Qwen2 text model (started on first use)."""
     yield from _serve(tmp_path_factory.mktemp("vllm-text"), "text", "text")
 
@@ -146,14 +147,14 @@ def vllm_media_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def vllm_vl_server(
     tmp_path_factory: pytest.TempPathFactory, vllm_media_root: Path
-) -> Iterator["vllm_server.VllmServer"]:
+) -> Iterator[vllm_server.VllmServer]:
     """vLLM serving the tiny vision-language model (started on first use)."""
     kind = os.environ.get("COOOL_VLLM_VL_KIND", "qwen2vl")
     yield from _serve(tmp_path_factory.mktemp("vllm-vl"), kind, "vl", media_root=vllm_media_root)
 
 
 @pytest.fixture(scope="session")
-def vllm_reasoning_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["vllm_server.VllmServer"]:
+def vllm_reasoning_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[vllm_server.VllmServer]:
     """vLLM with a reasoning parser (qwen3) serving a tiny text model that closes a think block."""
     parser = os.environ.get("COOOL_VLLM_REASONING_PARSER", "qwen3")
     yield from _serve(
@@ -165,7 +166,13 @@ def vllm_reasoning_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     )
 
 
-def role_settings(server: "vllm_server.VllmServer", **overrides: object) -> RoleSettings:
+@pytest.fixture(scope="session")
+def vllm_plain_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[vllm_server.VllmServer]:
+    """vLLM serving a plainly random text model (no lean: any token, any length)."""
+    yield from _serve(tmp_path_factory.mktemp("vllm-plain"), "text", "plain", closer_bias=0.0)
+
+
+def role_settings(server: vllm_server.VllmServer, **overrides: object) -> RoleSettings:
     values: dict[str, object] = dict(
         model=SERVED_NAME,
         urls=[server.base_url],
@@ -179,18 +186,24 @@ def role_settings(server: "vllm_server.VllmServer", **overrides: object) -> Role
 
 
 @pytest.fixture
-def vllm_role_settings(vllm_text_server: "vllm_server.VllmServer") -> RoleSettings:
+def vllm_role_settings(vllm_text_server: vllm_server.VllmServer) -> RoleSettings:
     """RoleSettings for the real vLLM text server (model ``tiny``); a fresh copy per test."""
     return role_settings(vllm_text_server)
 
 
 @pytest.fixture
-def vllm_reasoning_role_settings(vllm_reasoning_server: "vllm_server.VllmServer") -> RoleSettings:
+def vllm_reasoning_role_settings(vllm_reasoning_server: vllm_server.VllmServer) -> RoleSettings:
     """RoleSettings for the server that splits reasoning from the answer."""
     return role_settings(vllm_reasoning_server)
 
 
 @pytest.fixture
-def vllm_vl_role_settings(vllm_vl_server: "vllm_server.VllmServer") -> RoleSettings:
+def vllm_plain_role_settings(vllm_plain_server: vllm_server.VllmServer) -> RoleSettings:
+    """RoleSettings for the plainly random model."""
+    return role_settings(vllm_plain_server)
+
+
+@pytest.fixture
+def vllm_vl_role_settings(vllm_vl_server: vllm_server.VllmServer) -> RoleSettings:
     """RoleSettings for the real vLLM vision-language server (model ``tiny``)."""
     return role_settings(vllm_vl_server)

@@ -51,15 +51,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def build_tiny_model(out: Path, kind: str = "text", seed: int = 0, *, thinks: bool = False) -> dict:
+def build_tiny_model(
+    out: Path, kind: str = "text", seed: int = 0, *, thinks: bool = False, closer_bias: float | None = None
+) -> dict:
     """Run the builder in the vLLM venv (it needs torch); returns its summary."""
     result = subprocess.run(
         [str(vllm_python()), str(BUILDER), str(out), "--kind", kind, "--seed", str(seed)]
-        + (["--thinks"] if thinks else []),
+        + (["--thinks"] if thinks else [])
+        + (["--closer-bias", str(closer_bias)] if closer_bias is not None else []),
         capture_output=True,
         text=True,
         env=_offline_env(),
         timeout=600,
+        check=False,
     )
     if result.returncode != 0:
         raise RuntimeError(f"make_tiny_model.py failed ({result.returncode}):\n{result.stderr[-4000:]}")
@@ -199,7 +203,7 @@ class VllmServer:
             pass
         process.wait(timeout=10)
 
-    def __enter__(self) -> "VllmServer":
+    def __enter__(self) -> VllmServer:
         self.start()
         return self
 

@@ -21,7 +21,6 @@ import jsonschema
 import pytest
 
 from coool.llm import ChatClient, user_message
-from coool.parsing import parse_json_strict
 from coool.prompts import load_prompt
 from coool.settings import RoleSettings
 
