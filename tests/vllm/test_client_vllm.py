@@ -202,15 +202,6 @@ async def test_vllm_seeds_child_samples_seed_plus_index(vllm_role_settings: Role
     assert len({s.content for s in three}) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "coool.llm.ChatClient.complete seeds split request i with seed + i, but vLLM seeds "
-        "sample j of a request with seed + j: request 1's samples repeat request 0's. "
-        "Fix: seed + (samples asked before this request), i.e. seed + i * max_n. "
-        "Remove this marker with the fix."
-    ),
-)
 async def test_split_seeded_requests_give_distinct_samples(vllm_role_settings: RoleSettings) -> None:
     prompt = load_prompt("ensemble")
     settings = vllm_role_settings.model_copy(update={"max_n": 3})
