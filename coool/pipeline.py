@@ -111,7 +111,8 @@ class Pipeline:
                 ids.add(video)
             else:
                 video = None
-            self.fail(video, "inputs", problem.problem, str(problem.path))
+            # "<file>: <problem>", as a stage-1 VideoError reads: the message names the file.
+            self.fail(video, "inputs", str(problem), str(problem.path))
         return [p for p in pairs if p.heatmap is not None], sorted(ids)
 
     def clean_temp_files(self) -> list[Path]:

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             port = free_port()
             model = f"simulated-{role}"
             sims.append(start_sim_process(port, model=[model], log_path=results.parent / f"sim-{role}.log",
-                                          allowed_local_media_path=str(results.parent)))
+                                          allowed_local_media_path=str(results)))  # frames live there; never a parent that may be /
             os.environ[f"COOOL_{role.upper()}__URLS"] = f"http://127.0.0.1:{port}/v1"
             os.environ[f"COOOL_{role.upper()}__MODEL"] = model
             print(f"demo: SIMULATED {role} server (no model) at http://127.0.0.1:{port}/v1")
