@@ -20,7 +20,7 @@ from prefect.artifacts import (
     acreate_table_artifact,
     aupdate_progress_artifact,
 )
-from prefect.context import TaskRunContext
+from prefect.context import TagsContext, TaskRunContext
 from prefect.filesystems import LocalFileSystem, WritableFileSystem
 
 from coool.files import atomic_write_bytes, text_sha256
@@ -110,11 +110,17 @@ def task_name(stage: Stage, video: int) -> str:
     return f"{re.sub(r'[^a-zA-Z0-9+-]+', '-', stage.name)}-video-{video}"
 
 
+def stage_tags(stage: Stage) -> list[str]:
+    return [f"stage:{stage.kind}", f"role:{stage.role}"] + ([f"config:{stage.config}"] if stage.config else [])
+
+
 def stage_task(pipeline: Pipeline, stage: Stage, video: int, storage: WritableFileSystem) -> Any:
+    # No tags on task runs: Prefect asks its server for tag concurrency limits
+    # before a tagged task runs (one serialized API call per tag set, the first
+    # task of every stage waiting on it). The stage's flow run carries the tags.
     s = pipeline.settings
     return stage_video.with_options(
         task_run_name=task_name(stage, video),
-        tags=[f"stage:{stage.kind}", f"role:{stage.role}"] + ([f"config:{stage.config}"] if stage.config else []),
         retries=s.task_retries,
         retry_delay_seconds=s.task_retry_delay_s,
         result_storage=storage,
@@ -164,7 +170,9 @@ async def run_stage_videos(pipeline: Pipeline, stage: Stage, videos: list[int]) 
                 progress, 100.0 * finished / max(1, len(videos)), description=f"{stage.name}: {finished} of {len(videos)} videos"
             )
 
-    await asyncio.gather(*(one(v) for v in videos))
+    # The stage flow run's tags (set by the pipeline flow) stay off its task runs (see stage_task).
+    with TagsContext(current_tags=set()):
+        await asyncio.gather(*(one(v) for v in videos))
     report.seconds = loop.time() - started
     if client:
         after = client.stats.as_dict()
@@ -260,4 +268,33 @@ async def run_stage_flow(
             report = await run_stage_videos(pipeline, stage, videos)
     finally:
         await manager.stop_all()
+    return report_dict(report)
+
+
+async def cached_stage(pipeline: Pipeline, stage: Stage, videos: list[int], storage: WritableFileSystem) -> bool:
+    """True when every (stage, video) task would come from Prefect's cache: its output
+    is on disk and a result is stored under its key (the task's own test, made
+    without creating the flow run and task runs that would only report "Cached").
+
+    Call it only when the stage's inputs are final (earlier stages finished).
+    """
+    from prefect.results import ResultStore
+
+    store = ResultStore(result_storage=storage)
+    for video in videos:
+        if not pipeline.has_output(stage, video):
+            return False
+        try:
+            key = pipeline.stage_key(stage, video)
+        except Exception:  # inputs missing or unreadable: the task runs and reports why
+            return False
+        if key is None or not await store.aexists(key):
+            return False
+    return bool(videos)
+
+
+def cached_report(stage: Stage, videos: list[int]) -> dict[str, Any]:
+    """The report of a stage whose every video came from the cache without a flow run."""
+    report = StageReport(stage.name)
+    report.cached = len(videos)
     return report_dict(report)

@@ -5,6 +5,10 @@ videos; each phase's servers stop before the next phase's start (the
 models don't fit on the GPUs together). With ``concurrent=True`` every
 role's server is up at once and each video runs its own chain of stages
 with no barrier between stages.
+
+Resume: a stage whose every (stage, video) result is cached gets no flow run
+(its report counts them as cached), and a phase with nothing left to run
+starts no server, so rerunning a finished pipeline costs seconds.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, tags
 from prefect.artifacts import acreate_markdown_artifact
 
 from coool.detect import write_detections
@@ -22,7 +26,16 @@ from coool.pipeline import Failure, Pipeline, blocked_by
 from coool.recipe import Stage
 from coool.servers import ServerManager
 from flows.caption import caption_flow
-from flows.common import build_pipeline, error_text, publish_submission, result_storage, stage_task
+from flows.common import (
+    build_pipeline,
+    cached_report,
+    cached_stage,
+    error_text,
+    publish_submission,
+    result_storage,
+    stage_tags,
+    stage_task,
+)
 from flows.describe import count_pass_flow, describe_flow
 from flows.detect import detect_flow
 from flows.ensemble import ensemble_flow
@@ -43,7 +56,16 @@ def waves(stages: list[Stage]) -> list[list[Stage]]:
     return out
 
 
+async def _value(value: dict[str, Any]) -> dict[str, Any]:
+    return value
+
+
 async def _stage_subflow(stage: Stage, videos: list[int], params: dict[str, Any]) -> dict[str, Any]:
+    with tags(*stage_tags(stage)):  # on the stage's flow run (its task runs are untagged: see stage_task)
+        return await _run_stage_flow(stage, videos, params)
+
+
+async def _run_stage_flow(stage: Stage, videos: list[int], params: dict[str, Any]) -> dict[str, Any]:
     if stage.kind == "caption":
         return await caption_flow(videos=videos, **params)
     if stage.kind == "detect":
@@ -140,9 +162,10 @@ async def pipeline_flow(
         pipeline.failures.extend(Failure(**f) for f in frames["failures"])
         failed: dict[int, set[str]] = {v: {"frames"} for v in videos if v not in usable}
         await first_up
+        storage = await result_storage(pipeline.settings, pipeline)
         for i, phase in enumerate(plan):
-            await up(phase.roles)
             if concurrent:
+                await up(phase.roles)
                 async with pipeline.open_clients(phase.roles):
                     await _chains(pipeline, phase.stages, usable, failed)
             else:
@@ -152,6 +175,13 @@ async def pipeline_flow(
                         ready = [v for v in usable if not blocked_by(stage, failed.get(v, set()))]
                         for v in set(usable) - set(ready):
                             failed.setdefault(v, set()).add(stage.name)
+                        # A stage whose every result is cached needs no flow run and no server
+                        # (checked now: the earlier waves and phases that feed it are finished).
+                        if await cached_stage(pipeline, stage, ready, storage):
+                            logger.info("%s: all %d videos cached, nothing to run", stage.name, len(ready))
+                            runs.append(_value(cached_report(stage, ready)))
+                            continue
+                        await up(phase.roles)
                         runs.append(_stage_subflow(stage, ready, params))
                     for report in await asyncio.gather(*runs):
                         reports.append(report)

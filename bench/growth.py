@@ -1,0 +1,67 @@
+"""Figure 5, growth: wall time and peak memory as the number of videos grows.
+
+The pipeline runs through Prefect (what users run) on 10, 40 and 160 videos
+against the zero-latency simulated server; each size is a fresh process
+and results folder, so its peak resident memory (ru_maxrss) is its own.
+Time should grow linearly (constant seconds per video), memory stay flat.
+
+To fit the time budget on 2 cores this figure uses the ``quick`` recipe
+(stage 1, captions, incident frame, one describe configuration) and the
+short clips (15-17 s, both sizes); the work per video is the same at every
+size, so the shape is what is measured.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from bench.common import Context, log, ratio
+from bench.data import ensure_pool, make_dataset
+
+GOAL_TIME_PER_VIDEO_DRIFT = 0.20  # seconds per video at the largest size within 20% of the smallest
+GOAL_MEMORY_GROWTH = 1.25  # peak memory at the largest size at most 1.25x the smallest
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    pool, specs = ensure_pool(True)  # the short clips, in both modes
+    sizes = (2, 4, 8) if ctx.quick else (10, 40, 160)
+    recipe = "quick"
+    work = ctx.work / "growth"
+    points = []
+    for n in sizes:
+        data = make_dataset(pool, specs, n, work / f"data-{n}")
+        results = work / f"results-{n}"
+        out = ctx.pipeline_run("prefect", data, results, recipe)
+        shutil.rmtree(results, ignore_errors=True)
+        shutil.rmtree(data, ignore_errors=True)
+        point = {
+            "videos": n,
+            "wall_s": out["wall_s"],
+            "s_per_video": round(out["wall_s"] / n, 3),
+            "client_cpu_s": out["cpu_s"],
+            "peak_rss_mib": out["peak_rss_mib"],
+            "task_runs": out["task_runs"],
+            "failures": out["failures"],
+            "sim_cpu_s": out["sim_cpu_s"],
+            "prefect_server_cpu_s": out["prefect_server_cpu_s"],
+        }
+        points.append(point)
+        log(f"growth: {n} videos: {out['wall_s']:.1f}s ({point['s_per_video']:.2f}s/video), "
+            f"peak {out['peak_rss_mib']:.0f} MiB, {out['failures']} failures")
+    shutil.rmtree(work, ignore_errors=True)
+    small, large = points[0], points[-1]
+    drift = ratio(large["s_per_video"], small["s_per_video"])
+    memory = ratio(large["peak_rss_mib"], small["peak_rss_mib"])
+    return {
+        "figure": "growth",
+        "recipe": recipe,
+        "clips": "15-17 s, 1280x720 and 1584x660, 30 fps (the pool's short clips, repeated)",
+        "points": points,
+        "time_per_video_largest_vs_smallest": drift,
+        "peak_memory_largest_vs_smallest": memory,
+        "goal_time_per_video_drift_at_most": GOAL_TIME_PER_VIDEO_DRIFT,
+        "goal_memory_growth_at_most": GOAL_MEMORY_GROWTH,
+        "goal_time_linear_met": abs(drift - 1) <= GOAL_TIME_PER_VIDEO_DRIFT,
+        "goal_memory_flat_met": memory <= GOAL_MEMORY_GROWTH,
+    }

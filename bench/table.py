@@ -1,0 +1,86 @@
+"""The README table: every figure beside its goal, from the results JSON files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _x(value: float) -> str:
+    return f"{value:.2f}x"
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.0f}%"
+
+
+def _ok(met: bool) -> str:
+    return "yes" if met else "**no**"
+
+
+def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """(figure, measured, goal, met) rows for the figures present."""
+    out: list[tuple[str, str, str, str]] = []
+    if (r := results.get("preprocess")) is not None:
+        a, q = r["approaches"], r["ratios"]
+        g = r["goals"]
+        mb = {k: v["bytes_written"] / 1e6 for k, v in a.items()}
+        fps = {k: v["video_frames_per_s"] for k, v in a.items()}
+        what = f"{r['videos']} videos, {r['video_frames']} frames"
+        out += [
+            (f"1a. Stage 1 / decode floor ({what})", _x(q["ours_vs_floor_wall"]) + f" wall, {_x(q['ours_vs_floor_cpu'])} CPU",
+             f"<= {g['ours_vs_floor_at_most']:.1f}x", _ok(g["ours_vs_floor_met"])),
+            ("1b. Original approach / stage 1", _x(q["original_vs_ours_wall"]) + f" wall, {_x(q['original_vs_ours_cpu'])} CPU",
+             f">= {g['original_vs_ours_at_least']:.0f}x", _ok(g["original_vs_ours_met"])),
+            ("1c. Bytes written: original / stage 1",
+             f"{q['original_vs_ours_bytes']:.1f}x ({mb['original']:.0f} MB vs {mb['ours']:.0f} MB)", "-", "-"),
+            ("1d. Video frames per second: floor / stage 1 / original",
+             f"{fps['floor']:.0f} / {fps['ours']:.0f} / {fps['original']:.0f}", "-", "-"),
+        ]
+    if (r := results.get("scheduling")) is not None:
+        for c in r["cases"]:
+            out.append((
+                f"2. Caption requests/s, C={c['capacity']}, L={c['latency_s']:g} s ({r['videos']} videos, {c['requests']} requests)",
+                f"{_pct(c['efficiency'])} of C/L = {c['ideal_rps']:g}/s; {c['speedup_vs_one_at_a_time']:.0f}x one-at-a-time; "
+                f"server held >= C requests {_pct(c['server_held_at_least_C']['median'])} of the time",
+                f">= {_pct(c['goal_efficiency'])}", _ok(c["goal_met"]),
+            ))
+    if (r := results.get("orchestration")) is not None:
+        out.append((
+            f"3. Prefect / plain, whole pipeline ({r['videos']} videos, {r['task_runs']} task runs, zero latency)",
+            f"{_x(r['prefect_vs_plain_wall'])} wall; +{r['added_wall_ms_per_task_run']:.0f} ms per task run",
+            f"< {r['goal_prefect_vs_plain_under']:.2f}x", _ok(r["goal_met"]),
+        ))
+    if (r := results.get("resume")) is not None:
+        out.append((
+            f"4. Rerun of a finished pipeline / first run ({r['videos']} videos, simulated latency)",
+            f"{_pct(r['rerun_fraction'])} ({r['rerun_prefect_s']['median']:.0f} s vs {r['first_run_s']:.0f} s), "
+            f"{max(r['rerun_prefect_requests'])} requests; without Prefect {_pct(r['rerun_plain_fraction'])}",
+            f"<= {_pct(r['goal_rerun_fraction_at_most'])}, 0 requests", _ok(r["goal_met"]),
+        ))
+    if (r := results.get("growth")) is not None:
+        pts = r["points"]
+        sizes = "/".join(str(p["videos"]) for p in pts)
+        out += [
+            (f"5a. Seconds per video at {sizes} videos",
+             " / ".join(f"{p['s_per_video']:.2f}" for p in pts) + f" (largest/smallest {_x(r['time_per_video_largest_vs_smallest'])})",
+             f"linear (within {_pct(r['goal_time_per_video_drift_at_most'])})", _ok(r["goal_time_linear_met"])),
+            (f"5b. Peak memory (MiB) at {sizes} videos",
+             " / ".join(f"{p['peak_rss_mib']:.0f}" for p in pts) + f" (largest/smallest {_x(r['peak_memory_largest_vs_smallest'])})",
+             f"flat (<= {_x(r['goal_memory_growth_at_most'])})", _ok(r["goal_memory_flat_met"])),
+        ]
+    return out
+
+
+def markdown(results: dict[str, dict[str, Any]], machine: dict[str, Any], mode: str, total_s: float | None) -> str:
+    lines = [
+        f"Measured {machine.get('date_utc', '?')[:10]} on {machine.get('cores')} cores ({machine.get('cpu')}), "
+        f"{machine.get('ram_gib')} GiB RAM, Python {machine.get('python')}, OpenCV {machine.get('opencv')}, "
+        f"ffmpeg {machine.get('ffmpeg_cli')}, Prefect {machine.get('prefect')}; `make bench{' BENCH_ARGS=--quick' if mode == 'quick' else ''}`"
+        + (f" took {total_s / 60:.1f} min." if total_s else "."),
+        "Every figure is a ratio of runs made side by side in one `make bench` run; medians of repeated runs.",
+        "",
+        "| figure | measured | goal | met |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows(results)]
+    return "\n".join(lines) + "\n"
