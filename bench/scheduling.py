@@ -73,7 +73,7 @@ class _Poller:
 
     def __init__(self, sim: Any, capacity: int, interval: float = 0.1) -> None:
         self.sim, self.capacity, self.interval = sim, capacity, interval
-        self.samples: list[tuple[int, int]] = []
+        self.samples: list[tuple[int, int, int]] = []  # (held, processing, completed)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -87,7 +87,7 @@ class _Poller:
                 except Exception:
                     continue
                 held = s["received"] - s["completed"] - s["rejected"] - s["abandoned"]
-                self.samples.append((held, s["processing"]))
+                self.samples.append((held, s["processing"], s["completed"]))
 
     def __enter__(self) -> "_Poller":
         self._thread.start()
@@ -97,14 +97,19 @@ class _Poller:
         self._stop.set()
         self._thread.join()
 
-    def kept_full(self) -> float:
-        """Share of samples (while work remained) in which the server held >= C requests."""
-        busy = [h for h, _ in self.samples if h > 0]
-        return sum(1 for h in busy if h >= self.capacity) / len(busy) if busy else float("nan")
+    def _busy(self, total: int) -> list[tuple[int, int, int]]:
+        # Only while at least C requests were still to be answered: the last partial wave
+        # can't fill the server, whoever schedules it.
+        return [x for x in self.samples if total - x[2] >= self.capacity and x[0] > 0]
 
-    def slots_busy(self) -> float:
-        busy = [p for h, p in self.samples if h > 0]
-        return sum(busy) / (len(busy) * self.capacity) if busy else float("nan")
+    def kept_full(self, total: int) -> float:
+        """Share of those samples in which the server held >= C requests (queued or in a slot)."""
+        busy = self._busy(total)
+        return sum(1 for h, _, _ in busy if h >= self.capacity) / len(busy) if busy else float("nan")
+
+    def slots_busy(self, total: int) -> float:
+        busy = self._busy(total)
+        return sum(p for _, p, _ in busy) / (len(busy) * self.capacity) if busy else float("nan")
 
 
 def run(ctx: Any) -> dict[str, Any]:
@@ -142,8 +147,9 @@ def run(ctx: Any) -> dict[str, Any]:
                 sim_cpu0 = sim.cpu_s()
                 with _Poller(sim, capacity) as poll, measure() as m:
                     asyncio.run(_caption_all(pipeline, videos))
-                kept_full.append(poll.kept_full())
-                slots_busy.append(poll.slots_busy())
+                total = sim.stats()["completed"]
+                kept_full.append(poll.kept_full(total))
+                slots_busy.append(poll.slots_busy(total))
                 stats = sim.stats()
                 requests = stats["completed"]
                 runs.append(requests / m.wall_s)
