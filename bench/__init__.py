@@ -1,0 +1,1 @@
+"""Benchmarks of coool (`make bench`): see bench/__main__.py and docs/BENCH.md."""

@@ -4,7 +4,7 @@ Figures (one module each): preprocess, scheduling, orchestration, resume,
 growth. Each writes ``bench/results/<figure>.json`` (``--quick``:
 ``bench/results/quick/``) with the machine facts and the date; the combined
 table goes to ``README-table.md`` beside them, and a full run of every
-figure also refreshes the table in ``docs/BENCH.md``.
+figure also refreshes the table in ``README.md`` and ``docs/BENCH.md``.
 
 Benchmarks report, they don't fail: the exit code is 0 whether goals are met
 or not (it is 1 only if a benchmark could not run at all).
@@ -20,13 +20,24 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bench import growth, orchestration, preprocess, resume, scheduling
-from bench.common import RESULTS_DIR, REPO, Context, log, machine_facts, scratch, warm_sim_memo, write_result
+from bench.common import (
+    REPO,
+    RESULTS_DIR,
+    Context,
+    log,
+    machine_facts,
+    scratch,
+    warm_sim_memo,
+    write_result,
+)
 from bench.data import ensure_pool
 from bench.table import markdown
+from coool.files import atomic_write_text
 
 FIGURES: dict[str, Callable[[Context], dict[str, Any]]] = {
     "preprocess": preprocess.run,
@@ -36,7 +47,8 @@ FIGURES: dict[str, Callable[[Context], dict[str, Any]]] = {
     "growth": growth.run,
 }
 NEEDS_SIM = {"scheduling", "orchestration", "resume", "growth"}
-DOCS = REPO / "docs" / "BENCH.md"
+# A full run of every figure refreshes the table between these markers in both files.
+TABLE_DOCS = (REPO / "README.md", REPO / "docs" / "BENCH.md")
 TABLE_START, TABLE_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
 
 
@@ -50,14 +62,13 @@ def _load(out_dir: Path) -> dict[str, dict[str, Any]]:
 
 
 def _refresh_docs(table: str) -> None:
-    if not DOCS.is_file():
-        return
-    text = DOCS.read_text()
-    if TABLE_START not in text or TABLE_END not in text:
-        return
-    head, rest = text.split(TABLE_START, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    DOCS.write_text(f"{head}{TABLE_START}\n{table}{TABLE_END}{tail}")
+    for doc in TABLE_DOCS:
+        text = doc.read_text() if doc.is_file() else ""
+        if TABLE_START not in text or TABLE_END not in text:
+            continue
+        head, rest = text.split(TABLE_START, 1)
+        _, tail = rest.split(TABLE_END, 1)
+        atomic_write_text(doc, f"{head}{TABLE_START}\n{table}{TABLE_END}{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,10 +17,11 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 
@@ -55,7 +56,7 @@ def _cv2_ffmpeg() -> str:
     import cv2
 
     info = cv2.getBuildInformation()
-    match = re.search(r"FFMPEG:\s+(\S+)(.*?)\n\s*\n", info, re.S)
+    match = re.search(r"FFMPEG:\s+(\S+)(.*?)\n\s*\n", info, re.DOTALL)
     if not match:
         return "unknown"
     libs = re.findall(r"(avcodec|avformat|swscale):\s+\S+\s+\(([^)]+)\)", match.group(2))
@@ -79,7 +80,7 @@ def machine_facts() -> dict[str, Any]:
     import psutil
 
     return {
-        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
@@ -396,6 +397,14 @@ class Context:
         if self._prefect is None:
             log("bench: starting a Prefect server on loopback (prefect server start)")
             self._prefect = self._stack.enter_context(prefect_server(self.work / "prefect-home", self.work / "prefect.log"))
+            # One untimed run first: a user's server has served runs before (flows and
+            # blocks registered, its services past their start-up work).
+            from bench.data import ensure_pool, make_dataset
+
+            pool, specs = ensure_pool(True)
+            data = make_dataset(pool, specs, 1, self.work / "prefect-warmup" / "data")
+            self.pipeline_run("prefect", data, self.work / "prefect-warmup" / "results", "quick")
+            shutil.rmtree(self.work / "prefect-warmup", ignore_errors=True)
         return self._prefect
 
     def sim(self) -> SimServer:

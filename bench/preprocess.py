@@ -19,7 +19,6 @@ measured; approaches run in a rotating order within each repeat.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -37,8 +36,8 @@ WORKERS = 2
 def _init_worker() -> None:
     import cv2  # noqa: F401  (imports are paid once per worker, before timing)
 
-    import coool.video  # noqa: F401
     import bench.baseline_original  # noqa: F401
+    import coool.video  # noqa: F401
 
 
 def _cpu() -> float:
@@ -92,13 +91,17 @@ def _job(approach: str, video: str, heatmap: str, out: str) -> dict[str, Any]:
 APPROACHES = ("floor", "floor_grab", "ours", "ours_before_png_fix", "ours_jpg", "original")
 
 
-def _run_once(pool: ProcessPoolExecutor, approach: str, data: Path, out_root: Path, n: int) -> tuple[float, float, int]:
+def _run_once(
+    pool: ProcessPoolExecutor, approach: str, data: Path, out_root: Path, frames: list[int]
+) -> tuple[float, float, int]:
+    n = len(frames)
     out = out_root / approach
     if out.exists():
         shutil.rmtree(out)
+    # Longest clips first, so the two workers finish together (same order for every approach).
     jobs = [
         (approach, str(data / "videos" / f"{i}.mp4"), str(data / "heatmaps" / f"{i}.mp4"), str(out / str(i)))
-        for i in range(n)
+        for i in sorted(range(n), key=lambda i: -frames[i])
     ]
     start = time.perf_counter()
     results = list(pool.map(_job, *zip(*jobs)))
@@ -129,7 +132,7 @@ def run(ctx: Any) -> dict[str, Any]:
             for approach in order:
                 if approach == "original" and r >= original_repeats:
                     continue
-                wall, cpu, nbytes = _run_once(pool, approach, data, work / "out", n)
+                wall, cpu, nbytes = _run_once(pool, approach, data, work / "out", [s.frames for s in used])
                 walls[approach].append(wall)
                 cpus[approach].append(cpu)
                 written[approach] = nbytes

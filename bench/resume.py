@@ -37,7 +37,9 @@ def run(ctx: Context) -> dict[str, Any]:
     data = make_dataset(pool, specs, n, work / "data")
     results = work / "results"
     sim = ctx.sim()
-    set_sim_latency(sim, 2.0, LATENCY_S)
+    scale = 0.5 if ctx.quick else 1.0  # --quick: half the latencies, same shape
+    latency = {task: seconds * scale for task, seconds in LATENCY_S.items()}
+    set_sim_latency(sim, 2.0 * scale, latency)
     try:
         first = ctx.pipeline_run("prefect", data, results)
         log(f"resume: first run {first['wall_s']:.1f}s ({first['failures']} failures)")
@@ -65,7 +67,7 @@ def run(ctx: Context) -> dict[str, Any]:
         "videos": n,
         "recipe": "second-place",
         "video_frames": sum(s.frames for s in dataset_specs(specs, n)),
-        "latency_s": LATENCY_S,
+        "latency_s": latency,
         "first_run_s": first["wall_s"],
         "first_run_failures": first["failures"],
         "rerun_prefect_s": summary([o["wall_s"] for o in again]),

@@ -89,7 +89,7 @@ class _Poller:
                 held = s["received"] - s["completed"] - s["rejected"] - s["abandoned"]
                 self.samples.append((held, s["processing"], s["completed"]))
 
-    def __enter__(self) -> "_Poller":
+    def __enter__(self) -> _Poller:
         self._thread.start()
         return self
 

@@ -23,9 +23,10 @@ import pickle
 import signal
 import sys
 import tempfile
-from pathlib import Path
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,8 +62,7 @@ def _save(path: Path, facts: dict[tuple[bytes, str], Any]) -> None:
 
 
 def install(memo_file: Path | None = None) -> None:
-    import coool.sim.answers as answers
-    import coool.sim.server as server
+    from coool.sim import answers, server
 
     decode: Callable[..., np.ndarray] = server.decode_image_url
     facts: OrderedDict[tuple[bytes, str], Any] = OrderedDict(_load(memo_file))

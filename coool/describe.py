@@ -18,7 +18,7 @@ import pandas as pd
 from coool import schema as S
 from coool.captions import load_captions
 from coool.files import atomic_write_json, combined_hash, read_json
-from coool.llm import ChatClient, ModelRequestError, user_message
+from coool.llm import ChatClient, ImageFile, ModelRequestError, user_message
 from coool.params import DescribeConfig
 from coool.parsing import MAX_COUNT, canonical_label, canonical_severity, clean_text, coerce_answer, parse_json_lenient
 from coool.prompts import Prompt, load_prompt, load_snippet
@@ -142,7 +142,7 @@ async def run_pass(
     client: ChatClient,
     name: str,
     prompt: Prompt,
-    images: Sequence[str],
+    images: Sequence[str | ImageFile],
     config: DescribeConfig,
     values: Mapping[str, object],
 ) -> PassResult:

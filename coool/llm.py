@@ -21,6 +21,7 @@ import base64
 import itertools
 import logging
 import mimetypes
+import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,8 +125,20 @@ def image_url(
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
 
 
-def user_message(text: str, images: Sequence[str] = ()) -> dict[str, Any]:
-    """A user message with image URLs first (earliest first), then the text."""
+@dataclass(frozen=True)
+class ImageFile:
+    """An image part whose base64 data URL is made only when its request is sent.
+
+    A stage queues far more requests than the client lets in flight (every
+    frame of up to ``video_concurrency`` videos); holding paths instead of
+    ~200 KB data URLs keeps memory bounded by the requests in flight.
+    """
+
+    path: Path
+
+
+def user_message(text: str, images: Sequence[str | ImageFile] = ()) -> dict[str, Any]:
+    """A user message with image URLs (or ImageFile parts) first (earliest first), then the text."""
     if not images:
         return {"role": "user", "content": text}
     parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": url}} for url in images]
@@ -143,6 +156,22 @@ def split_n(n: int, max_n: int) -> list[int]:
     if n % max_n:
         sizes.append(n % max_n)
     return sizes
+
+
+# One in-flight bound per (event loop, URL, limit), shared by every client of the loop:
+# the pipeline flow runs several stage flows at once (eight describe configurations),
+# each with its own client, and the bound is per server, not per client.
+_URL_LIMITS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], asyncio.Semaphore]]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _url_limit(url: str, limit: int) -> asyncio.Semaphore:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # made outside a loop: a bound of its own
+        return asyncio.Semaphore(limit)
+    return _URL_LIMITS.setdefault(loop, {}).setdefault((url, limit), asyncio.Semaphore(limit))
 
 
 class ChatClient:
@@ -163,7 +192,7 @@ class ChatClient:
             AsyncOpenAI(base_url=url, api_key=key, max_retries=0, timeout=settings.timeout_s)
             for url in settings.urls
         ]
-        self._limits = [asyncio.Semaphore(settings.max_concurrency) for _ in settings.urls]
+        self._limits = [_url_limit(url, settings.max_concurrency) for url in settings.urls]
         self._in_flight = [0 for _ in settings.urls]
         self._turn = itertools.count()
 
@@ -171,8 +200,27 @@ class ChatClient:
     def model(self) -> str:
         return self.settings.model
 
-    def image_url(self, path: str | Path) -> str:
-        return image_url(path, self.settings.image_transport, self.media_root)
+    def image_url(self, path: str | Path) -> str | ImageFile:
+        """The image part for ``user_message``: a ``file://`` URL (checked now) or, with
+        base64 transport, an ImageFile whose data URL is made when the request is sent."""
+        if self.settings.image_transport == "file":
+            return image_url(path, "file", self.media_root)
+        return ImageFile(Path(path))
+
+    def _with_image_urls(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` with every ImageFile part replaced by its URL (the caller's messages are untouched)."""
+        messages = []
+        for message in kwargs["messages"]:
+            content = message.get("content")
+            if isinstance(content, list) and any(isinstance(p.get("image_url", {}).get("url"), ImageFile) for p in content):
+                parts = [
+                    {**p, "image_url": {**p["image_url"], "url": image_url(p["image_url"]["url"].path, "data")}}
+                    if isinstance(p.get("image_url", {}).get("url"), ImageFile) else p
+                    for p in content
+                ]
+                message = {**message, "content": parts}
+            messages.append(message)
+        return {**kwargs, "messages": messages}
 
     def response_format(self, name: str, schema: dict[str, Any]) -> dict[str, Any]:
         """json_schema when the role's server enforces schemas, else json_object."""
@@ -264,7 +312,10 @@ class ChatClient:
         try:
             async with self._limits[i]:
                 self.stats.requests += 1
-                response = await self._clients[i].chat.completions.create(**kwargs, extra_body=extra or None)
+                # Images are encoded here, inside the in-flight bound, and dropped after.
+                response = await self._clients[i].chat.completions.create(
+                    **self._with_image_urls(kwargs), extra_body=extra or None
+                )
         finally:
             self._in_flight[i] -= 1
         if response.usage:

@@ -17,6 +17,7 @@ import pytest
 import coool.llm
 from coool.llm import (
     ChatClient,
+    ImageFile,
     MediaPathError,
     ModelRequestError,
     image_url,
@@ -218,6 +219,19 @@ async def test_requests_in_flight_are_bounded_per_url(slow_sim: SimHandle, role,
     assert elapsed >= (9 / bound) * 0.1 * 0.9
 
 
+async def test_clients_of_one_url_share_its_bound(slow_sim: SimHandle, role) -> None:
+    # The pipeline runs several stage flows at once, each with its own client of the same server.
+    slow_sim.reset()
+    async with (
+        ChatClient("describer", role(slow_sim, max_concurrency=2)) as first,
+        ChatClient("describer", role(slow_sim, max_concurrency=2)) as second,
+    ):
+        await asyncio.gather(*(c.complete(HELLO) for c in (first, second) for _ in range(6)))
+    stats = slow_sim.stats()
+    assert stats["received"] == 12
+    assert stats["max_in_flight"] == 2
+
+
 async def test_n_is_split_into_requests_of_max_n(sim: SimHandle, role) -> None:
     async with ChatClient("detector", role(sim, max_n=5)) as client:
         samples = await client.complete(HELLO, n=12, seed=7)
@@ -362,6 +376,21 @@ async def test_extras_and_sampling_go_in_the_body(recorder: Recorder, role) -> N
         "response_format": {"type": "json_schema", "json_schema": {"name": "ensemble", "schema": schema, "strict": True}},
     }
     assert bare == {"model": "m", "messages": HELLO, "n": 1}  # nothing unasked is sent
+
+
+async def test_image_files_are_sent_as_data_urls_and_the_callers_messages_keep_paths(
+    recorder: Recorder, role, media: Path
+) -> None:
+    frame = media / "frames" / "000001.png"
+    async with ChatClient("describer", role(urls=["http://rec/v1"], model="m")) as client:
+        part = client.image_url(frame)
+        assert part == ImageFile(frame)  # nothing is read until the request is sent
+        messages = [user_message("What?", [part, part])]
+        await client.complete(messages)
+    (body,) = recorder.bodies
+    urls = [p["image_url"]["url"] for p in body["messages"][0]["content"] if p["type"] == "image_url"]
+    assert urls == [image_url(frame), image_url(frame)]
+    assert messages[0]["content"][0]["image_url"]["url"] == ImageFile(frame)
 
 
 async def test_split_requests_seeds_follow_vllms_per_sample_seeds(recorder: Recorder, role) -> None:
