@@ -26,6 +26,7 @@ from coool.llm import ChatClient, MediaPathError
 from coool.params import DescribeConfig
 from coool.prompts import Prompt, load_prompt
 from coool.recipe import Phase, Recipe, Stage, phases
+from coool.servers import ServerManager
 from coool.settings import Settings
 from coool.stage import StageError
 from coool.submission import merge_row, write_submission
@@ -355,9 +356,13 @@ def blocked_by(stage: Stage, failed: set[str]) -> bool:
 async def run_plain(
     pipeline: Pipeline, videos_dir: Path, heatmaps_dir: Path, *, concurrent: bool = True
 ) -> dict[str, Any]:
-    """The whole recipe without Prefect (all role servers must be reachable).
+    """The whole recipe without Prefect: ``coool run --no-prefect``.
 
-    Same library calls as the flows; used to measure what Prefect adds.
+    Same library calls and the same server handling as the pipeline flow:
+    each phase's servers are started (process/docker backends) or checked
+    (external: a server that is down fails the run fast, naming the role and
+    URL) and stopped when no later phase needs them. Also what the
+    benchmarks compare Prefect against.
     """
     started = time.perf_counter()
     pairs, videos = pipeline.collect_inputs(videos_dir, heatmaps_dir)
@@ -386,9 +391,19 @@ async def run_plain(
                     failed.setdefault(video, set()).add(stage.name)
                     pipeline.fail(video, stage.name, exc)
 
-    for phase in pipeline.plan(concurrent=concurrent):
-        async with pipeline.open_clients(phase.roles):
-            await asyncio.gather(*(chain(phase.stages, v) for v in videos))
+    plan = pipeline.plan(concurrent=concurrent)
+    manager = ServerManager(pipeline.settings)
+    try:
+        for i, phase in enumerate(plan):
+            for role in phase.roles:
+                await manager.ensure(role)
+            async with pipeline.open_clients(phase.roles):
+                await asyncio.gather(*(chain(phase.stages, v) for v in videos))
+            following = set(plan[i + 1].roles) if i + 1 < len(plan) else set()
+            for role in set(phase.roles) - following:
+                await manager.stop(role)
+    finally:
+        await manager.stop_all()
     detections = {v: f for v in videos if (f := pipeline.detected_frame(v)) is not None}
     if detections:
         write_detections(detections, pipeline.ws.detections_csv)

@@ -19,6 +19,8 @@ import os
 import re
 import subprocess
 import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -346,6 +348,37 @@ def _encode(image: np.ndarray, fmt: str) -> bytes:
     return buf.tobytes()
 
 
+# Encoded images waiting for the writer thread: enough to keep it busy, few enough to bound memory.
+_WRITE_AHEAD = 2
+
+
+def write_images(images: Iterable[tuple[Path, np.ndarray]], fmt: str, ahead: int = _WRITE_AHEAD) -> None:
+    """Encode and write each (path, image) atomically, in a thread beside the caller's decoding.
+
+    OpenCV releases the GIL while it encodes, so the next frames decode while
+    this one compresses; at most ``ahead`` images wait (bounded memory). The
+    first error (an image it can't encode, a full disk) is raised here. An
+    image is done with once ``ahead + 1`` later ones were handed over.
+    """
+    def write(path: Path, image: np.ndarray) -> Path:
+        return atomic_write_bytes(path, _encode(image, fmt))
+
+    pending: deque[Future[Path]] = deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="coool-encode") as encoder:
+        try:
+            for path, image in images:
+                pending.append(encoder.submit(write, path, image))
+                while len(pending) > ahead:
+                    pending.popleft().result()
+            while pending:
+                pending.popleft().result()
+        finally:
+            for future in pending:  # one side failed: write nothing more
+                future.cancel()
+            if (close := getattr(images, "close", None)) is not None:
+                close()  # a generator releases its decoders now, not at garbage collection
+
+
 def load_manifest(out_dir: str | os.PathLike[str]) -> FrameManifest | None:
     """The manifest in out_dir, or None if absent or unreadable (then redo the work)."""
     path = Path(out_dir) / MANIFEST_NAME
@@ -415,11 +448,16 @@ def extract_caption_frames(
     ext = IMAGE_FORMATS[fmt][0]
     entries: list[StackedFrame] = []
     size = (0, 0)
-    for n, h_n, image in _stacked_pass(v_info, h_info, wanted):
-        rel = f"stacked/{n:06d}{ext}"
-        atomic_write_bytes(out_dir / rel, _encode(image, fmt))
-        entries.append(StackedFrame(frame=n, heatmap_frame=h_n, path=rel))
-        size = (image.shape[1], image.shape[0])
+
+    def images() -> Iterator[tuple[Path, np.ndarray]]:
+        nonlocal size
+        for n, h_n, image in _stacked_pass(v_info, h_info, wanted):
+            rel = f"stacked/{n:06d}{ext}"
+            entries.append(StackedFrame(frame=n, heatmap_frame=h_n, path=rel))
+            size = (image.shape[1], image.shape[0])
+            yield out_dir / rel, image
+
+    write_images(images(), fmt)
     _remove_stale(out_dir / "stacked", {Path(e.path).name for e in entries})
 
     problems = [
@@ -445,18 +483,35 @@ def extract_caption_frames(
     return manifest
 
 
+# Images write_images may still hold (waiting or being encoded) plus the one being
+# filled, and one spare: _stacked_pass reuses that many stacked images.
+_STACK_BUFFERS = _WRITE_AHEAD + 2
+
+
 def _stacked_pass(
     video: VideoInfo, heatmap: VideoInfo, wanted: list[int]
 ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """One lockstep forward pass over both files: (frame, heatmap frame, stacked image)."""
+    """One lockstep forward pass over both files: (frame, heatmap frame, stacked image).
+
+    When both are the same width (the usual case) frames are decoded straight
+    into the halves of a few reused stacked images (no per-frame allocation
+    or copy); a yielded image stays intact while the next
+    ``_STACK_BUFFERS - 1`` are made, which is what ``write_images`` needs.
+    """
     if not wanted:
         return
     v_cap, h_cap = _open(video.path), _open(heatmap.path)
+    same_width = video.width == heatmap.width
+    ring = (
+        [np.empty((heatmap.height + video.height, video.width, 3), np.uint8) for _ in range(_STACK_BUFFERS)]
+        if same_width else []
+    )
     try:
         wanted_set, last = set(wanted), wanted[-1]
         h_pos = 0  # heatmap frames grabbed so far
         h_image: np.ndarray | None = None
         h_image_pos = 0  # which heatmap frame h_image holds
+        made = 0
         for n in range(1, last + 1):
             if not v_cap.grab():
                 raise VideoError(video.path, f"decoding stopped after frame {n - 1} of {video.frames}")
@@ -467,15 +522,30 @@ def _stacked_pass(
                 h_pos += 1
             if n not in wanted_set:
                 continue
-            ok, v_image = v_cap.retrieve()
+            out = ring[made % len(ring)] if ring else None
+            made += 1
+            top = out[: heatmap.height] if out is not None else None
+            bottom = out[heatmap.height :] if out is not None else None
+            ok, v_image = v_cap.retrieve(bottom)
             if not ok or v_image is None:
                 raise VideoError(video.path, f"frame {n} could not be decoded")
             if h_image_pos != h_n:  # a held last frame is decoded once and reused
-                ok, h_image = h_cap.retrieve()
+                ok, h_image = h_cap.retrieve(top)
                 if not ok or h_image is None:
                     raise VideoError(heatmap.path, f"frame {h_n} could not be decoded")
                 h_image_pos = h_n
-            yield n, h_n, stack(h_image, v_image)
+                top_filled = h_image is top
+            else:
+                # h_image is the top of an earlier buffer (or a fresh array); refilling
+                # that same buffer later copies it onto itself, which is harmless.
+                top_filled = top is not None and h_image is not None and h_image.shape == top.shape
+                if top_filled:
+                    top[...] = h_image  # type: ignore[index]
+            assert h_image is not None
+            if out is not None and top_filled and v_image is bottom:
+                yield n, h_n, out
+            else:  # decoded sizes other than probed, or widths differ: the general path
+                yield n, h_n, stack(h_image, v_image)
     finally:
         v_cap.release()
         h_cap.release()
@@ -503,8 +573,7 @@ def extract_raw_frames(
     video, out_dir = Path(video), Path(out_dir)
     paths = {int(n): out_dir / "raw" / f"{int(n):06d}.png" for n in numbers}
     missing = [n for n, p in paths.items() if not p.is_file()]
-    for n, image in read_frames(video, missing):
-        atomic_write_bytes(paths[n], _encode(image, "png"))
+    write_images(((paths[n], image) for n, image in read_frames(video, missing)), "png")
     return dict(sorted(paths.items()))
 
 

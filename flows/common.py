@@ -293,6 +293,21 @@ async def cached_stage(pipeline: Pipeline, stage: Stage, videos: list[int], stor
     return bool(videos)
 
 
+async def cached_phase(pipeline: Pipeline, stages: list[Stage], storage: WritableFileSystem) -> bool:
+    """True when a finished earlier run left every stage of ``stages`` cached for every
+    video with stage-1 frames (so a rerun can skip loading the phase's models).
+
+    Videos without frames yet (a first run, or videos added since) count as
+    not cached only once stage 1 has made their frames: the stage then starts
+    its server itself, it just misses the overlap with stage 1.
+    """
+    videos = pipeline.videos_with_frames()
+    for stage in stages:
+        if not await cached_stage(pipeline, stage, videos, storage):
+            return False
+    return True
+
+
 def cached_report(stage: Stage, videos: list[int]) -> dict[str, Any]:
     """The report of a stage whose every video came from the cache without a flow run."""
     report = StageReport(stage.name)

@@ -8,7 +8,9 @@ with no barrier between stages.
 
 Resume: a stage whose every (stage, video) result is cached gets no flow run
 (its report counts them as cached), and a phase with nothing left to run
-starts no server, so rerunning a finished pipeline costs seconds.
+starts no server (the first phase's servers included: they are not
+overlapped with stage 1 when it is all cached), so rerunning a finished
+pipeline costs seconds and loads no model.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from coool.servers import ServerManager
 from flows.caption import caption_flow
 from flows.common import (
     build_pipeline,
+    cached_phase,
     cached_report,
     cached_stage,
     error_text,
@@ -153,8 +156,14 @@ async def pipeline_flow(
         for role in roles:
             await manager.ensure(role)
 
-    # GPU servers take minutes to load weights: overlap that with stage 1.
-    first_up = asyncio.create_task(up(plan[0].roles))
+    storage = await result_storage(pipeline.settings, pipeline)
+    # GPU servers take minutes to load weights: overlap that with stage 1, unless
+    # a finished run already cached the whole first phase (a rerun loads no model).
+    if await cached_phase(pipeline, plan[0].stages, storage):
+        logger.info("first phase cached by an earlier run: its servers start only if a stage needs them")
+        first_up = asyncio.create_task(up([]))
+    else:
+        first_up = asyncio.create_task(up(plan[0].roles))
     reports: list[dict[str, Any]] = []
     try:
         frames = await frames_flow(data_root=data_root, recipe=recipe, results_dir=params["results_dir"], settings_file=settings_file)
@@ -162,7 +171,6 @@ async def pipeline_flow(
         pipeline.failures.extend(Failure(**f) for f in frames["failures"])
         failed: dict[int, set[str]] = {v: {"frames"} for v in videos if v not in usable}
         await first_up
-        storage = await result_storage(pipeline.settings, pipeline)
         for i, phase in enumerate(plan):
             if concurrent:
                 await up(phase.roles)

@@ -15,7 +15,8 @@ from coool.files import atomic_write_json, combined_hash
 from coool.pipeline import Pipeline, run_plain
 from coool.recipe import load_recipe
 from coool.settings import ROLES, RoleSettings, Settings
-from coool.sim.testing import free_port
+from coool.servers import ServerUnavailable
+from coool.sim.testing import free_port, running_sim_server
 from coool.submission import load_submission, read_submission, validate
 
 
@@ -109,11 +110,12 @@ def data_with_bad_inputs(synthetic_data, tmp_path: Path) -> Path:
     return root
 
 
-async def test_bad_inputs_and_a_dead_server_still_give_a_valid_submission(sim, data_with_bad_inputs: Path, synthetic_data, tmp_path: Path) -> None:
+async def test_bad_inputs_and_a_failing_server_still_give_a_valid_submission(sim, data_with_bad_inputs: Path, synthetic_data, tmp_path: Path) -> None:
     results = tmp_path / "results"
-    dead = RoleSettings(model="sim-model", urls=[f"http://127.0.0.1:{free_port()}/v1"], max_attempts=1, timeout_s=5)
-    pipeline = Pipeline(settings_for(sim, results, describer=dead), load_recipe("quick"))
-    outcome = await run_plain(pipeline, data_with_bad_inputs / "videos", data_with_bad_inputs / "heatmaps")
+    with running_sim_server(model=["sim-model"], faults="5xx=1.0") as broken:  # healthy, but every answer is a 5xx
+        failing = RoleSettings(model="sim-model", urls=[broken.url], max_attempts=1, timeout_s=5)
+        pipeline = Pipeline(settings_for(sim, results, describer=failing), load_recipe("quick"))
+        outcome = await run_plain(pipeline, data_with_bad_inputs / "videos", data_with_bad_inputs / "heatmaps")
     submission = assert_valid(results / "submission.csv", [0, 1, 2, 3, 4])
     # Every row is the fallback: the describer never answered, and videos 3 and 4 never got that far.
     for v in range(5):
@@ -124,11 +126,21 @@ async def test_bad_inputs_and_a_dead_server_still_give_a_valid_submission(sim, d
     assert 3 in by_stage["frames"]
     assert 4 in by_stage["inputs"]
     assert outcome["failures"] == len(failures)
-    assert "cannot reach" in " ".join(failures.loc[failures["stage"] == "describe:v4", "error"])
+    assert "50" in " ".join(failures.loc[failures["stage"] == "describe:v4", "error"])
     # The stages that worked are kept: detection found the events.
     detections = read_detections(results / "detect.csv")
     for truth in synthetic_data.truths:
         assert truth.event_frame <= detections[truth.video_id] <= truth.event_frame + 10
+
+
+async def test_a_server_down_at_the_start_fails_fast_naming_role_and_url(sim, synthetic_data, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    port = free_port()
+    down = RoleSettings(model="sim-model", urls=[f"http://127.0.0.1:{port}/v1"], server={"health_timeout_s": 1})
+    pipeline = Pipeline(settings_for(sim, results, describer=down), load_recipe("quick"))
+    with pytest.raises(ServerUnavailable, match=rf"describer: .*127\.0\.0\.1:{port}"):
+        await run_plain(pipeline, synthetic_data.videos, synthetic_data.heatmaps)
+    assert not (results / "submission.csv").exists()
 
 
 def test_rows_follow_the_merges_and_the_count_pass(sim, tmp_path: Path) -> None:

@@ -297,6 +297,52 @@ def test_extract_raw_frames_writes_only_missing(tmp_path, synthetic_data) -> Non
         extract_raw_frames(video, [121], tmp_path)
 
 
+def _images(count: int, fail_at: int | None = None, closed: list[bool] | None = None):
+    try:
+        for i in range(count):
+            if i == fail_at:
+                raise VideoError("clip.mp4", f"frame {i} could not be decoded")
+            image = np.full((8, 12, 3), i * 20, np.uint8)
+            image[0, i] = (0, 0, 255)  # every image differs
+            yield i, image
+    finally:
+        if closed is not None:
+            closed.append(True)
+
+
+def test_write_images_writes_every_image_losslessly(tmp_path) -> None:
+    items = list(_images(7))
+    V.write_images(((tmp_path / f"{i}.png", image) for i, image in items), "png")
+    for i, image in items:
+        assert np.array_equal(cv2.imread(str(tmp_path / f"{i}.png")), image)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{i}.png" for i in range(7))  # no temp files
+
+
+def test_write_images_stops_at_a_decoding_error(tmp_path) -> None:
+    closed: list[bool] = []
+    with pytest.raises(VideoError, match="frame 4"):
+        V.write_images(((tmp_path / f"{i}.png", image) for i, image in _images(9, fail_at=4, closed=closed)), "png")
+    assert {p.name for p in tmp_path.iterdir()} <= {f"{i}.png" for i in range(4)}
+    assert closed == [True]
+
+
+def test_write_images_raises_an_encoding_error_and_releases_the_decoder(tmp_path) -> None:
+    closed: list[bool] = []
+
+    def with_a_bad_image():
+        try:
+            for i, image in _images(9):
+                yield tmp_path / f"{i}.png", (np.zeros((0, 0, 3), np.uint8) if i == 2 else image)
+        finally:
+            closed.append(True)
+
+    with pytest.raises(cv2.error):
+        V.write_images(with_a_bad_image(), "png")
+    assert closed == [True]  # closed by write_images, not left to the garbage collector
+    assert not (tmp_path / "2.png").exists()
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
 # --- folders ---------------------------------------------------------------------------------
 
 

@@ -132,7 +132,7 @@ def test_concurrent_mode_same_submission(second_place_run, synthetic_data, tmp_p
 
 def test_process_backend_starts_and_stops_servers(prefect_api, synthetic_data, tmp_path, monkeypatch):
     """Each role's server is a process we start (the simulated server as the command)
-    and stop after its phase."""
+    and stop after its phase; a rerun of the finished run starts none."""
     ports = {}
     for role in ("CAPTIONER", "DETECTOR", "DESCRIBER"):
         port = ports[role] = free_port()
@@ -153,6 +153,12 @@ def test_process_backend_starts_and_stops_servers(prefect_api, synthetic_data, t
     for port in ports.values():  # and stopped
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+
+    for path in logs.values():
+        path.unlink()
+    again = run_flow(data_root=str(synthetic_data.root), recipe="quick", results_dir=str(tmp_path))
+    assert Path(again["written"]["final"]).read_text() == Path(out["written"]["final"]).read_text()
+    assert not any(p.exists() for p in logs.values()), "a rerun with everything cached loads no model"
 
 
 def test_external_server_down_fails_fast_naming_role_and_url(prefect_api, synthetic_data, tmp_path, monkeypatch):
