@@ -358,7 +358,8 @@ def write_images(images: Iterable[tuple[Path, np.ndarray]], fmt: str, ahead: int
     OpenCV releases the GIL while it encodes, so the next frames decode while
     this one compresses; at most ``ahead`` images wait (bounded memory). The
     first error (an image it can't encode, a full disk) is raised here. An
-    image is done with once ``ahead + 1`` later ones were handed over.
+    image is written, and its array free for reuse, once ``ahead`` later
+    ones were handed over.
     """
     def write(path: Path, image: np.ndarray) -> Path:
         return atomic_write_bytes(path, _encode(image, fmt))
