@@ -414,10 +414,13 @@ class Context:
         return self._sim
 
     def pipeline_run(self, mode: str, data: Path, results: Path, recipe: str = "second-place",
-                     sim: SimServer | None = None) -> dict[str, Any]:
-        """One pipeline run in a fresh process, with the CPU the servers spent on it."""
+                     sim: SimServer | None = None, settings: dict[str, str] | None = None) -> dict[str, Any]:
+        """One pipeline run in a fresh process, with the CPU the servers spent on it.
+
+        ``settings``: extra COOOL_* environment settings for this run only.
+        """
         sim = sim or self.sim()
-        env = dict(sim.env())
+        env = {**sim.env(), **(settings or {})}
         pf = self.prefect() if mode == "prefect" else None
         if pf is not None:
             env.update(pf.env())

@@ -4,7 +4,9 @@ The pipeline runs through Prefect (what users run) on 10, 40 and 160 videos
 against the zero-latency simulated server; each size is a fresh process
 and results folder, so its peak resident memory (ru_maxrss) is its own.
 Time should grow linearly (a fixed cost plus constant seconds per video:
-fitted, and every size checked against the line), memory stay flat.
+fitted, and every size checked against the line), memory stay flat. The
+smallest and largest sizes run again with the describer's in-flight bound
+at 8 requests (default 64): what memory does then shows what drives it.
 
 To fit the time budget on 2 cores this figure uses the ``quick`` recipe
 (stage 1, captions, incident frame, one describe configuration) and the
@@ -22,6 +24,7 @@ from bench.data import ensure_pool, make_dataset
 
 GOAL_LINEAR_DEVIATION = 0.10  # every size within 10% of the least-squares line t = fixed + per_video * N
 GOAL_MEMORY_GROWTH = 1.25  # peak memory at the largest size at most 1.25x the smallest
+BOUNDED_DESCRIBER = {"COOOL_DESCRIBER__MAX_CONCURRENCY": "8"}
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -50,6 +53,16 @@ def run(ctx: Context) -> dict[str, Any]:
         points.append(point)
         log(f"growth: {n} videos: {out['wall_s']:.1f}s ({point['s_per_video']:.2f}s/video), "
             f"peak {out['peak_rss_mib']:.0f} MiB, {out['failures']} failures")
+    # The cause check: the same smallest and largest sizes with the describer's in-flight
+    # bound at 8 requests instead of 64 (each describe request carries 24 frames).
+    bounded = []
+    for n in (sizes[0], sizes[-1]):
+        data = make_dataset(pool, specs, n, work / f"data-{n}")
+        out = ctx.pipeline_run("prefect", data, work / f"results-bounded-{n}", recipe, settings=BOUNDED_DESCRIBER)
+        shutil.rmtree(work / f"results-bounded-{n}", ignore_errors=True)
+        shutil.rmtree(data, ignore_errors=True)
+        bounded.append({"videos": n, "wall_s": out["wall_s"], "peak_rss_mib": out["peak_rss_mib"], "failures": out["failures"]})
+        log(f"growth: {n} videos, describer max_concurrency 8: {out['wall_s']:.1f}s, peak {out['peak_rss_mib']:.0f} MiB")
     shutil.rmtree(work, ignore_errors=True)
     small, large = points[0], points[-1]
     # Linear: wall = fixed + per_video * N, fitted by least squares over the sizes.
@@ -74,4 +87,7 @@ def run(ctx: Context) -> dict[str, Any]:
         "goal_memory_growth_at_most": GOAL_MEMORY_GROWTH,
         "goal_time_linear_met": deviation <= GOAL_LINEAR_DEVIATION,
         "goal_memory_flat_met": memory <= GOAL_MEMORY_GROWTH,
+        "bounded_describer_settings": BOUNDED_DESCRIBER,
+        "bounded_describer_points": bounded,
+        "bounded_describer_memory_largest_vs_smallest": ratio(bounded[-1]["peak_rss_mib"], bounded[0]["peak_rss_mib"]),
     }

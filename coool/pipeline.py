@@ -11,7 +11,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable, Mapping
+from typing import Any, AsyncIterator, Awaitable, Iterable, Mapping
 
 import pandas as pd
 
@@ -25,7 +25,7 @@ from coool.files import atomic_write_text, clean_stale_temp_files, combined_hash
 from coool.llm import ChatClient, MediaPathError
 from coool.params import DescribeConfig
 from coool.prompts import Prompt, load_prompt
-from coool.recipe import Phase, Recipe, Stage, phases
+from coool.recipe import Phase, Recipe, Stage, phases, waves
 from coool.servers import ServerManager
 from coool.settings import Settings
 from coool.stage import StageError
@@ -354,21 +354,21 @@ def blocked_by(stage: Stage, failed: set[str]) -> bool:
 
 
 async def run_plain(
-    pipeline: Pipeline, videos_dir: Path, heatmaps_dir: Path, *, concurrent: bool = True
+    pipeline: Pipeline, videos_dir: Path, heatmaps_dir: Path, *, concurrent: bool = False
 ) -> dict[str, Any]:
     """The whole recipe without Prefect: ``coool run --no-prefect``.
 
-    Same library calls and the same server handling as the pipeline flow:
-    each phase's servers are started (process/docker backends) or checked
-    (external: a server that is down fails the run fast, naming the role and
-    URL) and stopped when no later phase needs them. Also what the
-    benchmarks compare Prefect against.
+    Same library calls, the same schedule (phases, and waves within a
+    phase; ``concurrent``: one chain per video) and the same server handling
+    as the pipeline flow: each phase's servers are started (process/docker
+    backends) or checked (external: a server that is down fails the run
+    fast, naming the role and URL) and stopped when no later phase needs
+    them. Also what the benchmarks compare Prefect against.
     """
     started = time.perf_counter()
     pairs, videos = pipeline.collect_inputs(videos_dir, heatmaps_dir)
     pipeline.clean_temp_files()
     failed: dict[int, set[str]] = {v: {"frames"} for v in videos}
-    limit = asyncio.Semaphore(pipeline.settings.video_concurrency)
 
     async def frames(pair: VideoPair) -> None:
         try:
@@ -379,17 +379,26 @@ async def run_plain(
 
     await asyncio.gather(*(frames(p) for p in pairs))
 
+    async def unit(stage: Stage, video: int) -> None:
+        if blocked_by(stage, failed.get(video, set())):
+            failed.setdefault(video, set()).add(stage.name)
+            return
+        try:
+            await pipeline.run_stage(stage, video)
+        except Exception as exc:  # a failed video must not stop the others
+            failed.setdefault(video, set()).add(stage.name)
+            pipeline.fail(video, stage.name, exc)
+
     async def chain(stages: list[Stage], video: int) -> None:
+        for stage in stages:
+            await unit(stage, video)
+
+    async def bounded(limit: asyncio.Semaphore, work: Awaitable[None]) -> None:
         async with limit:
-            for stage in stages:
-                if blocked_by(stage, failed.get(video, set())):
-                    failed.setdefault(video, set()).add(stage.name)
-                    continue
-                try:
-                    await pipeline.run_stage(stage, video)
-                except Exception as exc:  # a failed video must not stop the others
-                    failed.setdefault(video, set()).add(stage.name)
-                    pipeline.fail(video, stage.name, exc)
+            await work
+
+    def limit() -> asyncio.Semaphore:
+        return asyncio.Semaphore(pipeline.settings.video_concurrency)
 
     plan = pipeline.plan(concurrent=concurrent)
     manager = ServerManager(pipeline.settings)
@@ -398,7 +407,13 @@ async def run_plain(
             for role in phase.roles:
                 await manager.ensure(role)
             async with pipeline.open_clients(phase.roles):
-                await asyncio.gather(*(chain(phase.stages, v) for v in videos))
+                if concurrent:  # each video runs its chain of stages, no barrier between stages
+                    shared = limit()
+                    await asyncio.gather(*(bounded(shared, chain(phase.stages, v)) for v in videos))
+                else:  # as the flow: a wave's stages at once, each with its own bound on videos
+                    for wave in waves(phase.stages):
+                        limits = {stage.name: limit() for stage in wave}
+                        await asyncio.gather(*(bounded(limits[s.name], unit(s, v)) for s in wave for v in videos))
             following = set(plan[i + 1].roles) if i + 1 < len(plan) else set()
             for role in set(phase.roles) - following:
                 await manager.stop(role)

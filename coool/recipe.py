@@ -202,6 +202,21 @@ def phases(stages: list[Stage], *, concurrent: bool = False) -> list[Phase]:
     return out
 
 
+def waves(stages: list[Stage]) -> list[list[Stage]]:
+    """Stages of one phase in dependency levels: a level's stages run at once
+    (the pipeline flow and ``run_plain`` both run a phase wave by wave)."""
+    names = {s.name for s in stages}
+    done: set[str] = set()
+    remaining = list(stages)
+    out = []
+    while remaining:
+        level = [s for s in remaining if not (set(s.deps) & names) - done]
+        out.append(level)
+        done |= {s.name for s in level}
+        remaining = [s for s in remaining if s not in level]
+    return out
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """A recipe from a path, or from a name in ``deployments/recipes/`` (``quick``)."""
     candidate = Path(path)

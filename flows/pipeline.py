@@ -25,7 +25,7 @@ from prefect.artifacts import acreate_markdown_artifact
 
 from coool.detect import write_detections
 from coool.pipeline import Failure, Pipeline, blocked_by
-from coool.recipe import Stage
+from coool.recipe import Stage, waves
 from coool.servers import ServerManager
 from flows.caption import caption_flow
 from flows.common import (
@@ -43,20 +43,6 @@ from flows.describe import count_pass_flow, describe_flow
 from flows.detect import detect_flow
 from flows.ensemble import ensemble_flow
 from flows.frames import frames_flow
-
-
-def waves(stages: list[Stage]) -> list[list[Stage]]:
-    """Stages of one phase in dependency levels: a level's stages run at once."""
-    names = {s.name for s in stages}
-    done: set[str] = set()
-    remaining = list(stages)
-    out = []
-    while remaining:
-        level = [s for s in remaining if not (set(s.deps) & names) - done]
-        out.append(level)
-        done |= {s.name for s in level}
-        remaining = [s for s in remaining if s not in level]
-    return out
 
 
 async def _value(value: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from coool.recipe import RECIPES_DIR, Phase, RecipeError, Stage, load_recipe, phases
+from coool.recipe import RECIPES_DIR, Phase, RecipeError, Stage, load_recipe, phases, waves
 
 EIGHT = ["exp001", "exp002", "exp004", "exp005", "v3", "v3-prompt2", "v4", "v5"]
 
@@ -172,3 +172,18 @@ def test_custom_configurations_and_a_prompts_folder(tmp_path: Path) -> None:
     assert r.prompts_dir == (tmp_path / "my-prompts").resolve()
     assert r.configs["wide"].size == 41 and r.configs["v4"].pre == 12
     assert [s.name for s in r.stages()] == ["caption", "detect", "describe:wide"]
+
+
+def test_waves_follow_dependencies() -> None:
+    recipe = load_recipe("second-place")
+    describer = [p for p in phases(recipe.stages()) if p.role == "describer"][0]
+    levels = [[s.name for s in wave] for wave in waves(describer.stages)]
+    assert levels[-1] == ["countpass"]
+    assert "describe:v4" in levels[0]
+    names = {s.name for s in describer.stages}
+    seen: set[str] = set()
+    for level in waves(describer.stages):  # every stage after the stages of this phase it needs
+        for stage in level:
+            assert set(stage.deps) & names <= seen, stage.name
+        seen |= {s.name for s in level}
+    assert seen == names

@@ -15,8 +15,8 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, Tas
 from coool import schema as S
 from coool.sim.testing import free_port
 from coool.submission import read_submission, validate
-from flows.pipeline import pipeline_flow, waves
-from coool.recipe import load_recipe, phases
+from flows.pipeline import pipeline_flow
+from coool.recipe import load_recipe
 from roles import point_roles_at
 
 pytestmark = pytest.mark.slow
@@ -169,11 +169,3 @@ def test_external_server_down_fails_fast_naming_role_and_url(prefect_api, synthe
         run_flow(data_root=str(synthetic_data.root), recipe="quick", results_dir=str(tmp_path))
     assert "captioner" in str(info.value) and f"127.0.0.1:{port}" in str(info.value)
     assert not (tmp_path / "submission.csv").exists()
-
-
-def test_waves_follow_dependencies():
-    recipe = load_recipe("second-place")
-    describer = [p for p in phases(recipe.stages()) if p.role == "describer"][0]
-    levels = [[s.name for s in wave] for wave in waves(describer.stages)]
-    assert levels[-1] == ["countpass"]
-    assert "describe:v4" in levels[0]
