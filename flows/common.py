@@ -137,6 +137,59 @@ async def error_text(state: Any) -> str:
     return state.message or state.name or "failed"
 
 
+class StageProgress:
+    """A stage's progress artifact, written beside the work and never in its way.
+
+    Creating and updating an artifact is a round trip to the Prefect server
+    (a write, slow when the server is busy recording task runs); the stage's
+    tasks don't wait for it. One background writer creates the artifact,
+    updates it at most every ``every_s`` seconds while videos finish, and
+    writes the final count when the stage is done.
+    """
+
+    def __init__(self, stage: str, total: int, every_s: float = 2.0) -> None:
+        self.stage, self.total, self.every_s = stage, total, every_s
+        self.finished = 0
+        self._done = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+
+    def _description(self, finished: int) -> str:
+        return f"{self.stage}: {finished} of {self.total} videos"
+
+    async def _write(self) -> None:
+        artifact = await acreate_progress_artifact(0.0, description=self._description(0))
+        shown = 0
+        while True:
+            try:
+                await asyncio.wait_for(self._done.wait(), timeout=self.every_s)
+            except TimeoutError:
+                pass
+            finished = self.finished
+            if finished != shown or self._done.is_set():
+                await aupdate_progress_artifact(
+                    artifact, 100.0 * finished / max(1, self.total), description=self._description(finished)
+                )
+                shown = finished
+            if self._done.is_set():
+                return
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write())
+
+    def advance(self) -> None:
+        self.finished += 1
+
+    def cancel(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+
+    async def close(self) -> None:
+        """Write the final count (the artifact shows 100% for a finished stage)."""
+        self._done.set()
+        if self._writer is not None:
+            await self._writer
+
+
 async def run_stage_videos(pipeline: Pipeline, stage: Stage, videos: list[int]) -> StageReport:
     """``stage`` for every video as concurrent tasks; failures recorded, never raised."""
     logger = get_run_logger()
@@ -145,14 +198,12 @@ async def run_stage_videos(pipeline: Pipeline, stage: Stage, videos: list[int]) 
     limit = asyncio.Semaphore(pipeline.settings.video_concurrency)
     client = pipeline.clients.get(stage.role)
     before = client.stats.as_dict() if client else {}
-    progress = await acreate_progress_artifact(0.0, description=f"{stage.name}: 0 of {len(videos)} videos")
-    finished = 0
+    progress = StageProgress(stage.name, len(videos))
+    progress.start()
     loop = asyncio.get_running_loop()
     started = loop.time()
-    last_update = started
 
     async def one(video: int) -> None:
-        nonlocal finished, last_update
         async with limit:
             state = await stage_task(pipeline, stage, video, storage)(pipeline, stage, video, return_state=True)
         if state.is_completed():
@@ -163,16 +214,15 @@ async def run_stage_videos(pipeline: Pipeline, stage: Stage, videos: list[int]) 
             report.failed.append(Failure(video, stage.name, error))
             pipeline.fail(video, stage.name, error)
             logger.warning("%s: video %d failed: %s", stage.name, video, error)
-        finished += 1
-        if loop.time() - last_update > 2 or finished == len(videos):
-            last_update = loop.time()
-            await aupdate_progress_artifact(
-                progress, 100.0 * finished / max(1, len(videos)), description=f"{stage.name}: {finished} of {len(videos)} videos"
-            )
+        progress.advance()
 
     # The stage flow run's tags (set by the pipeline flow) stay off its task runs (see stage_task).
-    with TagsContext(current_tags=set()):
-        await asyncio.gather(*(one(v) for v in videos))
+    try:
+        with TagsContext(current_tags=set()):
+            await asyncio.gather(*(one(v) for v in videos))
+    except BaseException:
+        progress.cancel()
+        raise
     report.seconds = loop.time() - started
     if client:
         after = client.stats.as_dict()
@@ -180,7 +230,8 @@ async def run_stage_videos(pipeline: Pipeline, stage: Stage, videos: list[int]) 
         # Why requests were retried (or failed for good), by error type: e.g. {"APITimeoutError": 3}.
         errors = {k: v - before.get("errors", {}).get(k, 0) for k, v in after["errors"].items()}
         report.requests["errors"] = {k: v for k, v in sorted(errors.items()) if v > 0}
-    await publish_stage_summary(report, len(videos))
+    # The last progress update and the summary go to the server together.
+    await asyncio.gather(progress.close(), publish_stage_summary(report, len(videos)))
     logger.info(
         "%s: %d done, %d cached, %d skipped, %d failed in %.1fs",
         stage.name, report.done, report.cached, report.skipped, len(report.failed), report.seconds,
