@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from coool import schema as S
-from coool.llm import ChatClient, ModelRequestError, image_url, user_message
+from coool.llm import ChatClient, ImageFile, ModelRequestError, image_url, user_message
 from coool.prompts import load_prompt
 from coool.settings import RoleSettings
 
@@ -64,10 +64,10 @@ async def test_captioner_stacked_frame_data_url(vllm_vl_role_settings: RoleSetti
     stacked = write_png(tmp_path / "000011.png", np.vstack([heatmap_frame(1), road_frame(1)]))
     prompt = load_prompt("caption")
     async with ChatClient("captioner", vllm_vl_role_settings) as client:
-        url = client.image_url(stacked)
-        assert url.startswith("data:image/png;base64,")
+        part = client.image_url(stacked)
+        assert part == ImageFile(stacked)  # made a data URL when the request is sent
         samples = await client.complete(
-            [user_message(prompt.render(), [url])],
+            [user_message(prompt.render(), [part])],
             temperature=0.01,
             max_tokens=8192,
             chat_template_kwargs={"enable_thinking": True},
