@@ -207,19 +207,20 @@ class ChatClient:
             return image_url(path, "file", self.media_root)
         return ImageFile(Path(path))
 
-    def _with_image_urls(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """``kwargs`` with every ImageFile part replaced by its URL (the caller's messages are untouched)."""
-        messages = []
-        for message in kwargs["messages"]:
-            content = message.get("content")
-            if isinstance(content, list) and any(isinstance(p.get("image_url", {}).get("url"), ImageFile) for p in content):
-                parts = [
-                    {**p, "image_url": {**p["image_url"], "url": image_url(p["image_url"]["url"].path, "data")}}
-                    if isinstance(p.get("image_url", {}).get("url"), ImageFile) else p
-                    for p in content
-                ]
-                message = {**message, "content": parts}
-            messages.append(message)
+    @staticmethod
+    def _with_image_urls(kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` with every ImageFile part replaced by its data URL (the caller's messages are untouched)."""
+
+        def sendable(part: dict[str, Any]) -> dict[str, Any]:
+            url = part.get("image_url", {}).get("url")
+            if not isinstance(url, ImageFile):
+                return part
+            return {**part, "image_url": {**part["image_url"], "url": image_url(url.path, "data")}}
+
+        messages = [
+            {**m, "content": [sendable(p) for p in m["content"]]} if isinstance(m.get("content"), list) else m
+            for m in kwargs["messages"]
+        ]
         return {**kwargs, "messages": messages}
 
     def response_format(self, name: str, schema: dict[str, Any]) -> dict[str, Any]:

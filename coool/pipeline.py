@@ -404,8 +404,7 @@ async def run_plain(
     manager = ServerManager(pipeline.settings)
     try:
         for i, phase in enumerate(plan):
-            for role in phase.roles:
-                await manager.ensure(role)
+            await manager.ensure_all(phase.roles)
             async with pipeline.open_clients(phase.roles):
                 if concurrent:  # each video runs its chain of stages, no barrier between stages
                     shared = limit()
@@ -414,9 +413,7 @@ async def run_plain(
                     for wave in waves(phase.stages):
                         limits = {stage.name: limit() for stage in wave}
                         await asyncio.gather(*(bounded(limits[s.name], unit(s, v)) for s in wave for v in videos))
-            following = set(plan[i + 1].roles) if i + 1 < len(plan) else set()
-            for role in set(phase.roles) - following:
-                await manager.stop(role)
+            await manager.end_phase(plan, i)
     finally:
         await manager.stop_all()
     detections = {v: f for v in videos if (f := pipeline.detected_frame(v)) is not None}

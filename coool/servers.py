@@ -25,11 +25,14 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import httpx
 
 from coool.settings import ROLES, RoleSettings, Settings, load_settings
+
+if TYPE_CHECKING:
+    from coool.recipe import Phase
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +199,18 @@ class ServerManager:
             await asyncio.to_thread(self._stop_process, running)
         if running.container is not None:
             await asyncio.to_thread(self._stop_container, running)
+
+    async def ensure_all(self, roles: Iterable[str]) -> None:
+        for role in roles:
+            await self.ensure(role)
+
+    async def end_phase(self, plan: Sequence[Phase], i: int) -> None:
+        """After phase ``i`` of ``plan``: stop its servers the next phase does not use
+        (the models don't fit on the GPUs together; a shared one stays loaded)."""
+        following = set(plan[i + 1].roles) if i + 1 < len(plan) else set()
+        for role in plan[i].roles:
+            if role not in following:
+                await self.stop(role)
 
     async def stop_all(self) -> None:
         for role in list(self.running):

@@ -137,19 +137,13 @@ async def pipeline_flow(
     plan = pipeline.plan(concurrent=concurrent)
     logger.info("plan: %s", " -> ".join(f"{p.role or 'all'}[{', '.join(s.name for s in p.stages)}]" for p in plan))
     manager = ServerManager(pipeline.settings)
-
-    async def up(roles: list[str]) -> None:
-        for role in roles:
-            await manager.ensure(role)
-
     storage = await result_storage(pipeline.settings, pipeline)
     # GPU servers take minutes to load weights: overlap that with stage 1, unless
     # a finished run already cached the whole first phase (a rerun loads no model).
-    if await cached_phase(pipeline, plan[0].stages, storage):
+    first_cached = await cached_phase(pipeline, plan[0].stages, storage)
+    if first_cached:
         logger.info("first phase cached by an earlier run: its servers start only if a stage needs them")
-        first_up = asyncio.create_task(up([]))
-    else:
-        first_up = asyncio.create_task(up(plan[0].roles))
+    first_up = asyncio.create_task(manager.ensure_all([] if first_cached else plan[0].roles))
     reports: list[dict[str, Any]] = []
     try:
         frames = await frames_flow(data_root=data_root, recipe=recipe, results_dir=params["results_dir"], settings_file=settings_file)
@@ -159,7 +153,7 @@ async def pipeline_flow(
         await first_up
         for i, phase in enumerate(plan):
             if concurrent:
-                await up(phase.roles)
+                await manager.ensure_all(phase.roles)
                 async with pipeline.open_clients(phase.roles):
                     await _chains(pipeline, phase.stages, usable, failed)
             else:
@@ -175,17 +169,14 @@ async def pipeline_flow(
                             logger.info("%s: all %d videos cached, nothing to run", stage.name, len(ready))
                             runs.append(_value(cached_report(stage, ready)))
                             continue
-                        await up(phase.roles)
+                        await manager.ensure_all(phase.roles)
                         runs.append(_stage_subflow(stage, ready, params))
                     for report in await asyncio.gather(*runs):
                         reports.append(report)
                         for f in report["failed"]:
                             pipeline.failures.append(Failure(**f))
                             failed.setdefault(int(f["video"]), set()).add(report["stage"])
-            following = set(plan[i + 1].roles) if i + 1 < len(plan) else set()
-            for role in phase.roles:
-                if role not in following:
-                    await manager.stop(role)
+            await manager.end_phase(plan, i)
     finally:
         if not first_up.done():
             first_up.cancel()
