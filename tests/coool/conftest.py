@@ -1,7 +1,7 @@
 """Fixtures shared by the tests of stages 2-5 and the tools around them.
 
 - ``reference_dir`` / ``ref``: the eight real submissions of the method
-  (``../shared/data/reference_submissions`` beside the repository);
+  (``tests/data/reference_submissions``, kept in the repository);
 - ``sim_server`` / ``sim``: one simulated model server for the session, its
   stats and faults reset for every test that asks for ``sim``;
 - ``role``: RoleSettings pointing at a simulated server (no backoff);
@@ -31,6 +31,7 @@ from coool.prompts import load_prompt
 from coool.settings import RoleSettings
 from coool.sim.testing import SimHandle, running_sim_server
 from coool.video import FrameManifest, extract_caption_frames
+from references import REFERENCE_DIR
 
 SIM_MODEL = "sim-model"
 
@@ -89,10 +90,9 @@ class References:
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    path = Path(__file__).parents[2].parent / "shared/data/reference_submissions"
-    if not path.is_dir():
-        pytest.fail(f"the reference submissions are missing: expected them in {path}")
-    return path
+    if not REFERENCE_DIR.is_dir():
+        pytest.fail(f"the reference submissions are missing: expected them in {REFERENCE_DIR}")
+    return REFERENCE_DIR
 
 
 @pytest.fixture(scope="session")

@@ -9,15 +9,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from references import REFERENCE_DIR
 from coool import schema as S
 from coool import textmetrics as T
 from coool.compare import COMPARED_COLUMNS, compare_command, compare_submissions
 from coool.submission import load_submission, read_submission, write_submission
 
-REFERENCE = Path("/work/shared/data/reference_submissions")
+REFERENCE = REFERENCE_DIR
 FILE_A = REFERENCE / "exp004_and_exp005_n_sample4_0.11560.csv"
 FILE_B = REFERENCE / "exp005_n_sample4_6_5_10_0.11500.csv"
-needs_data = pytest.mark.skipif(not FILE_A.is_file(), reason="reference submissions not present")
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +32,6 @@ def row(video: int, **changes: object) -> dict[str, object]:
     return base
 
 
-@needs_data
 def test_two_real_files_agree_as_pandas_says() -> None:
     a, b = load_submission(FILE_A), load_submission(FILE_B)
     got = compare_submissions({"a": a, "b": b}, meteor=False)
@@ -59,7 +58,6 @@ def test_two_real_files_agree_as_pandas_says() -> None:
     assert caption_a.scores.scores[T.METEOR] is None and "skipped" in caption_a.scores.unavailable[T.METEOR]
 
 
-@needs_data
 def test_real_file_against_itself_agrees_everywhere() -> None:
     a = read_submission(FILE_A)  # strings, as read: compare types them itself
     got = compare_submissions({"first": a, "again": a})
@@ -125,7 +123,6 @@ def test_command_invalid_file_exits_1_naming_it(tmp_path: Path, capsys: pytest.C
     assert "at least two" in capsys.readouterr().err
 
 
-@needs_data
 @pytest.mark.slow
 def test_all_eight_reference_files_in_under_a_minute() -> None:
     paths = sorted(REFERENCE.glob("*.csv"))

@@ -10,14 +10,14 @@ from statistics import mean
 import pandas as pd
 import pytest
 
+from references import REFERENCE_DIR
 from coool import schema as S
 from coool import textmetrics as T
 from coool.score import ACCURACY_COLUMNS, score_command, score_submission
 from coool.submission import SubmissionError, load_submission, write_submission
 
-REFERENCE = Path("/work/shared/data/reference_submissions")
+REFERENCE = REFERENCE_DIR
 REAL = REFERENCE / "exp004_and_exp005_n_sample4_0.11560.csv"
-needs_data = pytest.mark.skipif(not REAL.is_file(), reason="reference submissions not present")
 
 
 @pytest.fixture(autouse=True)
@@ -113,7 +113,6 @@ def test_invalid_frames_raise() -> None:
 # --- real data -----------------------------------------------------------------------
 
 
-@needs_data
 def test_real_file_against_itself_is_perfect() -> None:
     real = load_submission(REAL)
     got = score_submission(real, real)
@@ -132,7 +131,6 @@ def test_real_file_against_itself_is_perfect() -> None:
         assert scores[T.SPICE] is None and "not supplied" in got.text[column].unavailable[T.SPICE]
 
 
-@needs_data
 def test_real_file_against_a_perturbed_copy() -> None:
     real = load_submission(REAL)
     guess = real.copy()

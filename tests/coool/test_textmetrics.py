@@ -13,15 +13,15 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge, my_lcs
 
+from references import REFERENCE_DIR
 from coool import schema as S
 from coool import textmetrics as T
 from coool.submission import load_submission
 
-REFERENCE = Path("/work/shared/data/reference_submissions")
+REFERENCE = REFERENCE_DIR
 FILE_A = REFERENCE / "exp004_and_exp005_n_sample4_0.11560.csv"
 FILE_B = REFERENCE / "exp005_n_sample4_6_5_10_0.11500.csv"
 FILE_C = REFERENCE / "exp001_and_exp002_n_sample4_step_merged_0.10830.csv"
-needs_data = pytest.mark.skipif(not FILE_A.is_file(), reason="reference submissions not present")
 
 
 @pytest.fixture(autouse=True)
@@ -143,7 +143,6 @@ def _texts(path: Path, column: str) -> dict[int, str]:
     return {int(v): T.tokenize(t) for v, t in zip(frame[S.VIDEO], frame[column])}
 
 
-@needs_data
 @pytest.mark.parametrize("column", S.TEXT_COLUMNS)
 def test_cider_d_and_rouge_l_equal_pycocoevalcap_on_real_texts(column: str) -> None:
     a, b, c = (_texts(p, column) for p in (FILE_A, FILE_B, FILE_C))

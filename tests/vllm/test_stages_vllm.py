@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from references import REFERENCE_DIR
 from coool import schema as S
 from coool.captions import TABLE_COLUMNS, caption_video
 from coool.describe import DescribePromptSet, describe_video
@@ -28,7 +29,7 @@ from coool.video import extract_caption_frames, extract_raw_frames
 
 pytestmark = pytest.mark.vllm
 
-REFERENCES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "reference_submissions"
+REFERENCES = REFERENCE_DIR
 SIX_INPUTS = {
     "exp001+exp002": "exp001_and_exp002_n_sample4_step_merged_0.10830.csv",
     "exp004+exp005": "exp004_and_exp005_n_sample4_0.11560.csv",
