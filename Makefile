@@ -72,6 +72,9 @@ studio: $(STAMP) ## the web studio over RESULTS on 127.0.0.1:$(STUDIO_PORT)
 bench: $(STAMP) ## benchmarks: bench/results/*.json and the README table (BENCH_ARGS=--quick)
 	$(PY) -m bench $(BENCH_ARGS)
 
+lint: $(STAMP) ## ruff (imports, pyflakes, pyupgrade, bugbear picks) over the code and the tests
+	$(VENV)/bin/ruff check coool flows bench tests deployments scripts
+
 lint-images: $(STAMP) ## lint the Dockerfiles with hadolint
 	$(PY) -m pytest tests/test_images.py -q
 
@@ -79,4 +82,4 @@ clean: ## remove results, demo output, caches (keeps .venv)
 	rm -rf results demo .pytest_cache .hypothesis .prefect
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help setup test test-fast test-vllm demo run sim ui deploy worker studio bench lint-images clean
+.PHONY: help setup test test-fast test-vllm demo run sim ui deploy worker studio bench lint lint-images clean

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -133,7 +134,7 @@ async def caption_unit(
     manifest = load_manifest(frames_dir)
     if manifest is None:
         raise StageError(f"video {video}: no frames manifest in {frames_dir} (run stage 1 first)")
-    key = caption_key(manifest, params, prompt, client.model)
+    key = caption_key(manifest, params, prompt, client.identity)
     meta_path = Path(out_dir) / f"{video}.json"
     if (done := cached_output(meta_path, key)) is not None and table_path(out_dir, video).exists():
         return {**done, "cached": True}

@@ -7,7 +7,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -25,7 +25,7 @@ VIDEO_ID = "a video id: the integer stem of <id>.mp4"
 
 @app.callback()
 def main(
-    settings: Optional[Path] = typer.Option(
+    settings: Path | None = typer.Option(
         None, "--settings", help="YAML settings file (same as COOOL_SETTINGS_FILE)", exists=True, dir_okay=False
     ),
 ) -> None:
@@ -47,7 +47,8 @@ def validate(
     strict: bool = typer.Option(False, help="labels outside the 19 are errors, not warnings"),
 ) -> None:
     """Check a submission: exact header, one row per video, allowed values. Exit 1 if invalid."""
-    from coool.submission import SubmissionError, read_submission, validate as check
+    from coool.submission import SubmissionError, read_submission
+    from coool.submission import validate as check
 
     try:
         problems = check(read_submission(file), strict=strict)
@@ -68,7 +69,8 @@ def merge(
     output: Path = typer.Option(..., "-o", "--output"),
 ) -> None:
     """merge(PRIMARY, FALLBACK): take FALLBACK's row where PRIMARY found nothing and FALLBACK did."""
-    from coool.submission import SubmissionError, load_submission, merge as merge_frames, write_submission
+    from coool.submission import SubmissionError, load_submission, write_submission
+    from coool.submission import merge as merge_frames
 
     try:
         merged, taken = merge_frames(load_submission(primary), load_submission(fallback))
@@ -117,7 +119,7 @@ def sim_server(
     faults: str = typer.Option("", help='e.g. "5xx=0.1,hang=0.05,malformed=0.05,empty=0.02,nonenglish=0.02"'),
     seed: int = 0,
     model: list[str] = typer.Option(["sim-model"], help="served model name(s)"),
-    allowed_local_media_path: Optional[Path] = typer.Option(None, help="file:// images allowed under this folder"),
+    allowed_local_media_path: Path | None = typer.Option(None, help="file:// images allowed under this folder"),
 ) -> None:
     """Start the SIMULATED OpenAI-compatible server (a test double: no model inside)."""
     from coool.sim.serve import sim_server_command
@@ -148,7 +150,7 @@ def _run(coro: Any) -> Any:
 def caption(
     frames_dir: Path = typer.Argument(..., help="output of `coool frames` (<id>/manifest.json)"),
     out_dir: Path = typer.Argument(..., help="captions folder: <id>.csv, <id>.raw.jsonl"),
-    prompts: Optional[Path] = typer.Option(None, help="folder of prompt files overriding the built-in ones"),
+    prompts: Path | None = typer.Option(None, help="folder of prompt files overriding the built-in ones"),
 ) -> None:
     """Stage 2: caption every k-th stacked frame (role: captioner)."""
     from coool.batch import report, run_batch
@@ -180,8 +182,8 @@ def caption(
 def detect(
     captions_dir: Path = typer.Argument(..., help="output of `coool caption`"),
     output: Path = typer.Argument(..., help="CSV video,frame"),
-    work: Optional[Path] = typer.Option(None, help="per-video votes (default: <output dir>/detect)"),
-    prompts: Optional[Path] = typer.Option(None),
+    work: Path | None = typer.Option(None, help="per-video votes (default: <output dir>/detect)"),
+    prompts: Path | None = typer.Option(None),
 ) -> None:
     """Stage 3: the frame where each video's incident begins (role: detector)."""
     from coool.batch import report, run_batch
@@ -215,10 +217,10 @@ def _describe_rows(
     config_name: str,
     videos: list[int],
     frames_dir: Path,
-    captions_dir: Optional[Path],
-    detections: Optional[Path],
+    captions_dir: Path | None,
+    detections: Path | None,
     work: Path,
-    prompts: Optional[Path],
+    prompts: Path | None,
 ) -> tuple[dict[int, dict[str, Any]], int]:
     from coool.batch import report, run_batch
     from coool.describe import DescribePromptSet, describe_unit, load_description_row
@@ -263,10 +265,10 @@ def describe(
     config: str = typer.Option(..., "--config", help="exp001, exp002, exp004, exp005, v3, v3-prompt2, v4, v5 ..."),
     frames_dir: Path = typer.Option(..., "--frames", help="output of `coool frames`"),
     output: Path = typer.Option(..., "-o", "--output", help="submission CSV"),
-    captions_dir: Optional[Path] = typer.Option(None, "--captions", help="output of `coool caption`"),
-    detections: Optional[Path] = typer.Option(None, "--detections", help="output of `coool detect`"),
-    work: Optional[Path] = typer.Option(None, help="per-video JSON (default: <output dir>/describe/<config>)"),
-    prompts: Optional[Path] = typer.Option(None),
+    captions_dir: Path | None = typer.Option(None, "--captions", help="output of `coool caption`"),
+    detections: Path | None = typer.Option(None, "--detections", help="output of `coool detect`"),
+    work: Path | None = typer.Option(None, help="per-video JSON (default: <output dir>/describe/<config>)"),
+    prompts: Path | None = typer.Option(None),
 ) -> None:
     """Stage 4: describe each video's incident with one configuration; write a submission."""
     from coool.submission import write_submission
@@ -290,8 +292,8 @@ def count_pass(
     config: str = typer.Option("v6-counts", help="describe configuration for the re-description"),
     threshold: int = typer.Option(10, help="re-describe rows with any count above this"),
     clip: int = typer.Option(20, help="then clip animals, pedestrians and vehicles to this"),
-    work: Optional[Path] = typer.Option(None),
-    prompts: Optional[Path] = typer.Option(None),
+    work: Path | None = typer.Option(None),
+    prompts: Path | None = typer.Option(None),
 ) -> None:
     """The count sanity pass: re-describe rows with implausible counts, then clip."""
     from coool.countpass import apply_count_pass, videos_needing_count_pass
@@ -314,8 +316,8 @@ def ensemble(
     inputs: list[Path] = typer.Argument(..., help="the submissions to ensemble"),
     base: Path = typer.Option(..., "--base", help="submission whose other columns are kept"),
     output: Path = typer.Option(..., "-o", "--output"),
-    work: Optional[Path] = typer.Option(None, help="per-video JSON (default: <output dir>/ensemble)"),
-    prompts: Optional[Path] = typer.Option(None),
+    work: Path | None = typer.Option(None, help="per-video JSON (default: <output dir>/ensemble)"),
+    prompts: Path | None = typer.Option(None),
 ) -> None:
     """Stage 5: one caption, reason and start frame per video from several submissions (role: ensembler)."""
     from coool.batch import report, run_batch
@@ -362,16 +364,15 @@ def ensemble(
 def run(
     data: Path = typer.Option(..., "--data", help="folder with videos/ and heatmaps/"),
     recipe: str = typer.Option("second-place", help="recipe name (deployments/recipes) or YAML path"),
-    results: Optional[Path] = typer.Option(None, help="results folder (default: settings results_dir)"),
+    results: Path | None = typer.Option(None, help="results folder (default: settings results_dir)"),
     concurrent: bool = typer.Option(False, help="all role servers up at once: no stage barriers"),
     prefect: bool = typer.Option(True, help="run as Prefect flows (--no-prefect: plain asyncio)"),
 ) -> None:
     """The whole recipe, from videos to submission.csv; rerun to resume."""
     from coool.pipeline import Pipeline, run_plain
     from coool.recipe import RecipeError, load_recipe
-    from coool.settings import load_settings
-
     from coool.servers import ServerUnavailable
+    from coool.settings import load_settings
 
     try:
         loaded = load_recipe(recipe)
@@ -408,7 +409,7 @@ def score(
     submission: Path,
     truth: Path = typer.Option(..., "--truth", help="ground-truth CSV in the submission format"),
     as_json: bool = typer.Option(False, "--json"),
-    spice_jar: Optional[Path] = typer.Option(None, help="folder with SPICE's jars (else SPICE is reported unavailable)"),
+    spice_jar: Path | None = typer.Option(None, help="folder with SPICE's jars (else SPICE is reported unavailable)"),
 ) -> None:
     """Per-column scores of a submission against the truth (leaderboard-style) and text metrics."""
     from coool.score import score_command
@@ -430,9 +431,9 @@ def compare(
 @app.command()
 def studio(
     results: Path = typer.Argument(Path("results"), help="results folder to browse"),
-    videos: Optional[Path] = typer.Option(None, help="videos folder (default: from results/run.json)"),
+    videos: Path | None = typer.Option(None, help="videos folder (default: from results/run.json)"),
     submission: list[Path] = typer.Option([], help="extra submission CSVs to show"),
-    truth: Optional[Path] = typer.Option(None, help="ground-truth CSV for the score page"),
+    truth: Path | None = typer.Option(None, help="ground-truth CSV for the score page"),
     host: str = typer.Option("127.0.0.1", help="bind address (loopback only unless --allow-remote)"),
     port: int = 8765,
     allow_remote: bool = typer.Option(False, help="allow binding a non-loopback address"),

@@ -8,7 +8,8 @@ animal, pedestrian and vehicle counts are clipped.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 

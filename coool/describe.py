@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import numbers
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -23,11 +24,11 @@ from coool.params import DescribeConfig
 from coool.parsing import MAX_COUNT, canonical_label, canonical_severity, clean_text, coerce_answer, parse_json_lenient
 from coool.prompts import Prompt, load_prompt, load_snippet
 from coool.stage import StageError, sample_record
-from coool.video import extract_raw_frames, load_manifest
-from coool.workspace import cached_output
 from coool.submission import is_english
+from coool.video import extract_raw_frames, load_manifest
 from coool.voting import consistent, empty_fields, vote_samples
 from coool.windows import caption_trigger_window, detected_frame_window, window_index_to_frame
+from coool.workspace import cached_output
 
 PASS_FIELDS: dict[str, tuple[str, ...]] = {
     "counts": S.ANSWER_FIELDS[:9],
@@ -46,7 +47,7 @@ class DescribePromptSet:
     extra: str = ""
 
     @classmethod
-    def load(cls, config: DescribeConfig, override_dir: str | Path | None = None) -> "DescribePromptSet":
+    def load(cls, config: DescribeConfig, override_dir: str | Path | None = None) -> DescribePromptSet:
         return cls(
             counts=load_prompt(config.prompts.counts, override_dir),
             texts=load_prompt(config.prompts.texts, override_dir),
@@ -336,7 +337,7 @@ async def describe_unit(
         window = select_window(config, frame_count=manifest.video.frames, captions=captions, detected_frame=detected_frame)
     except ValueError as exc:
         raise StageError(f"video {video}: {exc}") from exc
-    key = describe_key(manifest.video_sha256, window, config, prompts, client.model)
+    key = describe_key(manifest.video_sha256, window, config, prompts, client.identity)
     path = Path(out_dir) / f"{video}.json"
     if (done := cached_output(path, key)) is not None:
         return {"video": video, "frame": done["frame"], "window": done["window"], "cached": True}

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import pandas as pd
 
@@ -17,8 +18,8 @@ from coool.params import DetectParams
 from coool.parsing import parse_json_strict
 from coool.prompts import Prompt
 from coool.stage import StageError, sample_record
-from coool.workspace import cached_output
 from coool.voting import decide_incident_frame
+from coool.workspace import cached_output
 
 # The table the detector reads: every caption field, not the image path.
 MARKDOWN_COLUMNS: tuple[str, ...] = ("frame", *S.CAPTION_FIELDS)
@@ -158,7 +159,7 @@ async def detect_unit(
     """Stage 3 for one video, resumable (skipped when ``<out>/<video>.json`` has the same key)."""
     if not Path(captions_path).exists():
         raise StageError(f"video {video}: no caption table at {captions_path} (run stage 2 first)")
-    key = detect_key(captions_path, params, prompt, client.model)
+    key = detect_key(captions_path, params, prompt, client.identity)
     path = Path(out_dir) / f"{video}.json"
     if (done := cached_output(path, key)) is not None:
         return {"video": video, "frame": done["frame"], "cached": True}

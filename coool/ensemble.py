@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,8 +18,8 @@ from coool.params import EnsembleParams
 from coool.parsing import clean_text, coerce_int, parse_json_lenient
 from coool.prompts import Prompt
 from coool.stage import sample_record
-from coool.workspace import cached_output
 from coool.voting import most_common_frame
+from coool.workspace import cached_output
 
 _LEADING_NUMBER = re.compile(r"^\s*\d+\s*[.):\-]?\s+")
 _TAG = "<{0}>(.*?)</{0}>"
@@ -210,7 +211,7 @@ async def ensemble_unit(
 ) -> dict[str, Any]:
     """Stage 5 for one video, resumable (skipped when ``<out>/<video>.json`` has the same key)."""
     candidates, _ = candidates_for(video, inputs)
-    key = ensemble_key(base_row, candidates, params, prompt, client.model)
+    key = ensemble_key(base_row, candidates, params, prompt, client.identity)
     path = Path(out_dir) / f"{video}.json"
     if (done := cached_output(path, key)) is not None:
         return {"video": video, "row": done["row"], "cached": True}

@@ -7,8 +7,9 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 TEMP_SUFFIX = ".tmp"
 # ".<name>.<pid>-<random>.tmp", as atomic_write_bytes names its temp files.

@@ -23,9 +23,10 @@ import logging
 import mimetypes
 import weakref
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import openai
 from openai import AsyncOpenAI
@@ -161,7 +162,7 @@ def split_n(n: int, max_n: int) -> list[int]:
 # One in-flight bound per (event loop, URL, limit), shared by every client of the loop:
 # the pipeline flow runs several stage flows at once (eight describe configurations),
 # each with its own client, and the bound is per server, not per client.
-_URL_LIMITS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], asyncio.Semaphore]]" = (
+_URL_LIMITS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], asyncio.Semaphore]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -199,6 +200,11 @@ class ChatClient:
     @property
     def model(self) -> str:
         return self.settings.model
+
+    @property
+    def identity(self) -> str:
+        """The model as cache keys record it (name, and revision when pinned)."""
+        return self.settings.identity
 
     def image_url(self, path: str | Path) -> str | ImageFile:
         """The image part for ``user_message``: a ``file://`` URL (checked now) or, with
@@ -336,7 +342,7 @@ class ChatClient:
         for client in self._clients:
             await client.close()
 
-    async def __aenter__(self) -> "ChatClient":
+    async def __aenter__(self) -> ChatClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

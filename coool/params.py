@@ -66,7 +66,7 @@ class DescribeConfig(_Strict):
     reask_penalty_cap: float = 1.5
 
     @model_validator(mode="after")
-    def _known_role(self) -> "DescribeConfig":
+    def _known_role(self) -> DescribeConfig:
         if self.role not in ROLES:
             raise ValueError(f"describe config {self.name!r}: unknown role {self.role!r} (roles: {', '.join(ROLES)})")
         return self

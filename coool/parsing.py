@@ -13,7 +13,7 @@ import math
 import numbers
 import re
 import unicodedata
-from typing import Mapping
+from collections.abc import Mapping
 
 import json_repair
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -217,7 +218,7 @@ class Pipeline:
         unit reports what is missing.
         """
         ws, recipe = self.ws, self.recipe
-        model = self.settings.role(stage.role).model
+        model = self.settings.role(stage.role).identity
         manifest = load_manifest(ws.frames_dir(video))
         if manifest is None:
             return None

@@ -66,7 +66,7 @@ class Recipe(BaseModel):
     _configs: dict[str, DescribeConfig] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
-    def _names_resolve(self) -> "Recipe":
+    def _names_resolve(self) -> Recipe:
         self._configs = load_describe_configs(extra=self.describe_configs)
         configs = self._configs
         missing = [c for c in self.describe if c not in configs]
@@ -127,7 +127,7 @@ class Recipe(BaseModel):
             return out
         raise KeyError(name)
 
-    def stages(self) -> list["Stage"]:
+    def stages(self) -> list[Stage]:
         """The model stages with their roles and dependencies, in a valid order."""
         configs = self.configs
         uses_detect = any(configs[c].window == "detected-frame" for c in self.describe) or self.count_pass is not None

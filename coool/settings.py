@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
-
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -50,6 +48,9 @@ class RoleSettings(BaseModel):
     # Empty means "the role's default" (filled in by Settings), so an
     # environment variable can override one field of a role alone.
     model: str = Field("", description="served model name")
+    revision: str | None = Field(
+        None, description="weights revision (hub commit hash or tag) the server loads; part of every cache key"
+    )
     urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="OpenAI-compatible base URLs (…/v1); requests spread across them"
     )
@@ -62,6 +63,11 @@ class RoleSettings(BaseModel):
     structured_outputs: bool = Field(True, description="send json_schema response formats (vLLM structured outputs)")
     image_transport: Literal["data", "file"] = Field("data", description="base64 data URLs, or file:// under the data root")
     server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @property
+    def identity(self) -> str:
+        """What the cache keys record of the model: its name, and its revision when pinned."""
+        return f"{self.model}@{self.revision}" if self.revision else self.model
 
     @field_validator("urls", mode="before")
     @classmethod
@@ -108,7 +114,7 @@ class Settings(BaseSettings):
     ensembler: RoleSettings = Field(default_factory=RoleSettings)
 
     @model_validator(mode="after")
-    def _fill_role_defaults(self) -> "Settings":
+    def _fill_role_defaults(self) -> Settings:
         for name, (model, port) in ROLE_DEFAULTS.items():
             role: RoleSettings = getattr(self, name)
             if not role.model:

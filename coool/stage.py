@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Iterable, TypeVar
+from collections.abc import Awaitable, Iterable
+from typing import Any, TypeVar
 
 from coool.llm import Sample
 

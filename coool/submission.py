@@ -8,9 +8,10 @@ import numbers
 import os
 import re
 import unicodedata
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal, Mapping
+from typing import Literal
 
 import pandas as pd
 
@@ -130,8 +131,8 @@ def validate(
 
     seen: dict[int, int] = {}
     for i, row in enumerate(frame.to_dict("records"), start=1):
-        def bad(column: str, message: str, level: Literal["error", "warning"] = "error") -> None:
-            problems.append(Problem(i, column, message, level))
+        def bad(column: str, message: str, level: Literal["error", "warning"] = "error", row_number: int = i) -> None:
+            problems.append(Problem(row_number, column, message, level))
 
         video = _as_int(row[S.VIDEO])
         if video is None or video < 0:

@@ -43,9 +43,9 @@ import tempfile
 import threading
 import unicodedata
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from pydantic import BaseModel, Field
 

@@ -20,11 +20,11 @@ import re
 import subprocess
 import uuid
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import cv2
 import imageio_ffmpeg

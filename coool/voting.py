@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from typing import Hashable, Iterable, Mapping, Sequence, TypeVar
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from coool import schema as S
 from coool.parsing import canonical_label, canonical_severity

@@ -5,7 +5,7 @@ All frame numbers are 1-based and returned in ascending order.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 

@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             os.environ[f"COOOL_{role.upper()}__URLS"] = f"http://127.0.0.1:{port}/v1"
             os.environ[f"COOOL_{role.upper()}__MODEL"] = model
             print(f"demo: SIMULATED {role} server (no model) at http://127.0.0.1:{port}/v1")
-        from flows.pipeline import pipeline_flow
         from coool.submission import read_submission, validate
+        from flows.pipeline import pipeline_flow
 
         outcome = asyncio.run(
             pipeline_flow(data_root=str(data), recipe=args.recipe, results_dir=str(results))

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from references import ORIGINAL_MISSING, original_checkout
+from roles import point_roles_at
 
 from coool.synthetic import ClipTruth, make_dataset
-from roles import point_roles_at
 
 # No telemetry from test servers (and no failed lookups on a closed network).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -42,6 +43,15 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> SyntheticData:
 
 
 @pytest.fixture(scope="session")
+def original_dir() -> Path:
+    """The original solution's source (tests marked ``reference`` use it); skips when absent."""
+    found = original_checkout()
+    if found is None:
+        pytest.skip(ORIGINAL_MISSING)
+    return found
+
+
+@pytest.fixture(scope="session")
 def prefect_api() -> str:
     """One real Prefect server for the whole session (Prefect's test harness: a
     temporary server process with its own database). Returns its API URL, which
@@ -54,7 +64,7 @@ def prefect_api() -> str:
 
 
 @pytest.fixture
-def roles_on_sim(monkeypatch: pytest.MonkeyPatch) -> "object":
+def roles_on_sim(monkeypatch: pytest.MonkeyPatch) -> object:
     """A fresh simulated model server (a test double) with every role pointed at it."""
     from coool.sim.testing import running_sim_server
 

@@ -34,7 +34,7 @@ class Studio:
     templates: Jinja2Templates
 
     @classmethod
-    def build(cls, config: StudioConfig) -> "Studio":
+    def build(cls, config: StudioConfig) -> Studio:
         templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
         register_filters(templates.env)
         templates.env.globals["S"] = S

@@ -9,8 +9,8 @@ import os
 import secrets
 import stat
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 SECRET_BYTES = 32
 COOKIE = "coool_studio"  # the browser session id; CSRF tokens are derived from it

@@ -7,11 +7,11 @@ import hashlib
 import io
 import secrets
 import sqlite3
+from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable, Iterator
 
 CHOICES = ("A", "B", "tie")
 TIE = "tie"
@@ -64,7 +64,7 @@ class Vote:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class VoteStore:

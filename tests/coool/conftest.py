@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import pytest_asyncio
+from references import REFERENCE_DIR
 
 from coool.captions import caption_video
 from coool.llm import ChatClient, Sample, json_schema_format
@@ -31,7 +32,6 @@ from coool.prompts import load_prompt
 from coool.settings import RoleSettings
 from coool.sim.testing import SimHandle, running_sim_server
 from coool.video import FrameManifest, extract_caption_frames
-from references import REFERENCE_DIR
 
 SIM_MODEL = "sim-model"
 

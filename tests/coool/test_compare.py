@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from references import REFERENCE_DIR
+
 from coool import schema as S
 from coool import textmetrics as T
 from coool.compare import COMPARED_COLUMNS, compare_command, compare_submissions

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coool import schema as S
-from coool.captions import CaptionResult, TABLE_COLUMNS, save_captions
+from coool.captions import TABLE_COLUMNS, CaptionResult, save_captions
 from coool.describe import (
     PASS_FIELDS,
     DescribePromptSet,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from coool import schema as S
-from coool.captions import CaptionResult, TABLE_COLUMNS, save_captions
+from coool.captions import TABLE_COLUMNS, CaptionResult, save_captions
 from coool.detect import (
     caption_markdown,
     detect_unit,

@@ -69,7 +69,7 @@ def request_for(url: str = "http://x/v1") -> httpx.Request:
     [
         (openai.APIConnectionError(request=request_for()), True),
         (openai.APITimeoutError(request=request_for()), True),
-        (asyncio.TimeoutError(), True),
+        (TimeoutError(), True),
         (openai.RateLimitError("slow down", response=httpx.Response(429, request=request_for()), body=None), True),
         (openai.InternalServerError("boom", response=httpx.Response(503, request=request_for()), body=None), True),
         (openai.InternalServerError("boom", response=httpx.Response(500, request=request_for()), body=None), True),

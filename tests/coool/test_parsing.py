@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import glob
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from references import REFERENCE_DIR
+
 from coool import schema as S
 from coool.parsing import (
     canonical_label,

@@ -14,8 +14,8 @@ from coool.detect import read_detections
 from coool.files import atomic_write_json, combined_hash
 from coool.pipeline import Pipeline, run_plain
 from coool.recipe import load_recipe
-from coool.settings import ROLES, RoleSettings, Settings
 from coool.servers import ServerUnavailable
+from coool.settings import ROLES, RoleSettings, Settings
 from coool.sim.testing import free_port, running_sim_server
 from coool.submission import load_submission, read_submission, validate
 

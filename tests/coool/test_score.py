@@ -9,8 +9,8 @@ from statistics import mean
 
 import pandas as pd
 import pytest
-
 from references import REFERENCE_DIR
+
 from coool import schema as S
 from coool import textmetrics as T
 from coool.score import ACCURACY_COLUMNS, score_command, score_submission

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge, my_lcs
-
 from references import REFERENCE_DIR
+
 from coool import schema as S
 from coool import textmetrics as T
 from coool.submission import load_submission

@@ -21,12 +21,12 @@ import httpx
 import pytest
 import yaml
 from pydantic import BaseModel
+from roles import point_roles_at
 
 from coool.settings import ROLE_DEFAULTS, ROLES, RoleSettings, ServerSettings, Settings, load_settings
 from coool.sim.testing import free_port, start_sim_process
 from coool.submission import read_submission, validate
 from coool.synthetic import make_dataset
-from roles import point_roles_at
 
 REPO = Path(__file__).resolve().parents[2]
 PREFECT_YAML = REPO / "prefect.yaml"

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, TaskRunFilter, TaskRunFilterName
+from roles import point_roles_at
 
 from coool import schema as S
+from coool.recipe import load_recipe
 from coool.sim.testing import free_port
 from coool.submission import read_submission, validate
 from flows.pipeline import pipeline_flow
-from coool.recipe import load_recipe
-from roles import point_roles_at
 
 pytestmark = pytest.mark.slow
 

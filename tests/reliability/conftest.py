@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from reliability_support import write_small_recipe
 
 from coool.synthetic import make_dataset
-from reliability_support import write_small_recipe
 
 
 @pytest.fixture(autouse=True)

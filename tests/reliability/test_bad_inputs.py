@@ -19,6 +19,14 @@ from typing import Any
 import pandas as pd
 import psutil
 import pytest
+from reliability_support import (
+    COOOL,
+    REPO,
+    assert_valid_submission,
+    child_env,
+    failures,
+    role_env,
+)
 
 from coool import schema as S
 from coool.pipeline import Pipeline, run_plain
@@ -28,14 +36,6 @@ from coool.sim.testing import SimHandle, running_sim_server
 from coool.synthetic import make_clip
 from coool.video import load_manifest
 from flows.pipeline import pipeline_flow
-from reliability_support import (
-    COOOL,
-    REPO,
-    assert_valid_submission,
-    child_env,
-    failures,
-    role_env,
-)
 
 GOOD = [0, 1, 2, 3]  # the clips4 fixture's videos
 

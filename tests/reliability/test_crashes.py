@@ -28,11 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from coool.pipeline import Pipeline, run_plain
-from coool.recipe import load_recipe
-from coool.settings import load_settings
-from coool.sim.testing import SimHandle, running_sim_server
 from reliability_support import (
     child_env,
     failures,
@@ -46,6 +41,11 @@ from reliability_support import (
     unreadable_files,
     wait_until,
 )
+
+from coool.pipeline import Pipeline, run_plain
+from coool.recipe import load_recipe
+from coool.settings import load_settings
+from coool.sim.testing import SimHandle, running_sim_server
 
 pytestmark = pytest.mark.slow
 

@@ -19,14 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from coool.pipeline import Pipeline, run_plain
-from coool.recipe import load_recipe
-from coool.servers import ServerManager, ServerUnavailable
-from coool.settings import load_settings
-from coool.sim.testing import free_port, running_sim_server, start_sim_process
-from coool.synthetic import make_dataset
-from flows.pipeline import pipeline_flow
 from reliability_support import (
     assert_valid_submission,
     failures,
@@ -37,6 +29,14 @@ from reliability_support import (
     temp_files,
     unreadable_files,
 )
+
+from coool.pipeline import Pipeline, run_plain
+from coool.recipe import load_recipe
+from coool.servers import ServerManager, ServerUnavailable
+from coool.settings import load_settings
+from coool.sim.testing import free_port, running_sim_server, start_sim_process
+from coool.synthetic import make_dataset
+from flows.pipeline import pipeline_flow
 
 VIDEOS = 20
 # The fault mix of the issue; malformed and empty share the 5 %.

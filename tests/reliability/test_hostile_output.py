@@ -12,11 +12,13 @@ import asyncio
 import io
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 import pytest
+from reliability_support import assert_valid_submission, failures, role_env
 
 from coool import schema as S
 from coool.captions import caption_unit, load_captions
@@ -32,7 +34,6 @@ from coool.settings import RoleSettings, load_settings
 from coool.sim.testing import SimHandle, running_sim_server
 from coool.submission import is_english, submission_text, validate
 from coool.video import extract_caption_frames
-from reliability_support import assert_valid_submission, failures, role_env
 
 VIDEO = 0
 FRAMES = 60

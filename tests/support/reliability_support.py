@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from roles import point_roles_at
 
 from coool import schema as S
 from coool.submission import read_submission, validate
-from roles import point_roles_at
 
 REPO = Path(__file__).resolve().parents[2]
 COOOL = str(Path(sys.executable).with_name("coool"))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from references import REFERENCE_DIR
+
 from coool import schema as S
 from coool.captions import TABLE_COLUMNS, caption_video
 from coool.describe import DescribePromptSet, describe_video

@@ -8,13 +8,12 @@ from typing import Any
 
 import jsonschema
 import pytest
+import sim_scenes as scenes
 
 from coool import schema as S
 from coool.sim import answers as A
 from coool.sim.fill import MISSING, fill_schema
 from coool.sim.images import analyse_frame
-
-import sim_scenes as scenes
 
 # ---- fill_schema ----
 

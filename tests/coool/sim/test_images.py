@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import sim_scenes as scenes
 
 from coool.sim.images import (
     MediaError,
@@ -19,8 +20,6 @@ from coool.sim.images import (
     red_fraction,
     side_of,
 )
-
-import sim_scenes as scenes
 
 
 def test_data_url_png_roundtrips_exactly() -> None:

@@ -14,13 +14,12 @@ import cv2
 import httpx
 import jsonschema
 import pytest
+import sim_scenes as scenes
 
 from coool import schema as S
 from coool.sim import FAULT_MODES, OWNED_BY, SimConfig, parse_faults
 from coool.sim.answers import NON_ENGLISH_TEXT
 from coool.sim.testing import SimHandle, free_port, running_sim_server, start_sim_process
-
-import sim_scenes as scenes
 
 MODEL = "sim-model"
 NO_FAULTS = {mode: 0.0 for mode in FAULT_MODES}

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from studio_support import N_VIDEOS, StudioDirs, build_results
 
 from coool.synthetic import make_dataset
-from studio_support import N_VIDEOS, StudioDirs, build_results
 
 
 @pytest.fixture(scope="session")

@@ -9,14 +9,13 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from studio_support import DESCRIBED, FINAL, LiveServer, StudioDirs, build_results
 
 from coool.studio import create_app
-
-from studio_support import DESCRIBED, FINAL, LiveServer, StudioDirs, build_results
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

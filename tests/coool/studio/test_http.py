@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from studio_support import DESCRIBED, FINAL, N_VIDEOS, StudioDirs, caption, csrf_from, raw_get, reason
 
 from coool import schema as S
 from coool.studio import create_app, studio_command
@@ -19,8 +20,6 @@ from coool.studio.security import check_bind_host
 from coool.studio.votes import CSV_HEADER
 from coool.submission import read_submission, write_submission
 from coool.video import probe
-
-from studio_support import DESCRIBED, FINAL, N_VIDEOS, StudioDirs, caption, csrf_from, raw_get, reason
 
 BASE = "http://127.0.0.1"  # the studio answers loopback Host names only
 
@@ -352,7 +351,7 @@ def test_votes_persist_and_download_as_csv(dirs: StudioDirs) -> None:
     for row in body.values():
         if row[4] != "tie":
             wins[row[4]] += 1
-    assert re.search(rf'id="ties">1<', summary)
+    assert re.search(r'id="ties">1<', summary)
     assert sum(wins.values()) == 2
     for video, row in body.items():
         assert re.search(rf'/video/{video}">{video}</a></td>\s*<td class="mono">{re.escape(row[1])}</td>\s*<td class="mono">{re.escape(row[2])}</td>', summary)
@@ -364,7 +363,7 @@ def test_vote_rejects_bad_input(dirs: StudioDirs) -> None:
     token = csrf_from(c.get("/ab").text)
     assert c.post(f"/ab/{session}/video/0/vote", data={"choice": "C", "csrf_token": token}).status_code == 400
     assert c.post(f"/ab/{session}/video/9/vote", data={"choice": "A", "csrf_token": token}).status_code == 404
-    assert c.post(f"/ab/99/video/0/vote", data={"choice": "A", "csrf_token": token}).status_code == 404
+    assert c.post("/ab/99/video/0/vote", data={"choice": "A", "csrf_token": token}).status_code == 404
     ids = sids(c)
     assert c.post("/ab/start", data={"x": ids[FINAL], "y": ids[FINAL], "csrf_token": token}).status_code == 400
 
