@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from coool.improvements import resolve as resolve_improvements
+from coool.improvements import with_improvements
 from coool.params import (
     CaptionParams,
     CountPassParams,
@@ -62,12 +64,22 @@ class Recipe(BaseModel):
     count_pass: CountPassSpec | None = None
     ensemble: EnsembleSpec | None = None
     final: str
+    # coool's improvements over the original method (coool/improvements.py): none in second-place.
+    improvements: list[str] | Literal["all"] = Field(default_factory=list)
 
     _configs: dict[str, DescribeConfig] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _names_resolve(self) -> Recipe:
-        self._configs = load_describe_configs(extra=self.describe_configs)
+        enabled = resolve_improvements(self.improvements)
+        # Frozen models: the switched parameters replace the parsed ones (and enter every cache key).
+        for name in ("caption", "detect", "ensemble"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, with_improvements(value, enabled))
+        self._configs = {
+            n: with_improvements(c, enabled) for n, c in load_describe_configs(extra=self.describe_configs).items()
+        }
         configs = self._configs
         missing = [c for c in self.describe if c not in configs]
         if missing:

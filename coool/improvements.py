@@ -1,0 +1,74 @@
+"""coool's improvements over the original method: named switches, off by default.
+
+The ``second-place`` recipe is the original method; every departure of
+ours is a boolean field on the parameters of the stage it changes
+(``CaptionParams``, ``DetectParams``, ``DescribeConfig``, ``EnsembleParams``),
+declared with :func:`switch`. A recipe turns switches on by name
+(``improvements: [name, ...]`` or ``improvements: all``). Because stage
+parameters are part of every cache key, a switch reruns exactly the stages
+it changes, and two recipes share every stage they have in common.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+MARK = "coool_improvement"
+
+
+def switch(what: str, why: str) -> Any:
+    """A pydantic field for one improvement: off (the original's behaviour) unless a recipe turns it on."""
+    return Field(False, description=what, json_schema_extra={MARK: why})
+
+
+@dataclass(frozen=True)
+class Improvement:
+    name: str
+    stage: str
+    what: str
+    why: str
+
+
+def improvements_of(stage: str, params_type: type[BaseModel]) -> list[Improvement]:
+    """The switches that ``params_type`` declares."""
+    out = []
+    for name, info in params_type.model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and MARK in extra:
+            out.append(Improvement(name, stage, info.description or "", str(extra[MARK])))
+    return out
+
+
+def catalogue() -> list[Improvement]:
+    """Every improvement, by stage (the README's "faithful vs plus" table is this list)."""
+    from coool.params import CaptionParams, DescribeConfig, DetectParams, EnsembleParams
+
+    return [
+        *improvements_of("caption", CaptionParams),
+        *improvements_of("detect", DetectParams),
+        *improvements_of("describe", DescribeConfig),
+        *improvements_of("ensemble", EnsembleParams),
+    ]
+
+
+def with_improvements(params: BaseModel, enabled: set[str]) -> BaseModel:
+    """``params`` with the switches it declares that are in ``enabled`` turned on."""
+    mine = {i.name for i in improvements_of("", type(params))}
+    update = {name: True for name in enabled & mine}
+    return params.model_copy(update=update) if update else params
+
+
+def resolve(names: list[str] | str) -> set[str]:
+    """The switch names a recipe asks for (``all`` means every one); unknown names are an error."""
+    known = {i.name for i in catalogue()}
+    if names == "all":
+        return known
+    if isinstance(names, str):
+        raise ValueError(f"improvements: a list of names or 'all', got {names!r}")
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise ValueError(f"improvements: unknown switch(es) {unknown}; known: {sorted(known)}")
+    return set(names)
