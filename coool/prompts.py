@@ -72,24 +72,29 @@ def _expand_enums(node: Any) -> Any:
     return node
 
 
-def _find(filename: str, override_dir: Path | None) -> Path | None:
-    for folder in (override_dir, BUILTIN_DIR):
-        if folder is not None and (folder / filename).is_file():
-            return folder / filename
+def _find(filename: str, override_dir: Path | None, variant: str | None = None) -> Path | None:
+    # The user's folder wins over every built-in file; within each, a variant (``plus``) is a
+    # subfolder holding only the files that differ from the defaults.
+    for base in (override_dir, BUILTIN_DIR):
+        for folder in ((base / variant, base) if variant else (base,)) if base is not None else ():
+            if (folder / filename).is_file():
+                return folder / filename
     return None
 
 
-def load_prompt(name: str, override_dir: str | Path | None = None) -> Prompt:
+def load_prompt(name: str, override_dir: str | Path | None = None, *, variant: str | None = None) -> Prompt:
     """The prompt ``name`` (``caption``, ``detect``, ``describe_texts_v2``...).
 
-    Files in ``override_dir`` win over the built-in ones, file by file.
+    Files in ``override_dir`` win over the built-in ones, file by file. With
+    ``variant`` (``plus``: coool's improved prompts), a file in that
+    subfolder wins over the default of the same name.
     """
     folder = Path(override_dir) if override_dir else None
-    text_path = _find(f"{name}.md", folder)
+    text_path = _find(f"{name}.md", folder, variant)
     if text_path is None:
         raise PromptError(f"no prompt named {name!r} (looked for {name}.md in {folder or ''} {BUILTIN_DIR})")
-    system_path = _find(f"{name}.system.md", folder)
-    schema_path = _find(f"{name}.schema.json", folder)
+    system_path = _find(f"{name}.system.md", folder, variant)
+    schema_path = _find(f"{name}.schema.json", folder, variant)
     schema_obj = None
     if schema_path is not None:
         try:
@@ -105,6 +110,6 @@ def load_prompt(name: str, override_dir: str | Path | None = None) -> Prompt:
     )
 
 
-def load_snippet(name: str, override_dir: str | Path | None = None) -> str:
-    """A text fragment appended to prompts (e.g. ``ignore_image_text``)."""
-    return load_prompt(name, override_dir).text
+def load_snippet(name: str, override_dir: str | Path | None = None, *, variant: str | None = None) -> str:
+    """A text fragment inserted into prompts (e.g. ``ignore_image_text``)."""
+    return load_prompt(name, override_dir, variant=variant).text

@@ -177,3 +177,29 @@ def test_sha256_follows_content(tmp_path: Path) -> None:
     assert load_prompt("detect", tmp_path).sha256 != builtin.sha256
     hashes = {load_prompt(name).sha256 for name in PROMPTS}
     assert len(hashes) == len(PROMPTS)
+
+
+def test_a_variant_file_wins_over_the_default_and_the_users_folder_over_both(tmp_path) -> None:
+    from coool import prompts as P
+
+    builtin = tmp_path / "builtin"
+    (builtin / "plus").mkdir(parents=True)
+    (builtin / "p.md").write_text("default")
+    (builtin / "plus" / "p.md").write_text("plus")
+    (builtin / "q.md").write_text("only default")
+    user = tmp_path / "user"
+    user.mkdir()
+    original = P.BUILTIN_DIR
+    P.BUILTIN_DIR = builtin
+    try:
+        assert P.load_prompt("p").text == "default"
+        assert P.load_prompt("p", variant="plus").text == "plus"
+        assert P.load_prompt("q", variant="plus").text == "only default"
+        (user / "p.md").write_text("mine")
+        assert P.load_prompt("p", user, variant="plus").text == "mine"
+        (user / "plus").mkdir()
+        (user / "plus" / "p.md").write_text("my plus")
+        assert P.load_prompt("p", user, variant="plus").text == "my plus"
+        assert P.load_prompt("p", user).text == "mine"
+    finally:
+        P.BUILTIN_DIR = original
