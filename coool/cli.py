@@ -29,6 +29,10 @@ def main(
         None, "--settings", help="YAML settings file (same as COOOL_SETTINGS_FILE)", exists=True, dir_okay=False
     ),
 ) -> None:
+    # No telemetry from the Prefect servers coool starts (and no "Failed to send
+    # telemetry" on a closed network); a user's explicit setting wins.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     if settings is not None:
         os.environ["COOOL_SETTINGS_FILE"] = str(settings)
 
