@@ -75,6 +75,14 @@ def roles_on_sim(monkeypatch: pytest.MonkeyPatch) -> object:
         yield sim
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that reads the original's source is a ``reference`` test, whether
+    or not it says so: `-m reference` (CI, beside ../shared) selects them all."""
+    for item in items:
+        if "original_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.reference)
+
+
 def _skip_reason(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
     reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)

@@ -34,3 +34,19 @@ def test_a_run_ends_with_the_skips_grouped_by_reason() -> None:
     assert "set COOOL_STUDIO_SCREENSHOTS=1 to refresh docs/screenshots" in summary
     assert "enable:  COOOL_STUDIO_SCREENSHOTS=1" in summary
     assert "real vLLM tests" in summary and "enable:  make test-vllm" in summary
+
+
+def test_tests_using_the_original_are_selected_by_the_reference_marker() -> None:
+    # A throwaway test module under tests/ (so tests/conftest.py applies) that asks for original_dir.
+    probe = REPO / "tests" / f"test_probe_reference_{os.getpid()}.py"
+    probe.write_text("def test_reads_the_original(original_dir):\n    assert original_dir.is_dir()\n\n"
+                     "def test_does_not():\n    pass\n")  # fmt: skip
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q", "-m", "reference", str(probe)],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        probe.unlink()
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "test_reads_the_original" in result.stdout and "test_does_not" not in result.stdout
