@@ -25,7 +25,6 @@ from pydantic import BaseModel
 from coool.settings import ROLE_DEFAULTS, ROLES, RoleSettings, ServerSettings, Settings, load_settings
 from coool.sim.testing import free_port
 from coool.submission import read_submission, validate
-from coool.synthetic import make_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 PREFECT_YAML = REPO / "prefect.yaml"
@@ -291,7 +290,7 @@ def wait_for(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: f
 
 def test_readme_names_the_sequence_this_test_runs() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    for line in ("make ui", "make sim", "make deploy DEPLOY='*-local'", "make worker",
+    for line in ("make ui", "make sim", ".venv/bin/coool synth demo/data", "make deploy DEPLOY='*-local'", "make worker",
                  "make run-deployment DATA=demo/data RECIPE=quick", "results/local-sim/"):  # fmt: skip
         assert line in readme, line
 
@@ -309,7 +308,8 @@ def test_the_readme_deployment_sequence_runs_on_a_real_prefect_server(tmp_path: 
     env = {**base_env, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_PORT": str(prefect_port),
            "SIM_PORT": str(sim_port), "PREFECT_WORKER_QUERY_SECONDS": "1"}  # fmt: skip
     data = tmp_path / "data"
-    make_dataset(data, n=2)
+    synth = subprocess.run([str(BIN / "coool"), "synth", str(data), "--n", "2"], env=env, capture_output=True, text=True, timeout=120)
+    assert synth.returncode == 0, synth.stdout + synth.stderr
     results = tmp_path / "results"
     docker_results = tmp_path / "docker-results"
     logs = {name: tmp_path / f"{name}.log" for name in ("ui", "sim", "worker")}
