@@ -200,7 +200,7 @@ def test_local_deployments_run_from_the_checkout_that_deployed_them() -> None:
         deployment = deployments_by_name()[f"{name}-local"]
         (build,) = deployment["build"]
         step = build["prefect.deployments.steps.run_shell_script"]
-        assert step["script"] == "pwd"
+        assert step["script"] == "sh deployments/check-local-env.sh"
         (pull,) = deployment["pull"]
         directory = pull["prefect.deployments.steps.set_working_directory"]["directory"]
         assert directory == "{{ " + step["id"] + ".stdout }}"
@@ -211,6 +211,21 @@ def check_docker_env(**env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["sh", "deployments/check-docker-env.sh"], cwd=REPO, env={**clean, **env}, capture_output=True, text=True, timeout=30
     )
+
+
+def test_local_deployments_refuse_a_missing_settings_file(tmp_path: Path) -> None:
+    def check(**env: str) -> subprocess.CompletedProcess[str]:
+        clean = {k: v for k, v in os.environ.items() if k != "COOOL_LOCAL_SETTINGS_FILE"}
+        return subprocess.run(["sh", "deployments/check-local-env.sh"], cwd=REPO, env={**clean, **env},
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+
+    good = check(COOOL_LOCAL_SETTINGS_FILE=str(SETTINGS_DIR / "local-sim.yaml"))
+    assert good.returncode == 0 and good.stdout.strip() == str(REPO), good.stderr
+    for env, problem in (({}, "is not set"), ({"COOOL_LOCAL_SETTINGS_FILE": "deployments/settings/local-sim.yaml"}, "absolute"),
+                         ({"COOOL_LOCAL_SETTINGS_FILE": str(tmp_path / "none.yaml")}, "no such file")):  # fmt: skip
+        result = check(**env)
+        assert result.returncode == 1 and problem in result.stderr and "make deploy" in result.stderr
+        assert result.stdout == ""
 
 
 def test_docker_deployments_refuse_unset_or_relative_paths() -> None:
