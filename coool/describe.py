@@ -70,7 +70,7 @@ class DescribePromptSet:
     @classmethod
     def load(cls, config: DescribeConfig, override_dir: str | Path | None = None) -> DescribePromptSet:
         variant = "plus" if config.plus_prompts else None
-        snippets = tuple((name, load_snippet(name, override_dir, variant=variant).strip()) for name in config.extra)
+        snippets = tuple((name, load_snippet(name, override_dir, variant=variant)) for name in config.extra)
         return cls(
             counts=load_prompt(config.prompts.counts, override_dir, variant=variant),
             texts=load_prompt(config.prompts.texts, override_dir, variant=variant),
@@ -90,7 +90,7 @@ class DescribePromptSet:
         used = dict(self.snippets)
         out: dict[str, object] = {"n_frames": window_size, "last_index": window_size - 1, "extra": self.extra}
         for name in (IGNORE_IMAGE_TEXT, *used):
-            text = used.get(name, "")
+            text = used.get(name, "").strip()
             out[name] = f"{text}\n\n" if text else ""
             out[f"{name}_inline"] = f" {text}" if text else ""
         return out
@@ -186,8 +186,6 @@ def clean_answer(content: str, fields: Sequence[str], config: DescribeConfig) ->
         if not config.blank_as_absent:
             # The original's fill: a missing number 0, a missing text "".
             out = {f: (v if v is not None else ("" if f in _TEXT_FIELDS else 0)) for f, v in out.items()}
-        elif any(isinstance(v, str) and not v.strip() for v in out.values()):
-            out = {f: (None if isinstance(v, str) and not v.strip() else v) for f, v in out.items()}
     else:
         out = clean_sample(parsed, tuple(fields), absent_as_none=config.blank_as_absent)
     if config.canonical_values:
