@@ -17,7 +17,6 @@ from coool.voting import (
     majority,
     median_count,
     most_common_frame,
-    repetition_penalties,
     vote_samples,
     vote_start_index,
 )
@@ -109,12 +108,6 @@ def test_most_common_frame() -> None:
 
 
 # ------------------------------------------------------------ re-ask
-
-
-def test_repetition_penalties() -> None:
-    assert repetition_penalties() == [1.1, 1.2, 1.3, 1.4, 1.5]
-    assert repetition_penalties(1.3) == [1.4, 1.5, 1.5, 1.5, 1.5]
-    assert repetition_penalties(1.5) == [1.5] * 5
 
 
 def test_empty_fields() -> None:
