@@ -210,6 +210,15 @@ def vote(answers: Sequence[Mapping[str, Any]], fields: Sequence[str], config: De
     return {f: v for f, v in vote_original(answers).items() if f in fields}
 
 
+def _answer_text(content: str, n: int) -> str:
+    """The text a sample's answer is read from. The original drops what precedes the first
+    ``</think>`` of a one-sample answer only (its n-sample requests keep it); the client has
+    already split the reasoning off at the last one, so this only matters for several."""
+    if n == 1 and "</think>" in (content or ""):
+        return content.split("</think>", 1)[1]
+    return content
+
+
 def reask_penalties(config: DescribeConfig) -> list[float]:
     """The re-ask schedule of a configuration: +step per try, capped, ``reask_tries`` tries."""
     return [
@@ -259,7 +268,7 @@ async def run_pass(
         samples = await client.complete(messages, n=n, repetition_penalty=penalty, **common)
         answers = []
         for sample in samples:
-            cleaned = clean_answer(sample.content, fields, config)
+            cleaned = clean_answer(_answer_text(sample.content, n), fields, config)
             result.samples.append(sample_record(sample, parsed=cleaned is not None))
             if cleaned is not None:
                 answers.append(cleaned)
@@ -283,7 +292,7 @@ async def run_pass(
                 result.voted = voted
                 return result
             # A missing single choice reads as an empty answer, as in the original.
-            contents = [s.content for s in samples] or ([""] if n == 1 else [])
+            contents = [_answer_text(s.content, n) for s in samples] or ([""] if n == 1 else [])
             answers = [a for a in (clean_answer(c, fields, config) for c in contents) if a is not None]
             record: dict[str, Any] = {"n": n, "repetition_penalty": penalty, "missing": missing}
             if n == 1 and samples:
