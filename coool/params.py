@@ -80,7 +80,8 @@ class DescribeConfig(_Strict):
         "the question right after the frames it is about; common practice for Qwen-VL and GLM-V",
     )
     lenient_parsing: bool = switch(
-        "samples parsed leniently (text after </think>, a fence anywhere, later objects, json-repair) "
+        "samples parsed leniently (the text after a closing think tag, a fence anywhere, later objects, "
+        "json-repair) "
         "and keys matched ignoring case and punctuation; numbers like '2.7' rounded",
         "a sample with a small format slip still votes",
     )
