@@ -1,7 +1,11 @@
 """Stage 4: describe the incident from a window of raw frames (Qwen3-VL or GLM-4.5V).
 
 Three prompts per video (counts, texts, reconcile), each answered with
-``n`` samples that are cleaned and voted (PIPELINE.md, stage 4).
+``n`` samples that are cleaned and voted (PIPELINE.md, stage 4). By default
+everything is the original's (request layout, cleaning, vote, re-asks, the
+final start frame; ``tests/coool/test_goldens_describe.py`` checks it against
+the original's own code); coool's improvements are the switches of
+``DescribeConfig`` (README, "Faithful vs plus: describe").
 """
 
 from __future__ import annotations
@@ -297,6 +301,8 @@ async def run_pass(
             record: dict[str, Any] = {"n": n, "repetition_penalty": penalty, "missing": missing}
             if n == 1 and samples:
                 record.update(sample_record(samples[0]))
+            elif n > 1:
+                record["samples"] = [sample_record(s) for s in samples]
             if config.merge_reasks:
                 fresh = answers[0] if answers else {}
                 filled = [f for f in missing if not empty_fields(fresh, [f])]
