@@ -180,7 +180,7 @@ def clean_answer(content: str, fields: Sequence[str], config: DescribeConfig) ->
     present; missing numbers 0, missing texts ""). The switches change it as
     their descriptions say.
     """
-    parsed = parse_json_lenient(content) if config.lenient_parsing else (parse_answer(content) or None)
+    parsed = parse_json_lenient(content) if config.lenient_parsing else parse_answer(content)
     if parsed is None and config.drop_unparsable:
         return None
     parsed = parsed or {}

@@ -392,8 +392,8 @@ def _first_brace_block(text: str) -> str | None:
     return None
 
 
-def parse_answer(text: str) -> dict:
-    """A describe sample as the original parsed it; ``{}`` when it does not parse.
+def parse_answer(text: str) -> dict | None:
+    """A describe sample as the original parsed it; None when it does not parse.
 
     Faithful to the original (stage 4): a code fence is removed only at the
     very start and end; then the whole text as JSON, else the block from the
@@ -401,9 +401,10 @@ def parse_answer(text: str) -> dict:
     quotes and the right single quote straightened. Nothing else: no
     ``</think>`` handling, no repair. Guard (the original would crash on
     it): JSON that is not an object (a list, a number) counts as unparsable.
+    The original cleans an unparsable sample like an empty object.
     """
     if not isinstance(text, str):
-        return {}
+        return None
     body = _CLOSE_FENCE.sub("", _OPEN_FENCE.sub("", text.strip())).strip()
     attempts = [body, _first_brace_block(body), body.replace("\u201c", '"').replace("\u201d", '"').replace("\u2019", "'")]
     for attempt in attempts:
@@ -413,8 +414,8 @@ def parse_answer(text: str) -> dict:
             value = json.loads(attempt)
         except (ValueError, RecursionError):
             continue
-        return value if isinstance(value, dict) else {}
-    return {}
+        return value if isinstance(value, dict) else None
+    return None
 
 
 def _original_int(value: object) -> int:
