@@ -126,12 +126,26 @@ def _video_reader_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     ]
 
 
+def _measured_apart(results: dict[str, dict[str, Any]], machine: dict[str, Any]) -> list[str]:
+    """One line per figure whose results come from another day or machine than the header's."""
+    here = (machine.get("date_utc", "?")[:10], machine.get("cpu"))
+    lines = []
+    for name, r in results.items():
+        m = r.get("machine") or {}
+        if (m.get("date_utc", "?")[:10], m.get("cpu")) != here:
+            took = f", {r['seconds'] / 60:.1f} min" if r.get("seconds") else ""
+            lines.append(f"Figure {name} was measured apart: {m.get('date_utc', '?')[:10]} on {m.get('cores')} cores "
+                         f"({m.get('cpu')}), OpenCV {m.get('opencv')}; `python -m bench{' --quick' if r.get('mode') == 'quick' else ''} --only {name}`{took}.")
+    return lines
+
+
 def markdown(results: dict[str, dict[str, Any]], machine: dict[str, Any], mode: str, total_s: float | None) -> str:
     lines = [
         f"Measured {machine.get('date_utc', '?')[:10]} on {machine.get('cores')} cores ({machine.get('cpu')}), "
         f"{machine.get('ram_gib')} GiB RAM, Python {machine.get('python')}, OpenCV {machine.get('opencv')}, "
         f"ffmpeg {machine.get('ffmpeg_cli')}, Prefect {machine.get('prefect')}; `make bench{' BENCH_ARGS=--quick' if mode == 'quick' else ''}`"
         + (f" took {total_s / 60:.1f} min." if total_s else "."),
+        *_measured_apart(results, machine),
         "Every figure is a ratio of runs made side by side in one `make bench` run; medians of repeated runs.",
         "",
         "| figure | measured | goal | met |",

@@ -131,27 +131,53 @@ def iter_reference_frames(path: str | os.PathLike[str], numbers: Iterable[int],
     if not wanted:
         return
     width, height = _size(path)
-    # select's n counts decoded frames from 0; only the wanted ones are converted and piped.
-    expr = "+".join(f"eq(n\\,{n - 1})" for n in wanted)
+    expr = _select_expression(wanted)
+    select = ["-vf", f"select='{expr}'"] if expr else []
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path),
-           "-map", "0:v:0", "-vf", f"select='{expr}'", "-fps_mode", "passthrough",
-           "-f", "rawvideo", "-pix_fmt", pix_fmt, "-"]
+           "-map", "0:v:0", *select, "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", pix_fmt, "-"]
     nbytes = width * height * 3
+    # With a select filter ffmpeg pipes only the wanted frames; without one, every frame in order.
+    positions = iter(wanted) if expr else iter(range(1, wanted[-1] + 1))
+    keep = set(wanted)
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL) as proc:
         assert proc.stdout is not None and proc.stderr is not None
+        ended = False  # True once ffmpeg's output ran out: then its exit status counts
         try:
-            for n in wanted:
+            for n in positions:
                 data = proc.stdout.read(nbytes)
                 if len(data) < nbytes:
+                    ended = True
                     break
-                yield n, np.frombuffer(data, np.uint8).reshape(height, width, 3)
+                if n in keep:
+                    yield n, np.frombuffer(data, np.uint8).reshape(height, width, 3)
         finally:
+            # Stopped before the end (all wanted frames read, or the caller stopped):
+            # closing the pipe ends ffmpeg, which then reports the broken pipe: not an error.
             proc.stdout.close()
-            if proc.poll() is None:  # the caller stopped early: don't decode the rest
+            if proc.poll() is None and not ended:
                 proc.terminate()
             err = proc.stderr.read().decode(errors="replace")
-            if proc.wait() not in (0, -15) and err:
+            if proc.wait() != 0 and ended:
                 raise RuntimeError(f"ffmpeg could not decode {path}: {err[-2000:]}")
+
+
+def _select_expression(wanted: list[int]) -> str:
+    """An ffmpeg ``select`` expression true for the wanted 1-based frames ("" = none fits).
+
+    select's ``n`` counts decoded frames from 0. Evenly spaced frames (every
+    10th) get one modulo test; a few others one ``eq`` each (ffmpeg's parser
+    refuses long sums, so a long irregular list gets no filter at all).
+    """
+    first, last = wanted[0] - 1, wanted[-1] - 1
+    steps = {b - a for a, b in zip(wanted, wanted[1:])}
+    if len(steps) == 1:
+        step = steps.pop()
+        return f"between(n\\,{first}\\,{last})*not(mod(n-{first}\\,{step}))"
+    if len(wanted) == 1:
+        return f"eq(n\\,{first})"
+    if len(wanted) <= 20:
+        return "+".join(f"eq(n\\,{n - 1})" for n in wanted)
+    return ""
 
 
 def _size(path: str | os.PathLike[str]) -> tuple[int, int]:

@@ -115,3 +115,15 @@ def test_moviepy_picks_vfr_frames_by_time(clips: dict[str, Path]) -> None:
     finally:
         clip.close()
     assert any(not np.array_equal(got[n], reference[n]) for n in reference)
+
+
+def test_reference_frames_agree_however_they_are_selected(clips: dict[str, Path]) -> None:
+    # Evenly spaced, a few, and many irregular numbers take three different ffmpeg paths.
+    path = clips["vfr-30-15fps"]
+    _, every = cv.reference_frames(path, range(1, FRAMES + 1))
+    irregular = sorted({1 + (k * k) % FRAMES for k in range(40)})
+    assert len(irregular) > 20
+    for numbers in ([5], [3, 4, 50, 149], irregular, list(range(2, FRAMES + 1, 7))):
+        _, some = cv.reference_frames(path, numbers)
+        assert list(some) == numbers
+        assert all(np.array_equal(some[n], every[n]) for n in numbers)
