@@ -149,6 +149,17 @@ CHANNELS = {"coool": "bgr24", "moviepy_get_frame": "rgb24", "moviepy_iter": "rgb
 
 
 def check_reader(reader: str, clip: Clip, reference_count: int) -> dict[str, Any]:
+    """One reader on one clip against ffmpeg's passthrough decode; a reader that fails is a finding."""
+    try:
+        return _compare(reader, clip, reference_count)
+    except Exception as exc:  # noqa: BLE001  (any reader error is reported, not raised)
+        selected = len(range(1, reference_count + 1, EVERY))
+        return {"frames_reported": None, "frames_agree": False, "selected": selected, "exact": 0,
+                "all_exact": False, "wrong": selected, "wrong_examples": [], "missing": [], "extra": [],
+                "warnings": 0, "warning_example": "", "error": f"{type(exc).__name__}: {exc}"[:500]}
+
+
+def _compare(reader: str, clip: Clip, reference_count: int) -> dict[str, Any]:
     """One reader on one clip against ffmpeg's passthrough decode, frame by frame (streamed)."""
     from coool.clip_variants import iter_reference_frames
     from coool.synthetic import read_stamp
@@ -234,6 +245,8 @@ def run(ctx: Any) -> dict[str, Any]:
         for i, c in enumerate(clips):
             k = (rep + i) % len(READERS)
             for r in READERS[k:] + READERS[:k]:
+                if "error" in correctness[c.name][r]:
+                    continue  # it could not read this clip: no time to report
                 wall, cpu, _ = _timed_read(r, c.path)
                 walls[c.name][r].append(wall)
                 cpus[c.name][r].append(cpu)
