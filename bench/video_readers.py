@@ -3,9 +3,9 @@
 The task both do in coool: select every 10th frame (frames 1, 11, 21, ...,
 1-based, in decode order) of a video. Readers:
 
-- coool:            ``coool.video.probe`` (the verified frame count) then
-                    ``coool.video.read_frames`` (one forward pass, ``grab()``
-                    for skipped frames, ``retrieve()`` for wanted ones), BGR
+- coool:            ``coool.video.probe`` (the verified frame count) then one
+                    forward pass as stage 1 makes it (``grab()`` for skipped
+                    frames, ``retrieve()`` for wanted ones), BGR
 - moviepy_get_frame: ``VideoFileClip(path).get_frame((n - 1) / fps)`` for
                     n = 1, 11, ... up to moviepy's frame count, RGB
 - moviepy_iter:     ``VideoFileClip(path).iter_frames()``, every 10th kept, RGB
@@ -95,11 +95,22 @@ def ensure_clips(quick: bool) -> list[Clip]:
 # --- readers: each yields (1-based frame number, image) for every 10th frame ----------------
 
 
-def read_coool(path: str) -> tuple[int, Iterator[tuple[int, np.ndarray]]]:
-    from coool.video import caption_frame_numbers, probe, read_frames
+def coool_path() -> str:
+    """How read_coool decodes: stage 1's way (one probe, one pass) when the module still has it."""
+    import coool.video as V
 
-    frames = probe(path).frames
-    return frames, read_frames(path, caption_frame_numbers(frames, EVERY))
+    return "probe + one pass" if hasattr(V, "_sequential") else "probe + read_frames (probes again)"
+
+
+def read_coool(path: str) -> tuple[int, Iterator[tuple[int, np.ndarray]]]:
+    import coool.video as V
+
+    frames = V.probe(path).frames
+    wanted = V.caption_frame_numbers(frames, EVERY)
+    # Stage 1 probes once and then makes one pass; read_frames would probe a second
+    # time (on a VFR clip that is a second counting decode), which coool never pays.
+    one_pass = getattr(V, "_sequential", None)
+    return frames, (one_pass(Path(path), wanted) if one_pass else V.read_frames(path, wanted))
 
 
 def _clip(path: str) -> Any:
@@ -278,6 +289,7 @@ def run(ctx: Any) -> dict[str, Any]:
     faster = {r: all(speed[n]["ratios_vs_coool"][r]["wall"] < 1 for n in cfr) for r in MOVIEPY_READERS}
     return {
         "figure": "video_readers",
+        "coool_path": coool_path(),
         "every": EVERY,
         "size": f"{SIZE[0]}x{SIZE[1]}",
         "repeats": repeats,
@@ -302,7 +314,7 @@ def run(ctx: Any) -> dict[str, Any]:
         },
         "notes": (
             "Selecting every 10th frame (1, 11, 21, ... 1-based, decode order). Reference: the ffmpeg CLI decoding "
-            "every frame with -fps_mode passthrough. coool = probe + read_frames (OpenCV's FFmpeg backend); "
+            "every frame with -fps_mode passthrough. coool = probe + one forward pass (OpenCV's FFmpeg backend); "
             "moviepy = VideoFileClip.get_frame((n-1)/fps) or iter_frames(). Ratios are moviepy / coool, medians "
             "of the repeats, one run. On VFR clips coool's probe counts the frames by decoding (the container's "
             "count is wrong), so coool decodes those clips twice."
