@@ -188,9 +188,15 @@ def test_faithful_values_outside_the_taxonomy_are_not_reasked_but_guarded(sim, s
 def test_contradictory_fields_follow_the_consistency_rules(sim, stage1: Path, tmp_path: Path) -> None:
     script_all_describe(sim, answer(**{S.DETECTION: -1, S.SEVERITY: "3. Ego-car collided with at-least one person or cyclist",
                                        S.EGO: 1, S.LABEL: "ego-car hits a pedestrian", S.N_PEDESTRIANS: 4}))
-    row = describe(sim, stage1, tmp_path, V4_PLUS)["row"]
+    row = describe(sim, stage1, tmp_path / "plus", V4_PLUS)["row"]
     assert (row[S.DETECTION], row[S.SEVERITY], row[S.EGO], row[S.LABEL]) == (-1, S.NO_CRASH, 0, S.UNKNOWN_LABEL)
     assert [row[c] for c in S.COUNT_COLUMNS] == [0, 0, 0, 0]
+    assert_valid_row(row)
+    # Faithful: the original only asked the model to obey the rules; its row keeps the answer.
+    script_all_describe(sim, answer(**{S.DETECTION: -1, S.SEVERITY: "3. Ego-car collided with at-least one person or cyclist",
+                                       S.EGO: 1, S.LABEL: "ego-car hits a pedestrian", S.N_PEDESTRIANS: 4}))
+    row = describe(sim, stage1, tmp_path / "faithful")["row"]
+    assert (row[S.DETECTION], row[S.EGO], row[S.LABEL], row[S.N_PEDESTRIANS]) == (-1, 1, "ego-car hits a pedestrian", 4)
     assert_valid_row(row)
 
 
@@ -216,8 +222,14 @@ def test_texts_in_other_scripts_are_reasked_then_fall_back(sim, stage1: Path, tm
 
 def test_texts_in_other_scripts_once_are_replaced_by_the_reask(sim, stage1: Path, tmp_path: Path) -> None:
     script_all_describe(sim, answer(**{S.CAPTION: "自车在车道内行驶。", S.REASON: "自车撞上了障碍物。"}))
-    saved = describe(sim, stage1, tmp_path, V4_PLUS)
+    saved = describe(sim, stage1, tmp_path / "plus", V4_PLUS)
     assert saved["passes"]["texts"]["reasks"][0]["filled"] == [S.CAPTION, S.REASON]
+    assert is_english(saved["row"][S.CAPTION]) and is_english(saved["row"][S.REASON])
+    assert_valid_row(saved["row"])
+    # Faithful: no re-ask for another script; the guard keeps the invalid texts out of the row.
+    script_all_describe(sim, answer(**{S.CAPTION: "自车在车道内行驶。", S.REASON: "自车撞上了障碍物。"}))
+    saved = describe(sim, stage1, tmp_path / "faithful")
+    assert [saved["passes"][n]["reasks"] for n in ("texts", "reconcile")] == [[], []]
     assert is_english(saved["row"][S.CAPTION]) and is_english(saved["row"][S.REASON])
     assert_valid_row(saved["row"])
 
