@@ -87,6 +87,8 @@ def url_host_port(url: str) -> tuple[str, int]:
 def serve_args(role: str, settings: RoleSettings, media_root: Path | None = None) -> list[str]:
     """The arguments after ``vllm serve``: weights, served name, the variant's flags, host, port, revision, media path."""
     launch = launch_for(role, settings.server.launch)
+    if not settings.urls:
+        raise ValueError(f"{role}: no URL to serve on (set {role}.urls)")
     host, port = url_host_port(settings.urls[0])
     args = [settings.server.weights or launch.weights, "--served-model-name", settings.model, *launch.flags]
     args += [*settings.server.flags, "--host", host, "--port", str(settings.server.port or port)]

@@ -46,7 +46,7 @@ class ServerSettings(BaseModel):
     )
     venv: str = Field("", description="process backend: the env whose bin/vllm serves (default: <envs_dir>/<role's env>)")
     image: str = Field("", description="image for the docker backend")
-    gpus: str = Field("all", description="GPUs requested by the docker backend")
+    gpus: str = Field("all", description="GPUs for the server: docker device request; process: CUDA_VISIBLE_DEVICES unless all")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment for the server")
     health_timeout_s: float = Field(1800.0, description="how long to wait for /health")
     port: int | None = Field(None, description="docker backend: port to serve on (default: the URL's)")
