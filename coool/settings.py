@@ -77,8 +77,16 @@ class RoleSettings(BaseModel):
 
     @property
     def identity(self) -> str:
-        """What the cache keys record of the model: its name, and its revision when pinned."""
-        return f"{self.model}@{self.revision}" if self.revision else self.model
+        """What the cache keys record of the model: its name, its revision when pinned and,
+        for a server coool launches, what it launches when that is not the default (the plus
+        launch's reasoning parser or other weights change the answers)."""
+        identity = f"{self.model}@{self.revision}" if self.revision else self.model
+        if self.server.backend != "external":
+            if self.server.launch != "original":
+                identity += f" launch={self.server.launch}"
+            if self.server.weights:
+                identity += f" weights={self.server.weights}"
+        return identity
 
     @field_validator("urls", mode="before")
     @classmethod
