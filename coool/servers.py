@@ -42,6 +42,10 @@ class ServerUnavailable(RuntimeError):
     """A role's server that did not become healthy."""
 
 
+class ServedModelMismatch(ServerUnavailable):
+    """A healthy server that does not serve the role's model name: every request would be a 404."""
+
+
 def health_url(base_url: str) -> str:
     """``http://host:port/v1`` -> ``http://host:port/health`` (vLLM's health route)."""
     root = base_url.rstrip("/")
@@ -86,6 +90,34 @@ async def wait_healthy(role: str, settings: RoleSettings, timeout_s: float, *, a
         delay = min(delay * 1.5, 5.0)
 
 
+async def served_models(base_url: str, api_key: str = "", timeout_s: float = 10.0) -> list[str] | None:
+    """The model names ``GET <base_url>/models`` lists, or None when it can't tell
+    (an older server without the route, a refused key, an unreadable answer)."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            response = await client.get(f"{base_url.rstrip('/')}/models", headers=headers)
+        if response.status_code != 200:
+            return None
+        data = response.json().get("data")
+        return [str(m["id"]) for m in data] if isinstance(data, list) else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+async def check_served_model(role: str, settings: RoleSettings) -> None:
+    """Raise ServedModelMismatch, naming role, URL, expected and served names, when a URL
+    of ``role`` serves other models than ``settings.model``; a URL that can't say passes."""
+    key = settings.api_key.get_secret_value()
+    for url in settings.urls:
+        names = await served_models(url, key)
+        if names is not None and settings.model not in names:
+            raise ServedModelMismatch(
+                f"{role}: {url} serves {', '.join(repr(n) for n in names) or 'no model'}, "
+                f"not the configured {settings.model!r} (COOOL_{role.upper()}__MODEL); every request would be refused"
+            )
+
+
 def safe_media_root(data_root: Path | None) -> Path | None:
     """The folder a server may read images from: the data root, never ``/``."""
     if data_root is None:
@@ -125,6 +157,17 @@ class ServerManager:
         self.running: dict[str, Running] = {}
 
     async def ensure(self, role: str) -> Running:
+        """The role's server, healthy and serving the role's model name (checked each
+        time: a phase starts with this, and the server may have changed between phases)."""
+        running = await self._healthy(role)
+        try:
+            await check_served_model(role, self.settings.role(role))
+        except ServedModelMismatch:
+            await self.stop(role)  # a server we started for nothing; not one we found running
+            raise
+        return running
+
+    async def _healthy(self, role: str) -> Running:
         if role in self.running:
             return self.running[role]
         rs = self.settings.role(role)
