@@ -84,33 +84,23 @@ class _CappedBody(httpx2.AsyncByteStream):
         await self._stream.aclose()
 
 
-class _CappedTransport(httpx2.AsyncBaseTransport):
-    """httpx's transport with every response body capped at ``limit`` bytes as it is read."""
+def capped_http_client(timeout_s: float, max_bytes: int) -> httpx2.AsyncClient:
+    """The SDK's default HTTP client (its pool, proxies from the environment) with every
+    response body capped at ``max_bytes`` as it is read."""
 
-    def __init__(self, limit: int, connections: httpx2.Limits) -> None:
-        self._inner = httpx2.AsyncHTTPTransport(limits=connections)
-        self._limit = limit
+    async def uncompressed(request: httpx2.Request) -> None:
+        request.headers["Accept-Encoding"] = "identity"  # so the bytes counted are the bytes kept
 
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        # Uncompressed, so the bytes counted are the bytes kept.
-        request.headers["Accept-Encoding"] = "identity"
-        response = await self._inner.handle_async_request(request)
+    async def capped(response: httpx2.Response) -> None:
+        # Called before the body is read: a declared size is refused at once, the rest is counted.
+        url = response.request.url
         declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._limit:
-            await response.aclose()
-            raise ResponseTooLarge(
-                f"the response from {request.url} declares {declared} bytes, more than {self._limit} (max_response_bytes)"
-            )
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise ResponseTooLarge(f"the response from {url} declares {declared} bytes, more than {max_bytes} (max_response_bytes)")
         assert isinstance(response.stream, httpx2.AsyncByteStream)
-        return httpx2.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=_CappedBody(response.stream, self._limit, request.url),
-            extensions=response.extensions,
-        )
+        response.stream = _CappedBody(response.stream, max_bytes, url)
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+    return DefaultAsyncHttpxClient(timeout=timeout_s, event_hooks={"request": [uncompressed], "response": [capped]})
 
 
 @dataclass(frozen=True)
@@ -257,13 +247,7 @@ class ChatClient:
                 api_key=key,
                 max_retries=0,
                 timeout=settings.timeout_s,
-                http_client=DefaultAsyncHttpxClient(
-                    timeout=settings.timeout_s, transport=_CappedTransport(
-                        settings.max_response_bytes,
-                        # The per-URL semaphore bounds requests in flight; the pool need not.
-                        httpx2.Limits(max_connections=None, max_keepalive_connections=settings.max_concurrency),
-                    ),
-                ),
+                http_client=capped_http_client(settings.timeout_s, settings.max_response_bytes),
             )
             for url in settings.urls
         ]
