@@ -386,11 +386,15 @@ class ChatClient:
                 except TimeoutError as exc:
                     url = self._clients[i].base_url.join("chat/completions")
                     raise openai.APITimeoutError(request=httpx2.Request("POST", url)) from exc
-        except ResponseTooLarge as exc:
+        except (ResponseTooLarge, openai.APIConnectionError) as exc:
+            # (An SDK that wraps what its HTTP client raises gives a connection error caused by it.)
+            too_large = exc if isinstance(exc, ResponseTooLarge) else exc.__cause__
+            if not isinstance(too_large, ResponseTooLarge):
+                raise
             # An unusable answer, not a failed request: each stage does with empty
             # samples what it does with unparsable ones (drop, re-ask, fall back).
-            self.stats.errors[type(exc).__name__] += 1
-            log.warning("%s: %s; its %d sample(s) count as unusable answers", self.role, exc, kwargs["n"])
+            self.stats.errors[type(too_large).__name__] += 1
+            log.warning("%s: %s; its %d sample(s) count as unusable answers", self.role, too_large, kwargs["n"])
             return [Sample(content="", finish_reason="too_large") for _ in range(kwargs["n"])]
         finally:
             self._in_flight[i] -= 1
