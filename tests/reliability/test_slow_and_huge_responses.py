@@ -214,7 +214,8 @@ def test_a_describe_pass_whose_answer_is_too_large_is_reasked_and_the_row_is_val
     saved = json.loads((tmp_path / "out" / f"{VIDEO}.json").read_text())
     texts = saved["passes"]["texts"]
     assert stats["errors"].get("ResponseTooLarge", 0) >= 1
-    assert texts["samples"] and not any(s.get("parsed") for s in texts["samples"])
+    # Every sample of the pass came back empty: nothing of the huge answers was kept.
+    assert texts["samples"] and {(s["content"], s["finish_reason"]) for s in texts["samples"]} == {("", "too_large")}
     assert texts["reasks"], "the unusable pass was not re-asked"
     frame = pd.read_csv(io.StringIO(submission_text([saved["row"]])), dtype=str, keep_default_na=False)
     assert validate(frame, strict=True) == []
