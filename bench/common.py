@@ -368,7 +368,7 @@ def warm_sim_memo(quick: bool) -> None:
 
     from bench.data import ensure_pool, make_dataset
     from coool.files import json_sha256
-    from coool.video import IMAGE_FORMATS
+    from coool.frames import IMAGE_FORMATS
 
     pool, specs = ensure_pool(quick)
     marker = cache_root() / f"sim-memo-warm-{json_sha256([pool.name, repr(IMAGE_FORMATS), cv2.__version__])[:12]}"

@@ -7,11 +7,15 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from coool import schema as S
+
+if TYPE_CHECKING:
+    from coool.frames import FrameManifest
+    from coool.inputs import InputProblem
 
 app = typer.Typer(
     help="Dashcam videos + gaze heatmaps to a validated 2COOOL submission.csv.",
@@ -83,6 +87,35 @@ def merge(
 # -- stage 1 and test data ----------------------------------------------------------
 
 
+def extract_all(
+    videos_dir: str | os.PathLike[str],
+    heatmaps_dir: str | os.PathLike[str],
+    out_root: str | os.PathLike[str],
+    every: int = 10,
+) -> tuple[dict[int, FrameManifest], list[InputProblem]]:
+    """Stage 1 for a whole folder: ``out_root/<id>/`` per video.
+
+    A video that cannot be used (corrupt, empty, no or undecodable heatmap)
+    becomes an InputProblem naming the bad file; the others are processed.
+    """
+    from coool.decode import VideoError
+    from coool.frames import extract_caption_frames
+    from coool.inputs import InputProblem, scan_inputs
+
+    pairs, problems = scan_inputs(videos_dir, heatmaps_dir)
+    manifests: dict[int, FrameManifest] = {}
+    for pair in pairs:
+        if pair.heatmap is None:
+            continue  # already reported by scan_inputs
+        try:
+            manifests[pair.video_id] = extract_caption_frames(
+                pair.video, pair.heatmap, Path(out_root) / str(pair.video_id), every
+            )
+        except VideoError as exc:
+            problems.append(InputProblem(exc.path, exc.problem))
+    return manifests, problems
+
+
 @app.command()
 def frames(
     videos_dir: Path,
@@ -90,10 +123,30 @@ def frames(
     out_dir: Path,
     every: int = typer.Option(10, help="stack every k-th frame (1, 1+k, ...)"),
 ) -> None:
-    """Stage 1: write the stacked heatmap-over-video frames that captioning reads."""
-    from coool.video import frames_command
+    """Stage 1: write the stacked heatmap-over-video frames that captioning reads.
 
-    raise typer.Exit(frames_command(videos_dir, heatmaps_dir, out_dir, every))
+    Exit 0 all done, 1 some problems, 2 nothing done.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    try:
+        manifests, problems = extract_all(videos_dir, heatmaps_dir, out_dir, every)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    table = Table(title=f"stage 1: frames -> {out_dir}")
+    for col in ("video", "frames", "heatmap frames", "stacked images", "heatmap rule"):
+        table.add_column(col)
+    for vid, m in manifests.items():
+        rule = m.heatmap_rule.detail if m.heatmap_rule.applied else "-"
+        table.add_row(str(vid), str(m.video.frames), str(m.heatmap.frames), str(len(m.frames)), rule)
+    console.print(table)
+    for p in problems:
+        console.print(f"[yellow]problem:[/yellow] {p.path}: {p.problem}", soft_wrap=True)
+    console.print(f"{len(manifests)} videos done, {len(problems)} problems")
+    raise typer.Exit(2 if not manifests else 1 if problems else 0)
 
 
 @app.command()

@@ -14,10 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from coool import schema as S
-from coool.cli import app
+from coool.cli import app, extract_all
 from coool.detect import read_detections
+from coool.frames import load_manifest
 from coool.submission import load_submission, merge, read_submission, submission_text, validate
-from coool.video import load_manifest
 
 COOOL = Path(sys.executable).parent / "coool"
 runner = CliRunner()
@@ -302,3 +302,43 @@ def test_stages_need_their_inputs(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "run `coool frames` first" in result.stderr
     result = runner.invoke(app, ["detect", str(tmp_path), str(tmp_path / "d.csv")])
     assert result.exit_code == 2 and "no <id>.csv caption tables" in result.stderr
+
+
+# -- frames: the stage-1 body that lives in the CLI --------------------------------------------------------
+
+
+def frames_command(videos_dir: Path, heatmaps_dir: Path, out_dir: Path, every: int = 10) -> int:
+    """``coool frames`` in process: its exit code; its output goes to stdout (capsys)."""
+    result = runner.invoke(app, ["frames", str(videos_dir), str(heatmaps_dir), str(out_dir), "--every", str(every)])
+    print(result.output)
+    return result.exit_code
+
+
+def test_extract_all_reports_bad_files_and_does_the_rest(tmp_path, messy_inputs) -> None:
+    videos, heatmaps = messy_inputs
+    manifests, problems = extract_all(videos, heatmaps, tmp_path / "frames", every=30)
+    assert sorted(manifests) == [0, 1, 8]
+    for vid, m in manifests.items():
+        assert (tmp_path / "frames" / str(vid) / "manifest.json").is_file()
+        assert [f.frame for f in m.frames] == [1, 31, 61, 91]
+    named = {p.path: p.problem for p in problems}
+    assert "cannot be opened" in named[videos / "2.mp4"]
+    assert "empty" in named[videos / "3.mp4"]
+    assert "no heatmap" in named[videos / "4.mp4"]
+    assert "cannot be opened" in named[heatmaps / "5.mp4"]  # the heatmap is named, not the video
+    assert {videos / "clip.mp4", videos / "7.mp4", videos / "007.MP4"} <= set(named)
+    assert len(problems) == 7
+    assert not (tmp_path / "frames" / "2").exists()
+
+
+def test_frames_command_exit_codes(tmp_path, synthetic_data, messy_inputs, capsys) -> None:
+    assert frames_command(synthetic_data.videos, synthetic_data.heatmaps, tmp_path / "a", 40) == 0
+    videos, heatmaps = messy_inputs
+    assert frames_command(videos, heatmaps, tmp_path / "b", 40) == 1
+    out = capsys.readouterr().out
+    assert "clip.mp4" in out and "3 videos done" in out
+    assert frames_command(tmp_path / "nothing", heatmaps, tmp_path / "c") == 2
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    (only_bad / "1.mp4").write_bytes(b"")
+    assert frames_command(only_bad, heatmaps, tmp_path / "d") == 2

@@ -38,7 +38,7 @@ from coool.recipe import load_recipe
 from coool.servers import ServerManager, process_argv, safe_media_root
 from coool.settings import RoleSettings, load_settings
 from coool.sim.testing import free_port, running_sim_server, start_sim_process
-from coool.video import transcode_h264
+from coool.studio.media import transcode_h264
 from flows.pipeline import pipeline_flow
 
 SECRET = "sk-coool-test-7f3a9c1e5d2b4a68"
