@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -17,6 +18,8 @@ from coool import schema as S
 from coool.cli import app, extract_all
 from coool.detect import read_detections
 from coool.frames import load_manifest
+from coool.servers import wait_until_healthy
+from coool.sim.testing import SIM_SERVER_COMMAND, free_port
 from coool.submission import load_submission, merge, read_submission, submission_text, validate
 
 COOOL = Path(sys.executable).parent / "coool"
@@ -342,3 +345,49 @@ def test_frames_command_exit_codes(tmp_path, synthetic_data, messy_inputs, capsy
     only_bad.mkdir()
     (only_bad / "1.mp4").write_bytes(b"")
     assert frames_command(only_bad, heatmaps, tmp_path / "d") == 2
+
+
+# -- model servers: coool server start|stop, coool sim-server ---------------------------------------------------
+
+
+def test_server_start_refuses_an_unknown_role() -> None:
+    done = shell("server", "start", "painter")
+    assert done.returncode == 2
+    assert "unknown role 'painter'" in done.stderr and "captioner" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_server_start_keeps_a_healthy_server(sim_server) -> None:
+    done = shell("server", "start", "captioner", env={"COOOL_CAPTIONER__URLS": sim_server.url})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"captioner: up at {sim_server.url} (already running)"
+
+
+def test_server_stop_without_its_container_is_one_clear_line() -> None:
+    done = shell("server", "stop", "detector")  # no docker here, or no coool-detector container
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: detector: cannot stop container coool-detector:")
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", [SIM_SERVER_COMMAND, (sys.executable, "-m", "coool.sim")], ids=["cli", "python-m"])
+def test_sim_server_takes_every_option_of_the_simulated_server(tmp_path: Path, command: tuple[str, ...]) -> None:
+    """``coool sim-server`` (and ``python -m coool.sim``, which delegates to it) with the options tests use."""
+    port = free_port()
+    args = [*command, "--port", str(port), "--model", "a", "--model", "b", "--max-n", "2", "--hang-s", "5",
+            "--latency", "0", "--per-token-latency", "0", "--capacity", "4", "--faults", "5xx=0", "--seed", "3",
+            "--allowed-local-media-path", str(tmp_path)]
+    env = {**os.environ, "COOOL_SIM_API_KEY": "k-123"}
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", 30, alive=lambda: process.poll() is None)
+        base = f"http://127.0.0.1:{port}/v1"
+        assert httpx.get(f"{base}/models", timeout=10).status_code == 401  # the key came from the environment
+        auth = {"Authorization": "Bearer k-123"}
+        models = httpx.get(f"{base}/models", headers=auth, timeout=10).json()
+        assert [m["id"] for m in models["data"]] == ["a", "b"]
+        body = {"model": "a", "n": 3, "messages": [{"role": "user", "content": "hi"}]}
+        refused = httpx.post(f"{base}/chat/completions", json=body, headers=auth, timeout=10)
+        assert refused.status_code == 400 and "limit of 2" in refused.text  # --max-n
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
