@@ -24,7 +24,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -164,7 +164,6 @@ class Running:
     process: subprocess.Popen[bytes] | None = None
     container: Any = None
     log_path: Path | None = None
-    started_at: float = field(default_factory=time.time)
 
 
 class ServerManager:
