@@ -332,7 +332,7 @@ def test_the_demo_starts_prefect_on_loopback(tmp_path: Path, monkeypatch: pytest
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setattr(demo.subprocess, "Popen", popen)
-    monkeypatch.setattr(demo, "_wait", lambda *a, **k: None)
+    monkeypatch.setattr(demo, "wait_until_healthy", lambda *a, **k: 0.0)
     demo.start_prefect(free_port(), tmp_path / "home", tmp_path / "prefect.log")
     (argv,) = started
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
