@@ -4,4 +4,5 @@ import sys
 
 from coool.cli import app
 
-app(["sim-server", *sys.argv[1:]], prog_name="python -m coool.sim")
+if __name__ == "__main__":
+    app(["sim-server", *sys.argv[1:]], prog_name="python -m coool.sim")
