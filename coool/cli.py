@@ -546,7 +546,7 @@ def server_start(role: str = typer.Argument(..., help=ROLE_HELP)) -> None:
 
 @server_app.command("stop")
 def server_stop(role: str = typer.Argument(..., help=ROLE_HELP)) -> None:
-    """Stop ROLE's docker model server (the container ``coool-ROLE``)."""
+    """Stop ROLE's docker model server (the container coool-ROLE)."""
     from coool.servers import container_name, stop_container
 
     role = _known_role(role)
