@@ -53,10 +53,10 @@ sim: $(STAMP) ## start one SIMULATED model server on 127.0.0.1:$(SIM_PORT) (test
 	$(VENV)/bin/coool sim-server --host 127.0.0.1 --port $(SIM_PORT)
 
 serve-%: $(STAMP) ## start a role's model server with docker: make serve-captioner (roles: captioner detector describer ensembler)
-	$(PY) -m coool.servers start $* $(if $(SETTINGS),--settings $(SETTINGS))
+	$(VENV)/bin/coool $(if $(SETTINGS),--settings $(SETTINGS)) server start $*
 
 stop-%: $(STAMP) ## stop a role's docker model server: make stop-captioner
-	$(PY) -m coool.servers stop $* $(if $(SETTINGS),--settings $(SETTINGS))
+	$(VENV)/bin/coool $(if $(SETTINGS),--settings $(SETTINGS)) server stop $*
 
 # --port alone leaves the UI calling :4200 (its /ui-settings): name its own API.
 ui: $(STAMP) ## start a local Prefect server and UI on 127.0.0.1:$(PREFECT_PORT)
