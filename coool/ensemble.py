@@ -19,6 +19,7 @@ from coool.params import EnsembleParams
 from coool.parsing import clean_text, coerce_int, parse_json_lenient
 from coool.prompts import Prompt
 from coool.stage import sample_record
+from coool.submission import is_english
 from coool.voting import most_common_frame
 from coool.workspace import cached_output
 
@@ -213,8 +214,9 @@ async def ensemble_video(
     (``english_retries`` times, once by default) and the new answer replaces
     it. With ``strict_english``, an empty, unparsable or non-ASCII answer is
     asked again with a new seed each time, and if none is usable the base
-    row's texts stay (noted). Guard (the original would write an invalid
-    row): a blank caption or reason keeps the base row's text (noted).
+    row's texts stay (noted). Guards (the original would write an invalid
+    row): a caption or reason that is blank or still not English keeps the
+    base row's text (noted); texts are made one line (``clean_text``).
     """
     candidates, missing = candidates_for(video, inputs, broad=params.broad_normalise)
     row = {c: base_row[c] for c in S.COLUMNS}
@@ -271,12 +273,16 @@ async def ensemble_video(
         else:
             result.notes.append("no usable texts: the base row's caption and reason are kept")
         return result
+    # Guards where the original would write an invalid row (a blank or non-English text): the
+    # base row's text stays. Every text is made one line (control characters dropped).
     for column, key in ((S.CAPTION, "caption_before"), (S.REASON, "reason")):
-        text = (answer or {}).get(key) or ""
-        if text:
-            row[column] = text
-        else:
+        text = clean_text(str((answer or {}).get(key) or ""))
+        if not text:
             result.notes.append(f"no {key} in the answer: the base row's text is kept")
+        elif not is_english(text):
+            result.notes.append(f"{key} is still not English: the base row's text is kept")
+        else:
+            row[column] = text
     return result
 
 

@@ -279,6 +279,15 @@ async def test_a_blank_text_keeps_the_base_text(scripted_client) -> None:
     assert result.notes == ["no caption_before in the answer: the base row's text is kept"]
 
 
+async def test_a_text_still_not_english_keeps_the_base_text_and_texts_are_one_line(scripted_client) -> None:
+    client = scripted_client([reply(40, caption="自车在卡车后面行驶。", reason="The truck\n\nbrakes\u202e hard."),
+                              reply(40, caption="自车在卡车后面行驶。", reason="The truck\n\nbrakes\u202e hard.")])
+    result = await ensemble_video(client, PROMPT, 3, BASE, inputs_with({"a": 40}))
+    assert len(client.calls) == 2
+    assert (result.row[S.CAPTION], result.row[S.REASON]) == (BASE[S.CAPTION], "The truck brakes hard.")
+    assert result.notes[-1] == "caption_before is still not English: the base row's text is kept"
+
+
 async def test_non_ascii_texts_are_asked_again_with_strict_english(scripted_client) -> None:
     client = scripted_client([reply(40, caption="自车在卡车后面行驶。"), reply(55, reason="The truck brakes – hard.")])
     result = await ensemble_video(client, PROMPT, 3, BASE, inputs_with({"a": 40, "b": 55}), EnsembleParams(strict_english=True))
