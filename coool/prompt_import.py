@@ -11,6 +11,7 @@ Nothing of the original is stored in coool.
 from __future__ import annotations
 
 import ast
+import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,8 +19,11 @@ from pathlib import Path
 
 from coool.files import atomic_write_text
 
-# Where the describe stage puts the reconcile pass's JSON context (the counts and texts results).
-RECONCILE_CONTEXT = "reconcile_context"
+# The snippet the count pass (v6) inserts into the describe prompts, and coool's two placeholders for
+# it (coool/describe.py): a paragraph of its own, and the end of a line.
+SNIPPET = "ignore_image_text"
+SNIPPET_PARAGRAPH = "${ignore_image_text}"
+SNIPPET_INLINE = "${ignore_image_text_inline}"
 
 
 @dataclass(frozen=True)
@@ -47,24 +51,25 @@ DESCRIBE_V2 = "004_description/src/glm45v_multi_image_infer_vllm_sc_prompt_v2.py
 DESCRIBE_V6 = "004_description/src/multi_image_infer_vllm_sc_animal_count_retry.py"
 ENSEMBLE = "005_ensemble/src/qwen3_next_infer_vllm_submit_ensemble_caption.py"
 
-_CONTEXT = f"=\n\n${RECONCILE_CONTEXT}"
-
 SOURCES: tuple[Source, ...] = (
     Source(CAPTION, "caption", ("PROMPT_MIN",)),
     # The detector's user message: a schema hint (set inside chat_json), a blank line, the prompt, a blank line, the table.
     Source(DETECT, "detect", ("@schema_hint", "=\n\n", "PROMPT_BASE", "=\n\n$table")),
     Source(DETECT, "detect.system", ("SYSTEM",)),
-    Source(DESCRIBE, "describe_counts", ("PROMPT_COUNT",)),
-    Source(DESCRIBE, "describe_texts", ("PROMPT_TEXT",)),
-    Source(DESCRIBE, "describe_reconcile", ("PROMPT_RECONCILE", _CONTEXT)),
+    # The reconcile prompts: the describe stage appends the two earlier results after a blank line.
     Source(DESCRIBE_V2, "describe_counts_v2", ("PROMPT_COUNT",)),
     Source(DESCRIBE_V2, "describe_texts_v2", ("PROMPT_TEXT",)),
-    Source(DESCRIBE_V2, "describe_reconcile_v2", ("PROMPT_RECONCILE", _CONTEXT)),
-    Source(DESCRIBE_V6, "describe_counts_v6", ("PROMPT_COUNT",)),
-    Source(DESCRIBE_V6, "describe_texts_v6", ("PROMPT_TEXT",)),
-    Source(DESCRIBE_V6, "describe_reconcile_v6", ("PROMPT_RECONCILE", _CONTEXT)),
+    Source(DESCRIBE_V2, "describe_reconcile_v2", ("PROMPT_RECONCILE",)),
     Source(ENSEMBLE, "ensemble", ("PROMPT_PAIR_SINGLE",), {"pairs_block": "$candidates"}),
     Source(ENSEMBLE, "ensemble.system", ("SYS",)),
+)
+
+# The base describe prompts: the count pass's file (v6) is the same text with one sentence inserted at
+# a few places; coool's base prompts hold placeholders there and the sentence is its own file.
+BASE_WITH_SNIPPET: tuple[tuple[str, str], ...] = (
+    ("describe_counts", "PROMPT_COUNT"),
+    ("describe_texts", "PROMPT_TEXT"),
+    ("describe_reconcile", "PROMPT_RECONCILE"),
 )
 
 _FIELD = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -179,6 +184,49 @@ def _template(text: str, module: Module, source: Source, name: str) -> str:
     return _FIELD.sub(replace, text)
 
 
+def with_snippet_placeholders(base: str, variant: str, where: str) -> tuple[str, str]:
+    """``base`` with coool's snippet placeholders where ``variant`` inserts a sentence, and the sentence.
+
+    The sentence is what the variant's lines add to the base's. Where it
+    stands as a paragraph of its own it becomes SNIPPET_PARAGRAPH (filled
+    with the sentence and a blank line), where it ends a line after a space
+    SNIPPET_INLINE. The result is checked: empty placeholders give ``base``
+    back, filled ones ``variant``; anything else is an error naming ``where``.
+    """
+    old, new = base.splitlines(keepends=True), variant.splitlines(keepends=True)
+    sentences: set[str] = set()
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
+        if tag == "insert":
+            sentences.update(line.strip() for line in new[j1:j2] if line.strip())
+        elif tag == "replace":
+            for before, after in zip(old[i1:i2], new[j1:j2]):
+                head = before.rstrip("\n")
+                if after.startswith(head + " "):
+                    sentences.add(after.rstrip("\n")[len(head) :].strip())
+    if not sentences:
+        if base != variant:
+            raise PromptImportError(f"{where}: the count pass's prompt differs from the base beyond one sentence")
+        return base, ""
+    if len(sentences) > 1:
+        raise PromptImportError(f"{where}: the count pass inserts more than one sentence: {sorted(sentences)}")
+    (sentence,) = sentences
+    text = variant.replace(" " + sentence, SNIPPET_INLINE).replace(sentence + "\n\n", SNIPPET_PARAGRAPH)
+    empty = text.replace(SNIPPET_INLINE, "").replace(SNIPPET_PARAGRAPH, "")
+    filled = text.replace(SNIPPET_INLINE, " " + sentence).replace(SNIPPET_PARAGRAPH, sentence + "\n\n")
+    if empty != base or filled != variant:
+        raise PromptImportError(f"{where}: the count pass's prompt differs from the base beyond one sentence")
+    return text, sentence
+
+
+def _module(root: Path, file: str, modules: dict[str, Module]) -> Module:
+    if file not in modules:
+        path = root / file
+        if not path.is_file():
+            raise PromptImportError(f"{path}: missing (is {root} a checkout of the 2nd-place repository?)")
+        modules[file] = Module.parse(path)
+    return modules[file]
+
+
 def read_prompts(checkout: str | Path, sources: Iterable[Source] = SOURCES) -> dict[str, str]:
     """``{coool file stem: text}`` for every prompt of the original, read from ``checkout``.
 
@@ -189,13 +237,20 @@ def read_prompts(checkout: str | Path, sources: Iterable[Source] = SOURCES) -> d
         raise PromptImportError(f"{root}: not a folder (expected a checkout of the original repository)")
     modules: dict[str, Module] = {}
     out: dict[str, str] = {}
+    for name, variable in BASE_WITH_SNIPPET:
+        base, count_pass = _module(root, DESCRIBE, modules), _module(root, DESCRIBE_V6, modules)
+        for module in (base, count_pass):
+            if variable not in module.strings:
+                raise PromptImportError(f"{module.path}: no string {variable} (the {name} prompt)")
+        text, sentence = with_snippet_placeholders(
+            base.strings[variable].replace("$", "$$"), count_pass.strings[variable].replace("$", "$$"), f"{count_pass.path} {variable}"
+        )
+        out[name] = text.strip() + "\n"
+        if sentence:
+            out[SNIPPET] = sentence + "\n"
     for source in sources:
         path = root / source.file
-        if source.file not in modules:
-            if not path.is_file():
-                raise PromptImportError(f"{path}: missing (is {root} a checkout of the 2nd-place repository?)")
-            modules[source.file] = Module.parse(path)
-        module = modules[source.file]
+        module = _module(root, source.file, modules)
         pieces = []
         for part in source.parts:
             if part.startswith("="):

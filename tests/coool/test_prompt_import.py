@@ -10,15 +10,24 @@ import pytest
 from typer.testing import CliRunner
 
 from coool.cli import app
-from coool.prompt_import import SOURCES, PromptImportError, import_prompts, read_prompts
+from coool.prompt_import import (
+    BASE_WITH_SNIPPET,
+    SNIPPET,
+    SOURCES,
+    PromptImportError,
+    import_prompts,
+    read_prompts,
+    with_snippet_placeholders,
+)
 from coool.prompts import load_prompt
 
-# What each stage fills in, per imported prompt (the describe prompts take the reconcile context only).
+# What each stage fills in, per imported prompt (describe: the count pass's snippet, here left out).
+SNIPPET_VALUES = {"ignore_image_text": "", "ignore_image_text_inline": ""}
 VALUES = {
     "detect": {"table": "| frame | path |"},
     "ensemble": {"candidates": "1) frame=5\n   before: a road\n   reason: a car stops"},
-    **{f"describe_reconcile{v}": {"reconcile_context": '{"a": 1}'} for v in ("", "_v2", "_v6")},
 }
+NAMES = {s.name for s in SOURCES} | {name for name, _ in BASE_WITH_SNIPPET} | {SNIPPET}
 
 
 def fake_checkout(root: Path) -> Path:
@@ -53,15 +62,17 @@ def fake_checkout(root: Path) -> Path:
                 return PROMPT_PAIR_SINGLE.format(pairs_block=pairs, canonical_ego=CANONICAL_EGO, max_words=MAX_WORDS)
         ''',
     }
-    for describe in ("glm45v_multi_image_infer_vllm_sc", "glm45v_multi_image_infer_vllm_sc_prompt_v2",
-                     "multi_image_infer_vllm_sc_animal_count_retry"):
-        files[f"004_description/src/{describe}.py"] = f'''
-            PROMPT_COUNT: str = """Count ({describe})."""
-            PROMPT_TEXT: str = """Describe."""
-            PROMPT_RECONCILE: str = """
-            Reconcile.
-            """
-        '''
+    for describe, ignore, inline in (("glm45v_multi_image_infer_vllm_sc", "", ""),
+                                     ("glm45v_multi_image_infer_vllm_sc_prompt_v2", "", ""),
+                                     ("multi_image_infer_vllm_sc_animal_count_retry", "No text!\n\n", " No text!")):
+        name = describe if "v2" in describe else "base"
+        count = f"Count ({name}).\n\n{ignore}Think.\n- Animals: in the lane.{inline}\n- People: in the lane."
+        text = f"Describe.\n\n{ignore}Think."
+        files[f"004_description/src/{describe}.py"] = (
+            f"PROMPT_COUNT: str = {count!r}.strip()\n"
+            f"PROMPT_TEXT: str = {text!r}\n"
+            'PROMPT_RECONCILE: str = """\nReconcile.\n"""\n'
+        )
     for name, body in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,20 +82,44 @@ def fake_checkout(root: Path) -> Path:
 
 def test_a_fake_checkout_is_read_without_running_it(tmp_path: Path) -> None:
     prompts = read_prompts(fake_checkout(tmp_path / "original"))
-    assert set(prompts) == {s.name for s in SOURCES}
+    assert set(prompts) == NAMES
     assert prompts["caption"] == 'Caption this frame as {"Label": "..."} and mind $$5 signs.\n'
     assert prompts["detect"] == 'JSON: {"frame": int}\n\nFind the frame.\n\n$table\n'
     assert prompts["detect.system"] == "Reasoning: high\n"
     assert prompts["ensemble"] == "Pairs:\n$candidates\nUse 'ego-car', at most 30 words, {literal braces}.\n"
     assert prompts["ensemble.system"] == "English only.\n"
-    assert prompts["describe_counts_v2"] == "Count (glm45v_multi_image_infer_vllm_sc_prompt_v2).\n"
-    assert prompts["describe_reconcile"] == "Reconcile.\n\n\n$reconcile_context\n"  # not stripped: as the original joins it
+    assert prompts["describe_counts_v2"].startswith("Count (glm45v_multi_image_infer_vllm_sc_prompt_v2).\n\nThink.")
+    # The count pass's sentence becomes coool's placeholders in the base prompts, and a file of its own.
+    assert prompts["describe_counts"] == (
+        "Count (base).\n\n${ignore_image_text}Think.\n- Animals: in the lane.${ignore_image_text_inline}\n- People: in the lane.\n"
+    )
+    assert prompts["describe_texts"] == "Describe.\n\n${ignore_image_text}Think.\n"
+    assert prompts["describe_reconcile"] == "Reconcile.\n"  # the describe stage appends the two results
+    assert prompts[SNIPPET] == "No text!\n"
+
+
+@pytest.mark.parametrize(
+    ("base", "variant", "expected", "sentence"),
+    [
+        ("A.\n\nB.\n", "A.\n\nS.\n\nB.\n", "A.\n\n${ignore_image_text}B.\n", "S."),
+        ("- a.\n- b.\n", "- a. S.\n- b.\n", "- a.${ignore_image_text_inline}\n- b.\n", "S."),
+        ("A.\n", "A.\n", "A.\n", ""),
+    ],
+)
+def test_with_snippet_placeholders(base: str, variant: str, expected: str, sentence: str) -> None:
+    assert with_snippet_placeholders(base, variant, "x") == (expected, sentence)
+
+
+@pytest.mark.parametrize(("base", "variant"), [("A.\n", "B.\n"), ("A.\n\nB.\n", "A.\n\nS.\n\nT.\n\nB.\n")])
+def test_a_count_pass_prompt_that_differs_otherwise_is_refused(base: str, variant: str) -> None:
+    with pytest.raises(PromptImportError, match="x: the count pass"):
+        with_snippet_placeholders(base, variant, "x")
 
 
 def test_written_prompts_load_and_render(tmp_path: Path) -> None:
     out = tmp_path / "prompts"
     written = import_prompts(fake_checkout(tmp_path / "original"), out)
-    assert sorted(p.name for p in written) == sorted(f"{s.name}.md" for s in SOURCES)
+    assert sorted(p.name for p in written) == sorted(f"{name}.md" for name in NAMES)
     caption = load_prompt("caption", out)
     assert caption.render() == 'Caption this frame as {"Label": "..."} and mind $5 signs.'
     assert caption.schema == load_prompt("caption").schema  # schemas stay coool's (used by the json_schema switch)
@@ -117,7 +152,7 @@ def test_the_cli(tmp_path: Path) -> None:
     out = tmp_path / "prompts"
     result = runner.invoke(app, ["prompts", "import", str(fake_checkout(tmp_path / "original")), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    assert f"{out}: {len(SOURCES)} prompt files" in result.output
+    assert f"{out}: {len(NAMES)} prompt files" in result.output
     assert (out / "ensemble.md").is_file()
     bad = runner.invoke(app, ["prompts", "import", str(tmp_path / "nowhere"), "-o", str(out)])
     assert bad.exit_code == 2 and "not a folder" in bad.output and "Traceback" not in bad.output
@@ -127,17 +162,23 @@ def test_the_cli(tmp_path: Path) -> None:
 def test_the_reference_copy(original_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "prompts"
     import_prompts(original_dir, out)
-    for source in SOURCES:
-        path = out / f"{source.name}.md"
-        text = path.read_text(encoding="utf-8")
-        assert len(text) > 10, source.name
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{name}.md" for name in NAMES)
+    for name in sorted(NAMES):
+        text = (out / f"{name}.md").read_text(encoding="utf-8")
+        assert len(text) > 10, name
         # Only coool's placeholders are left, and every $ of the authors' text is escaped.
-        placeholders = set(re.findall(r"(?<!\$)\$([A-Za-z_]\w*)", text.replace("$$", "")))
-        assert placeholders <= {"table", "candidates", "reconcile_context"}, (source.name, placeholders)
-        if source.name.endswith(".system"):
+        placeholders = set(re.findall(r"\$\{?([A-Za-z_]\w*)", text.replace("$$", "")))
+        assert placeholders <= {"table", "candidates", *SNIPPET_VALUES}, (name, placeholders)
+        if name.endswith(".system"):
             continue
-        rendered = load_prompt(source.name, out).render(**VALUES.get(source.name, {}))
+        rendered = load_prompt(name, out).render(**VALUES.get(name, {}), **SNIPPET_VALUES)
         assert "{pairs_block}" not in rendered and "{canonical_ego}" not in rendered
+    # With the snippet left out, the base prompts are the authors' base prompts; filled in, the count pass's.
+    counts = load_prompt("describe_counts", out)
+    assert "ignore all text" not in counts.render(**SNIPPET_VALUES)
+    sentence = (out / f"{SNIPPET}.md").read_text(encoding="utf-8").strip()
+    filled = counts.render(ignore_image_text=sentence + "\n\n", ignore_image_text_inline=" " + sentence)
+    assert filled.count("Completely ignore all text inside the image") == 2
     caption = load_prompt("caption", out).render()
     assert "ULTRATHINK" in caption and '"Incident_Detection": <integer>' in caption
     detect = load_prompt("detect", out).render(table="| frame |")
@@ -146,4 +187,4 @@ def test_the_reference_copy(original_dir: Path, tmp_path: Path) -> None:
     assert "'ego-car'" in ensemble and "≤ 30 words" in ensemble and "1) frame=5" in ensemble
     assert load_prompt("ensemble", out).system == "You must answer in English."
     assert load_prompt("detect", out).system == "Reasoning: high"
-    assert "ignore all text inside the image" in load_prompt("describe_counts_v6", out).render()
+    assert "Completely ignore all text inside the image" in sentence
