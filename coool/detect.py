@@ -75,6 +75,7 @@ class DetectResult:
     frame: int
     votes: list[int] = field(default_factory=list)
     attempts: int = 0
+    requests: int = 0  # sent (a batched request counts once)
     samples: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -84,6 +85,7 @@ class DetectResult:
             "frame": self.frame,
             "votes": self.votes,
             "attempts": self.attempts,
+            "requests": self.requests,
             "notes": self.notes,
             "samples": self.samples,
         }
@@ -101,8 +103,14 @@ async def _samples(client: ChatClient, messages: list[dict[str, Any]], prompt: P
     }
     if params.batched_samples:
         return await client.complete(messages, n=params.samples, **sampling)
-    batches = await asyncio.gather(*(client.complete(messages, n=1, **sampling) for _ in range(params.samples)))
-    return [sample for batch in batches for sample in batch]
+    # Every request settles before a failure is raised: none is left running unaccounted.
+    batches = await asyncio.gather(
+        *(client.complete(messages, n=1, **sampling) for _ in range(params.samples)), return_exceptions=True
+    )
+    for batch in batches:
+        if isinstance(batch, BaseException):
+            raise batch
+    return [sample for batch in batches if not isinstance(batch, BaseException) for sample in batch]
 
 
 async def detect_video(
@@ -136,6 +144,7 @@ async def detect_video(
     messages.append(user_message(prompt.render(table=caption_markdown(table) if markdown is None else markdown)))
     for attempt in range(1, params.video_attempts + 1):
         result.attempts = attempt
+        result.requests += 1 if params.batched_samples else params.samples
         for sample in await _samples(client, messages, prompt, params):
             frame = parse_frame(sample.content, original=not params.json_schema)
             result.samples.append(sample_record(sample, attempt=attempt, frame=frame))

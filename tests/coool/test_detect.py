@@ -132,7 +132,7 @@ async def test_detection_lands_within_10_frames_of_the_event(sim, role, sim_capt
 async def test_the_original_request(scripted_client, table: pd.DataFrame) -> None:
     client = scripted_client(['{"frame": 41}'] * 12)
     result = await detect_video(client, 0, table, DETECT, markdown="| frame | path |")
-    assert len(client.calls) == 12 and result.votes == [41] * 12
+    assert len(client.calls) == 12 and result.votes == [41] * 12 and result.requests == 12
     for i, call in enumerate(client.calls):
         assert call["messages"][0] == {"role": "system", "content": "Reasoning: high"}
         text = client.user_text(i)
