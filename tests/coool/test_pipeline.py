@@ -191,3 +191,27 @@ def test_videos_with_frames_reads_only_id_folders(sim, tmp_path: Path) -> None:
         (tmp_path / "frames" / name / "manifest.json").write_text("{}", encoding="utf-8")
     (tmp_path / "frames" / "7").mkdir()  # no manifest: stage 1 did not finish
     assert pipeline.videos_with_frames() == [0, 12]
+
+
+async def test_second_place_plus_shares_the_stages_no_switch_changes(sim, synthetic_data, tmp_path: Path) -> None:
+    """Issue #14: second-place-plus after second-place in the same results folder asks for no
+    caption and no detection again; only the describe work (and what follows it) reruns."""
+    results = tmp_path / "results"
+    plus_recipe = Path(__file__).resolve().parents[2] / "coool" / "recipes" / "second-place-plus.yaml"
+    await run_plain(Pipeline(settings_for(sim, results), load_recipe("second-place")), synthetic_data.videos,
+                    synthetic_data.heatmaps, concurrent=False)
+    sim.reset()
+    outcome = await run_plain(Pipeline(settings_for(sim, results), load_recipe(str(plus_recipe))),
+                              synthetic_data.videos, synthetic_data.heatmaps, concurrent=False)
+    assert (outcome["videos"], outcome["failures"]) == (3, 0)
+    from coool.improvements import catalogue
+
+    tasks = sim.stats()["tasks"]
+    switched = {item.stage for item in catalogue()}  # stages with a switch rerun, and those after them
+    if "caption" not in switched:
+        assert tasks.get("frame_caption", 0) == 0
+        if "detect" not in switched:
+            assert tasks.get("incident_frame", 0) == 0
+    assert tasks["describe_reconcile"] == 8 * 3
+    final = assert_valid(results / "submission.csv", [0, 1, 2])
+    assert_near_events(final, synthetic_data.truths)
