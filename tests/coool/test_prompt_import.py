@@ -188,3 +188,28 @@ def test_the_reference_copy(original_dir: Path, tmp_path: Path) -> None:
     assert load_prompt("ensemble", out).system == "You must answer in English."
     assert load_prompt("detect", out).system == "Reasoning: high"
     assert "Completely ignore all text inside the image" in sentence
+
+
+@pytest.mark.reference
+async def test_second_place_runs_with_the_authors_prompts(original_dir: Path, sim, synthetic_data, tmp_path: Path) -> None:
+    """The imported folder as a recipe's prompts_dir: every stage's request is the authors' words, and the
+    run ends in a valid submission (against the simulated server)."""
+    from coool.pipeline import Pipeline, run_plain
+    from coool.recipe import load_recipe
+    from coool.settings import ROLES, RoleSettings, Settings
+    from coool.submission import read_submission, validate
+
+    prompts = tmp_path / "authors"
+    import_prompts(original_dir, prompts)
+    recipe = load_recipe("second-place").model_copy(update={"prompts_dir": prompts})
+    roles = {r: RoleSettings(model="sim-model", urls=[sim.url], backoff_s=0.0, max_attempts=2) for r in ROLES}
+    pipeline = Pipeline(Settings(results_dir=tmp_path / "results", **roles), recipe)
+    assert pipeline.caption_prompt.source == prompts / "caption.md"
+    assert pipeline.detect_prompt.source == prompts / "detect.md" and pipeline.ensemble_prompt.source == prompts / "ensemble.md"
+    outcome = await run_plain(pipeline, synthetic_data.videos, synthetic_data.heatmaps, concurrent=False)
+    assert (outcome["videos"], outcome["failures"]) == (3, 0)
+    submission = read_submission(tmp_path / "results" / "submission.csv")
+    assert validate(submission, expected_videos=[0, 1, 2], strict=True) == []
+    tasks = sim.stats()["tasks"]
+    assert tasks["frame_caption"] == 36 and tasks["incident_frame"] == 3 * 12 and tasks["ensemble"] >= 3
+    assert tasks.get("generic", 0) == 0  # every request was recognised
