@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,13 +44,14 @@ ORIGINAL_COLUMNS: tuple[str, ...] = (
 )
 
 
-def original_markdown(captions_csv: Path) -> str:
-    """The caption table as the original showed it: pandas' markdown of the CSV read back with pandas.
+def original_markdown(table: pd.DataFrame) -> str:
+    """The caption table as the original showed it: pandas' markdown of its caption CSV read back with
+    ``pd.read_csv`` (so blanks are NaN and numbers typed as pandas types them).
 
-    The saved table's ``image`` column is the original's ``path``.
+    The table goes through CSV text as the saved file does; its ``image`` column is the original's ``path``.
     """
-    table = pd.read_csv(captions_csv).rename(columns={"image": "path"})
-    return table[[c for c in ORIGINAL_COLUMNS if c in table.columns]].to_markdown(index=False)
+    reread = pd.read_csv(io.StringIO(table.to_csv(index=False))).rename(columns={"image": "path"})
+    return reread[[c for c in ORIGINAL_COLUMNS if c in reread.columns]].to_markdown(index=False)
 
 
 def parse_frame(content: str, *, original: bool = False) -> int | None:
@@ -122,14 +124,12 @@ async def detect_video(
     *,
     last_frame: int | None = None,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-    markdown: str | None = None,
 ) -> DetectResult:
     """Majority / upper-median / frame-1 decision over ``params.samples`` answers.
 
-    ``markdown`` is the table as the prompt shows it (default: the compact
-    rendering of ``table``; ``detect_unit`` passes the original's rendering
-    unless ``compact_table``). When no sample parses, the whole video is
-    asked again (up to ``video_attempts`` times, ``retry_delay_s`` apart).
+    The prompt shows ``table`` as the original did (``original_markdown``),
+    or coool's compact rendering with ``compact_table``. When no sample
+    parses, the whole video is asked again (up to ``video_attempts`` times, ``retry_delay_s`` apart).
     Guards where the original would write a frame outside the video or crash:
     a decided frame outside the video is clamped into it (noted), and a
     video with no caption rows gets frame 1 without a request.
@@ -141,7 +141,8 @@ async def detect_video(
     messages: list[dict[str, Any]] = []
     if prompt.system:
         messages.append({"role": "system", "content": prompt.system})
-    messages.append(user_message(prompt.render(table=caption_markdown(table) if markdown is None else markdown)))
+    markdown = caption_markdown(table) if params.compact_table else original_markdown(table)
+    messages.append(user_message(prompt.render(table=markdown)))
     for attempt in range(1, params.video_attempts + 1):
         result.attempts = attempt
         result.requests += 1 if params.batched_samples else params.samples
@@ -202,9 +203,9 @@ async def detect_unit(
     path = Path(out_dir) / f"{video}.json"
     if (done := cached_output(path, key)) is not None:
         return {"video": video, "frame": done["frame"], "cached": True}
+    # The original reads its caption CSV as text (pandas types it again for the markdown).
     table = load_captions(captions_path, coerce=params.compact_table)
-    markdown = None if params.compact_table else original_markdown(captions_path)
-    result = await detect_video(client, video, table, prompt, params, last_frame=last_frame, markdown=markdown)
+    result = await detect_video(client, video, table, prompt, params, last_frame=last_frame)
     atomic_write_json(path, {"key": key, "model": client.model, **result.as_dict()})
     reasks = result.attempts - 1 if result.attempts > 1 else 0
     return {"video": video, "frame": result.frame, "cached": False, "notes": result.notes, "reasks": reasks}

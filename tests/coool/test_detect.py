@@ -108,7 +108,11 @@ def test_the_original_parse_takes_booleans_as_integers() -> None:
 
 def test_original_markdown_is_pandas_rendering_of_the_saved_table(table: pd.DataFrame, tmp_path: Path) -> None:
     path = save_captions(CaptionResult(0, table), tmp_path)
-    lines = original_markdown(path).splitlines()
+    lines = original_markdown(table).splitlines()
+    # The same from the table as saved and read back as text (what detect_unit does).
+    from coool.captions import load_captions
+
+    assert original_markdown(load_captions(path, coerce=False)).splitlines() == lines
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     assert header == list(ORIGINAL_COLUMNS) and header[1] == "path"  # the original's CSV: frame, path, fields
     assert len(lines) == 2 + len(table)
@@ -131,14 +135,15 @@ async def test_detection_lands_within_10_frames_of_the_event(sim, role, sim_capt
 
 async def test_the_original_request(scripted_client, table: pd.DataFrame) -> None:
     client = scripted_client(['{"frame": 41}'] * 12)
-    result = await detect_video(client, 0, table, DETECT, markdown="| frame | path |")
+    result = await detect_video(client, 0, table, DETECT)
+    markdown = original_markdown(table)
     assert len(client.calls) == 12 and result.votes == [41] * 12 and result.requests == 12
     for i, call in enumerate(client.calls):
         assert call["messages"][0] == {"role": "system", "content": "Reasoning: high"}
         text = client.user_text(i)
-        assert text == DETECT.render(table="| frame | path |")
+        assert text == DETECT.render(table=markdown)
         assert text.startswith('Answer with valid JSON only, in the form {"frame": int}.\n\n')
-        assert text.endswith("follow:\n\n| frame | path |")
+        assert text.endswith("follow:\n\n" + markdown) and "| path " in markdown
         sampling = {k: call[k] for k in ("n", "temperature", "top_p", "max_tokens", "top_k", "repetition_penalty")}
         assert sampling == {"n": 1, "temperature": 0.6, "top_p": 0.95, "max_tokens": 512, "top_k": 0, "repetition_penalty": 1.0}
         assert call["response_format"] is None and "seed" not in call
