@@ -512,6 +512,30 @@ def studio(
         _fail(str(exc))
 
 
+# -- coool prompts ... (the authors' prompts from a user's own checkout; coool/prompt_import.py) --
+
+prompts_app = typer.Typer(help="Prompt folders for a recipe's prompts_dir:.", no_args_is_help=True)
+app.add_typer(prompts_app, name="prompts")
+
+
+@prompts_app.command("import")
+def prompts_import(
+    checkout: Path = typer.Argument(..., help="your checkout of the original 2nd-place repository"),
+    out_dir: Path = typer.Option(..., "-o", "--out", help="folder to write the prompts to (a recipe's prompts_dir:)"),
+) -> None:
+    """Write the authors' own prompts, read from their Python files, as a prompts folder."""
+    from coool.prompt_import import PromptImportError, import_prompts
+
+    try:
+        written = import_prompts(checkout, out_dir)
+    except (PromptImportError, OSError) as exc:
+        _fail(str(exc))
+    for path in written:
+        typer.echo(str(path))
+    typer.echo(f"{out_dir}: {len(written)} prompt files; name it as prompts_dir: in a recipe")
+
+
+
 
 # == model servers: `coool server start|stop ROLE` (a typer sub-app) ======================================
 

@@ -115,7 +115,7 @@ def select_window(
     if config.window == "caption-trigger":
         if captions is None or captions.empty:
             raise ValueError(f"{config.name}: the caption-trigger window needs the video's caption table")
-        return caption_trigger_window(captions, config.pre, config.post)
+        return caption_trigger_window(captions, config.pre, config.post, lenient=config.lenient_trigger)
     if detected_frame is None:
         raise ValueError(f"{config.name}: the detected-frame window needs the stage-3 frame")
     return detected_frame_window(detected_frame, 1, frame_count, config.pre, config.post, config.step)
@@ -485,7 +485,7 @@ async def describe_unit(
     manifest = load_manifest(frames_dir)
     if manifest is None:
         raise StageError(f"video {video}: no frames manifest in {frames_dir} (run stage 1 first)")
-    captions = load_captions(captions_path) if captions_path is not None and Path(captions_path).exists() else None
+    captions = load_captions(captions_path, coerce=False) if captions_path is not None and Path(captions_path).exists() else None
     try:
         window = select_window(config, frame_count=manifest.video.frames, captions=captions, detected_frame=detected_frame)
     except ValueError as exc:

@@ -313,6 +313,8 @@ class ChatClient:
         min_p: float | None = None,
         repetition_penalty: float | None = None,
         chat_template_kwargs: dict[str, Any] | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
     ) -> list[Sample]:
         """``n`` samples for ``messages``; raises ModelRequestError when it can't."""
         extra: dict[str, Any] = {}
@@ -330,6 +332,8 @@ class ChatClient:
             ("top_p", top_p),
             ("max_tokens", max_tokens),
             ("response_format", response_format),
+            ("presence_penalty", presence_penalty),
+            ("frequency_penalty", frequency_penalty),
         ):
             if value is not None:
                 base[key] = value

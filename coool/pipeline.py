@@ -28,7 +28,7 @@ from coool.frames import FrameManifest, extract_caption_frames, load_manifest
 from coool.inputs import VideoPair, scan_inputs, video_id_of
 from coool.llm import ChatClient, MediaPathError
 from coool.params import DescribeConfig
-from coool.prompts import Prompt, load_prompt
+from coool.prompts import Prompt, stage_prompt
 from coool.recipe import Phase, Recipe, Stage, phases, waves
 from coool.servers import ServerManager
 from coool.settings import Settings
@@ -88,9 +88,9 @@ class Pipeline:
         self.ws = Workspace(results_dir or settings.results_dir)
         self.configs: dict[str, DescribeConfig] = recipe.configs
         pdir = recipe.prompts_dir
-        self.caption_prompt: Prompt = load_prompt(recipe.caption.prompt, pdir)
-        self.detect_prompt: Prompt = load_prompt(recipe.detect.prompt, pdir)
-        self.ensemble_prompt: Prompt | None = load_prompt(recipe.ensemble.prompt, pdir) if recipe.ensemble else None
+        self.caption_prompt: Prompt = stage_prompt(recipe.caption, pdir)
+        self.detect_prompt: Prompt = stage_prompt(recipe.detect, pdir)
+        self.ensemble_prompt: Prompt | None = stage_prompt(recipe.ensemble, pdir) if recipe.ensemble else None
         names = set(recipe.describe) | ({recipe.count_pass.config} if recipe.count_pass else set())
         self.prompt_sets = {n: DescribePromptSet.load(self.configs[n], pdir) for n in names}
         self.clients: dict[str, ChatClient] = {}
@@ -238,7 +238,7 @@ class Pipeline:
                 if row is None or not needs_count_pass(row, recipe.count_pass.threshold):
                     return combined_hash(["countpass-skip", json_sha256(row), str(recipe.count_pass.threshold)])
             config = self.configs[stage.config]
-            captions = load_captions(ws.captions_path(video)) if ws.captions_path(video).exists() else None
+            captions = load_captions(ws.captions_path(video), coerce=False) if ws.captions_path(video).exists() else None
             try:
                 window = select_window(
                     config, frame_count=manifest.video.frames, captions=captions, detected_frame=self.detected_frame(video)
