@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -16,10 +16,14 @@ from coool.files import atomic_write_json, atomic_write_text, combined_hash
 from coool.llm import ChatClient, ModelRequestError, user_message
 from coool.params import CaptionParams
 from coool.parsing import coerce_caption, parse_json_lenient
-from coool.prompts import Prompt
-from coool.stage import StageError, sample_record
+from coool.prompts import Prompt, load_prompt
+from coool.stage import Stage, StageError, sample_record
 from coool.video import FrameManifest, load_manifest
 from coool.workspace import cached_output
+
+if TYPE_CHECKING:
+    from coool.pipeline import Pipeline
+    from coool.recipe import Recipe
 
 TABLE_COLUMNS: tuple[str, ...] = ("frame", "image", *S.CAPTION_FIELDS)
 
@@ -143,3 +147,35 @@ async def caption_unit(
     meta = {"video": video, "key": key, "rows": len(result.table), "dropped": result.dropped, "model": client.model}
     atomic_write_json(meta_path, meta)
     return {**meta, "cached": False}
+
+
+class CaptionStage:
+    """Stage 2 as a stage kind (coool.stage.StageKind): one per run, role ``captioner``."""
+
+    kind = "caption"
+
+    def plan(self, recipe: Recipe) -> list[Stage]:
+        return [Stage("caption", self.kind, "captioner", ())]
+
+    def prompts(self, recipe: Recipe, stage: Stage) -> Prompt:
+        return load_prompt(recipe.caption.prompt, recipe.prompts_dir)
+
+    def key(self, run: Pipeline, stage: Stage, video: int) -> str | None:
+        manifest = load_manifest(run.ws.frames_dir(video))
+        if manifest is None:
+            return None
+        return caption_key(manifest, run.recipe.caption, run.prompt(stage), run.identity(stage))
+
+    def output(self, run: Pipeline, stage: Stage, video: int) -> Path:
+        return run.ws.captions_path(video)
+
+    def done(self, run: Pipeline, stage: Stage, video: int) -> bool:
+        return self.output(run, stage, video).exists()
+
+    async def run(self, run: Pipeline, stage: Stage, video: int) -> dict[str, Any]:
+        return await caption_unit(
+            run.client(stage.role), video, run.ws.frames_dir(video), run.ws.captions_dir, run.prompt(stage), run.recipe.caption
+        )
+
+
+CAPTION = CaptionStage()

@@ -296,7 +296,7 @@ def count_pass(
     prompts: Path | None = typer.Option(None),
 ) -> None:
     """The count sanity pass: re-describe rows with implausible counts, then clip."""
-    from coool.countpass import apply_count_pass, videos_needing_count_pass
+    from coool.count_pass import apply_count_pass, videos_needing_count_pass
     from coool.submission import SubmissionError, load_submission, write_submission
 
     try:

@@ -6,20 +6,25 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from coool import schema as S
-from coool.files import atomic_write_json, combined_hash, json_sha256
+from coool.files import atomic_write_json, combined_hash, json_sha256, read_json
 from coool.llm import ChatClient, user_message
 from coool.params import EnsembleParams
 from coool.parsing import clean_text, coerce_int, parse_json_lenient
-from coool.prompts import Prompt
-from coool.stage import sample_record
+from coool.prompts import Prompt, load_prompt
+from coool.stage import Stage, sample_record
+from coool.video import load_manifest
 from coool.voting import most_common_frame
 from coool.workspace import cached_output
+
+if TYPE_CHECKING:
+    from coool.pipeline import Pipeline
+    from coool.recipe import Recipe
 
 _LEADING_NUMBER = re.compile(r"^\s*\d+\s*[.):\-]?\s+")
 _TAG = "<{0}>(.*?)</{0}>"
@@ -219,3 +224,75 @@ async def ensemble_unit(
     atomic_write_json(path, {"key": key, "model": client.model, **result.as_dict()})
     reasks = max(len(result.samples) - 1, 0)
     return {"video": video, "row": result.row, "cached": False, "notes": result.notes, "reasks": reasks}
+
+
+class EnsembleStage:
+    """Stage 5 as a stage kind: after every submission it reads (role ``ensembler``)."""
+
+    kind = "ensemble"
+
+    def plan(self, recipe: Recipe) -> list[Stage]:
+        spec = recipe.ensemble
+        if spec is None:
+            return []
+        names = [spec.base, *spec.inputs]
+        deps = {f"describe:{c}" for n in names for c in recipe.describe_sources(n)}
+        if recipe.count_pass and recipe.count_pass.name in names:
+            deps.add("count-pass")
+        return [Stage("ensemble", self.kind, "ensembler", tuple(sorted(deps)))]
+
+    def prompts(self, recipe: Recipe, stage: Stage) -> Prompt:
+        assert recipe.ensemble is not None
+        return load_prompt(recipe.ensemble.prompt, recipe.prompts_dir)
+
+    def _inputs(self, run: Pipeline, video: int) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+        spec = run.recipe.ensemble
+        assert spec is not None
+        base = run.row(spec.base, video) or S.fallback_row(video)
+        inputs = {n: pd.DataFrame([r], columns=list(S.COLUMNS)) for n in spec.inputs if (r := run.row(n, video))}
+        return base, inputs
+
+    def key(self, run: Pipeline, stage: Stage, video: int) -> str | None:
+        if load_manifest(run.ws.frames_dir(video)) is None:
+            return None
+        assert run.recipe.ensemble is not None
+        base, inputs = self._inputs(run, video)
+        candidates, _ = candidates_for(video, inputs)
+        return ensemble_key(base, candidates, run.recipe.ensemble, run.prompt(stage), run.identity(stage))
+
+    def output(self, run: Pipeline, stage: Stage, video: int) -> Path:
+        return run.ws.ensemble_path(video)
+
+    def done(self, run: Pipeline, stage: Stage, video: int) -> bool:
+        return self.output(run, stage, video).exists()
+
+    async def run(self, run: Pipeline, stage: Stage, video: int) -> dict[str, Any]:
+        run.manifest(video)
+        assert run.recipe.ensemble is not None
+        base, inputs = self._inputs(run, video)
+        return await ensemble_unit(
+            run.client(stage.role), video, base, inputs, run.ws.ensemble_dir, run.prompt(stage), run.recipe.ensemble
+        )
+
+
+class EnsembleSubmission:
+    """The ensemble's submission: its answer where it has one, else the base row."""
+
+    def names(self, recipe: Recipe) -> list[str]:
+        return [recipe.ensemble.name] if recipe.ensemble else []
+
+    def sources(self, recipe: Recipe, name: str) -> list[str]:
+        assert recipe.ensemble is not None
+        return [recipe.ensemble.base, *recipe.ensemble.inputs]
+
+    def row(self, run: Pipeline, name: str, video: int) -> dict[str, Any] | None:
+        assert run.recipe.ensemble is not None
+        path = run.ws.ensemble_path(video)
+        return dict(read_json(path)["row"]) if path.exists() else run.row(run.recipe.ensemble.base, video)
+
+    def path(self, run: Pipeline, name: str) -> Path:
+        return run.ws.ensemble_dir / "submission.csv"
+
+
+ENSEMBLE = EnsembleStage()
+ENSEMBLED = EnsembleSubmission()

@@ -1,81 +1,38 @@
-"""A whole run as plain Python: inputs, per-(stage, video) work, rows, submissions.
+"""One run as plain Python: its settings, recipe, workspace, prompts, clients and failures.
 
-The Prefect flows call these same methods inside tasks; ``run_plain`` runs
-them without Prefect (benchmarks compare the two).
+``Pipeline`` dispatches each (stage, video) to its stage kind (coool.registry)
+and each submission row to its submission kind; ``coool.schedule`` decides
+what runs when. ``run_plain`` is ``coool run --no-prefect``; the Prefect flows
+drive the same objects through the same scheduler.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from coool import schema as S
-from coool.captions import caption_key, caption_unit, load_captions
-from coool.countpass import clip_counts, needs_count_pass
-from coool.describe import DescribePromptSet, describe_key, describe_unit, load_description_row, select_window
-from coool.detect import detect_key, detect_unit, write_detections
-from coool.ensemble import candidates_for, ensemble_key, ensemble_unit
-from coool.files import atomic_write_text, clean_stale_temp_files, combined_hash, json_sha256, read_json
+from coool.detect import write_detections
+from coool.files import atomic_write_text, clean_stale_temp_files, combined_hash, read_json
 from coool.llm import ChatClient, MediaPathError
 from coool.params import DescribeConfig
-from coool.prompts import Prompt, load_prompt
-from coool.recipe import Phase, Recipe, Stage, phases, waves
-from coool.servers import ServerManager
+from coool.recipe import Phase, Recipe, phases
+from coool.registry import STAGE_KINDS
+from coool.schedule import Failure, Progress, Scheduler, StageReport, no_progress
 from coool.settings import Settings
-from coool.stage import StageError
-from coool.submission import merge_row, write_submission
-from coool.video import FrameManifest, VideoError, VideoPair, extract_caption_frames, load_manifest, scan_inputs, video_id_of
+from coool.stage import Stage, StageError, StageKind
+from coool.submission import write_submission
+from coool.video import FrameManifest, VideoPair, extract_caption_frames, load_manifest, scan_inputs, video_id_of
 from coool.workspace import Workspace
 
-
-@dataclass
-class Failure:
-    video: int | None
-    stage: str
-    error: str
-    path: str = ""
-
-
-@dataclass
-class StageReport:
-    """What one stage did across videos: the stage summaries report this."""
-
-    stage: str
-    done: int = 0
-    cached: int = 0
-    skipped: int = 0
-    failed: list[Failure] = field(default_factory=list)
-    requests: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-    # What a finished video needed beyond a clean answer: answers re-asked, fallbacks used.
-    reasked: dict[int, int] = field(default_factory=dict)
-    fallbacks: dict[int, list[str]] = field(default_factory=dict)
-
-    def add(self, outcome: Mapping[str, Any]) -> None:
-        if outcome.get("skipped"):
-            self.skipped += 1
-        elif outcome.get("cached"):
-            self.cached += 1
-        else:
-            self.done += 1
-            video = outcome.get("video")
-            if video is None:
-                return
-            if outcome.get("reasks"):
-                self.reasked[int(video)] = int(outcome["reasks"])
-            notes = [str(n) for n in outcome.get("notes") or []]
-            if outcome.get("dropped"):
-                notes.insert(0, f"{outcome['dropped']} frame answer(s) unusable: row(s) dropped")
-            if notes:
-                self.fallbacks[int(video)] = notes
-
+if TYPE_CHECKING:
+    from coool.servers import ServerManager
 
 class Pipeline:
     """Everything a run needs, with no Prefect in it."""
@@ -85,14 +42,11 @@ class Pipeline:
         self.recipe = recipe
         self.ws = Workspace(results_dir or settings.results_dir)
         self.configs: dict[str, DescribeConfig] = recipe.configs
-        pdir = recipe.prompts_dir
-        self.caption_prompt: Prompt = load_prompt(recipe.caption.prompt, pdir)
-        self.detect_prompt: Prompt = load_prompt(recipe.detect.prompt, pdir)
-        self.ensemble_prompt: Prompt | None = load_prompt(recipe.ensemble.prompt, pdir) if recipe.ensemble else None
-        names = set(recipe.describe) | ({recipe.count_pass.config} if recipe.count_pass else set())
-        self.prompt_sets = {n: DescribePromptSet.load(self.configs[n], pdir) for n in names}
+        # Each stage's prompts, loaded once (a bad prompt file fails the run before any work).
+        self.prompts: dict[str, Any] = {st.name: self.kind(st).prompts(recipe, st) for st in recipe.stages()}
         self.clients: dict[str, ChatClient] = {}
         self.failures: list[Failure] = []
+        self.reports: list[StageReport] = []
 
     # -- inputs --------------------------------------------------------------
 
@@ -152,7 +106,8 @@ class Pipeline:
                     f"{role}: image_transport=file sends frames from {self.ws.root}, outside the allowed media "
                     f"root {media_root} (the data root): put the results folder under it or use image_transport=data"
                 )
-        opened = {r: ChatClient(r, self.settings.role(r), media_root=media_root) for r in roles}
+        # Roles already open (a stage flow inside the pipeline flow) keep their client.
+        opened = {r: ChatClient(r, self.settings.role(r), media_root=media_root) for r in roles if r not in self.clients}
         self.clients.update(opened)
         try:
             yield opened
@@ -173,146 +128,59 @@ class Pipeline:
         path = self.ws.detect_path(video)
         return int(read_json(path)["frame"]) if path.exists() else None
 
-    async def run_stage(self, stage: Stage, video: int) -> dict[str, Any]:
-        """One stage for one video; raises StageError (or a request error) on failure."""
-        ws, recipe = self.ws, self.recipe
-        if stage.kind == "caption":
-            return await caption_unit(
-                self.client(stage.role), video, ws.frames_dir(video), ws.captions_dir, self.caption_prompt, recipe.caption
-            )
-        manifest = load_manifest(ws.frames_dir(video))
+    @staticmethod
+    def kind(stage: Stage) -> StageKind:
+        """The behaviour of ``stage`` (coool.registry)."""
+        try:
+            return STAGE_KINDS[stage.kind]
+        except KeyError:
+            raise StageError(f"unknown stage kind {stage.kind!r}") from None
+
+    def prompt(self, stage: Stage) -> Any:
+        return self.prompts[stage.name]
+
+    def identity(self, stage: Stage) -> str:
+        """The model part of the stage's keys: name and pinned revision."""
+        return self.settings.role(stage.role).identity
+
+    def manifest(self, video: int) -> FrameManifest:
+        """The video's stage-1 manifest; StageError when stage 1 gave it none."""
+        manifest = load_manifest(self.ws.frames_dir(video))
         if manifest is None:
             raise StageError(f"video {video}: no frames (stage 1 failed or was not run)")
-        if stage.kind == "detect":
-            return await detect_unit(
-                self.client(stage.role), video, ws.captions_path(video), ws.detect_dir, self.detect_prompt,
-                recipe.detect, last_frame=manifest.video.frames,
-            )
-        if stage.kind == "describe":
-            assert stage.config is not None
-            return await self._describe(stage, video, stage.config)
-        if stage.kind == "countpass":
-            assert recipe.count_pass is not None and stage.config is not None
-            row = self.row(recipe.count_pass.input, video)
-            if row is None or not needs_count_pass(row, recipe.count_pass.threshold):
-                return {"video": video, "skipped": "no count above the threshold"}
-            return await self._describe(stage, video, stage.config)
-        if stage.kind == "ensemble":
-            assert recipe.ensemble is not None and self.ensemble_prompt is not None
-            base = self.row(recipe.ensemble.base, video) or S.fallback_row(video)
-            inputs = {}
-            for name in recipe.ensemble.inputs:
-                row = self.row(name, video)
-                if row is not None:
-                    inputs[name] = pd.DataFrame([row], columns=list(S.COLUMNS))
-            return await ensemble_unit(
-                self.client(stage.role), video, base, inputs, ws.ensemble_dir, self.ensemble_prompt, recipe.ensemble
-            )
-        raise StageError(f"unknown stage kind {stage.kind!r}")
+        return manifest
+
+    async def run_stage(self, stage: Stage, video: int) -> dict[str, Any]:
+        """One stage for one video; raises StageError (or a request error) on failure."""
+        return await self.kind(stage).run(self, stage, video)
 
     def stage_key(self, stage: Stage, video: int) -> str | None:
         """The cache key of (stage, video): what determines its output.
 
-        The same key the stage's unit records in its output file; None when
-        it can't be computed yet (inputs missing), so the work runs and the
-        unit reports what is missing.
+        Made from the key the stage records in its output file; None when it
+        can't be computed yet (inputs missing), so the work runs and the unit
+        reports what is missing.
         """
-        ws, recipe = self.ws, self.recipe
-        model = self.settings.role(stage.role).identity
-        manifest = load_manifest(ws.frames_dir(video))
-        if manifest is None:
-            return None
-        if stage.kind == "caption":
-            key = caption_key(manifest, recipe.caption, self.caption_prompt, model)
-        elif stage.kind == "detect":
-            if not ws.captions_path(video).exists():
-                return None
-            key = detect_key(ws.captions_path(video), recipe.detect, self.detect_prompt, model)
-        elif stage.kind in ("describe", "countpass"):
-            assert stage.config is not None
-            if stage.kind == "countpass":
-                assert recipe.count_pass is not None
-                row = self.row(recipe.count_pass.input, video)
-                if row is None or not needs_count_pass(row, recipe.count_pass.threshold):
-                    return combined_hash(["countpass-skip", json_sha256(row), str(recipe.count_pass.threshold)])
-            config = self.configs[stage.config]
-            captions = load_captions(ws.captions_path(video)) if ws.captions_path(video).exists() else None
-            try:
-                window = select_window(
-                    config, frame_count=manifest.video.frames, captions=captions, detected_frame=self.detected_frame(video)
-                )
-            except ValueError:
-                return None
-            key = describe_key(manifest.video_sha256, window, config, self.prompt_sets[stage.config], model)
-        elif stage.kind == "ensemble":
-            assert recipe.ensemble is not None and self.ensemble_prompt is not None
-            base = self.row(recipe.ensemble.base, video) or S.fallback_row(video)
-            inputs = {n: pd.DataFrame([r], columns=list(S.COLUMNS)) for n in recipe.ensemble.inputs if (r := self.row(n, video))}
-            candidates, _ = candidates_for(video, inputs)
-            key = ensemble_key(base, candidates, recipe.ensemble, self.ensemble_prompt, model)
-        else:
-            return None
-        return combined_hash([stage.name, str(video), key])
+        key = self.kind(stage).key(self, stage, video)
+        return None if key is None else combined_hash([stage.name, str(video), key])
 
     def has_output(self, stage: Stage, video: int) -> bool:
         """Whether the stage's output for the video is on disk (a cached run is only
         trusted when it is: deleting an output file makes the work run again)."""
-        ws = self.ws
-        if stage.kind == "caption":
-            return ws.captions_path(video).exists()
-        if stage.kind == "detect":
-            return ws.detect_path(video).exists()
-        if stage.kind == "ensemble":
-            return ws.ensemble_path(video).exists()
-        assert stage.config is not None
-        if stage.kind == "countpass":
-            assert self.recipe.count_pass is not None
-            row = self.row(self.recipe.count_pass.input, video)
-            if row is None or not needs_count_pass(row, self.recipe.count_pass.threshold):
-                return True
-        return ws.describe_path(stage.config, video).exists()
-
-    async def _describe(self, stage: Stage, video: int, config_name: str) -> dict[str, Any]:
-        config = self.configs[config_name]
-        return await describe_unit(
-            self.client(stage.role), video, config, self.prompt_sets[config_name], self.ws.frames_dir(video),
-            self.ws.describe_dir(config_name), captions_path=self.ws.captions_path(video),
-            detected_frame=self.detected_frame(video),
-        )
+        return self.kind(stage).done(self, stage, video)
 
     # -- rows and submissions ------------------------------------------------------
 
     def row(self, name: str, video: int) -> dict[str, Any] | None:
         """Submission ``name``'s row for ``video``, from what is on disk (None: none)."""
-        recipe = self.recipe
-        if name in recipe.describe:
-            path = self.ws.describe_path(name, video)
-            return load_description_row(path) if path.exists() else None
-        if name in recipe.merges:
-            spec = recipe.merges[name]
-            merged = merge_row(self.row(spec.primary, video), self.row(spec.fallback, video))
-            return dict(merged) if merged is not None else None
-        if recipe.count_pass and name == recipe.count_pass.name:
-            spec = recipe.count_pass
-            row = self.row(spec.input, video)
-            if row is None or not needs_count_pass(row, spec.threshold):
-                return row
-            path = self.ws.describe_path(spec.config, video)
-            return clip_counts(load_description_row(path) if path.exists() else row, spec.clip)
-        if recipe.ensemble and name == recipe.ensemble.name:
-            path = self.ws.ensemble_path(video)
-            return dict(read_json(path)["row"]) if path.exists() else self.row(recipe.ensemble.base, video)
-        raise KeyError(f"recipe {recipe.name!r} defines no submission {name!r}")
+        try:
+            kind = self.recipe.submission_kind(name)
+        except KeyError:
+            raise KeyError(f"recipe {self.recipe.name!r} defines no submission {name!r}") from None
+        return kind.row(self, name, video)
 
     def submission_path(self, name: str) -> Path:
-        recipe = self.recipe
-        if name in recipe.describe:
-            return self.ws.describe_submission(name)
-        if recipe.count_pass and name == recipe.count_pass.name:
-            return self.ws.countpass_csv
-        if recipe.ensemble and name == recipe.ensemble.name:
-            return self.ws.ensemble_dir / "submission.csv"
-        return self.ws.merge_csv(name)
+        return self.recipe.submission_kind(name).path(self, name)
 
     def assemble(self, videos: list[int]) -> dict[str, Path]:
         """Every submission of the recipe as a CSV, and the final ``submission.csv``.
@@ -343,15 +211,26 @@ class Pipeline:
         return failure
 
 
-# Stages whose failure leaves nothing for the video's later stages to work
-# on; a failed describe only costs its own rows (merges and the ensemble
-# work with what the other configurations gave).
-HARD_DEPENDENCIES = frozenset({"caption", "detect"})
 
 
-def blocked_by(stage: Stage, failed: set[str]) -> bool:
-    """Whether a video that failed ``failed`` stages can't run ``stage``."""
-    return bool(failed & (set(stage.deps) & HARD_DEPENDENCIES | {"frames"}))
+    def finish(self, videos: list[int]) -> dict[str, Path]:
+        """After the last stage: the detections table and every submission."""
+        detections = {v: f for v in videos if (f := self.detected_frame(v)) is not None}
+        if detections:
+            write_detections(detections, self.ws.detections_csv)
+        return self.assemble(videos)
+
+
+async def _frames_unit(pipeline: Pipeline, pair: VideoPair) -> dict[str, Any]:
+    manifest = await asyncio.to_thread(pipeline.frames, pair)
+    return {"video": pair.video_id, "frames": manifest.video.frames, "stacked": len(manifest.frames)}
+
+
+def plain_scheduler(pipeline: Pipeline, *, servers: ServerManager | None = None, progress: Progress = no_progress) -> Scheduler:
+    """The scheduler that runs every unit directly (no Prefect)."""
+    return Scheduler(
+        pipeline, pipeline.run_stage, lambda pair: _frames_unit(pipeline, pair), servers=servers, progress=progress
+    )
 
 
 async def run_plain(
@@ -359,66 +238,20 @@ async def run_plain(
 ) -> dict[str, Any]:
     """The whole recipe without Prefect: ``coool run --no-prefect``.
 
-    Same library calls, the same schedule (phases, and waves within a
-    phase; ``concurrent``: one chain per video) and the same server handling
-    as the pipeline flow: each phase's servers are started (process/docker
-    backends) or checked (external: a server that is down fails the run
-    fast, naming the role and URL) and stopped when no later phase needs
-    them. Also what the benchmarks compare Prefect against.
+    The schedule (coool.schedule) and the server handling are the pipeline
+    flow's: each phase's servers are started (process/docker backends) or
+    checked (external: a server that is down fails the run fast, naming the
+    role and URL) and stopped when no later phase needs them.
     """
+    from coool.servers import ServerManager
+
     started = time.perf_counter()
     pairs, videos = pipeline.collect_inputs(videos_dir, heatmaps_dir)
     pipeline.clean_temp_files()
-    failed: dict[int, set[str]] = {v: {"frames"} for v in videos}
-
-    async def frames(pair: VideoPair) -> None:
-        try:
-            await asyncio.to_thread(pipeline.frames, pair)
-            failed.pop(pair.video_id, None)
-        except (VideoError, OSError) as exc:
-            pipeline.fail(pair.video_id, "frames", exc, str(pair.video))
-
-    await asyncio.gather(*(frames(p) for p in pairs))
-
-    async def unit(stage: Stage, video: int) -> None:
-        if blocked_by(stage, failed.get(video, set())):
-            failed.setdefault(video, set()).add(stage.name)
-            return
-        try:
-            await pipeline.run_stage(stage, video)
-        except Exception as exc:  # a failed video must not stop the others
-            failed.setdefault(video, set()).add(stage.name)
-            pipeline.fail(video, stage.name, exc)
-
-    async def chain(stages: list[Stage], video: int) -> None:
-        for stage in stages:
-            await unit(stage, video)
-
-    async def bounded(limit: asyncio.Semaphore, work: Awaitable[None]) -> None:
-        async with limit:
-            await work
-
-    def limit() -> asyncio.Semaphore:
-        return asyncio.Semaphore(pipeline.settings.video_concurrency)
-
-    plan = pipeline.plan(concurrent=concurrent)
-    manager = ServerManager(pipeline.settings)
-    try:
-        for i, phase in enumerate(plan):
-            await manager.ensure_all(phase.roles)
-            async with pipeline.open_clients(phase.roles):
-                if concurrent:  # each video runs its chain of stages, no barrier between stages
-                    shared = limit()
-                    await asyncio.gather(*(bounded(shared, chain(phase.stages, v)) for v in videos))
-                else:  # as the flow: a wave's stages at once, each with its own bound on videos
-                    for wave in waves(phase.stages):
-                        limits = {stage.name: limit() for stage in wave}
-                        await asyncio.gather(*(bounded(limits[s.name], unit(s, v)) for s in wave for v in videos))
-            await manager.end_phase(plan, i)
-    finally:
-        await manager.stop_all()
-    detections = {v: f for v in videos if (f := pipeline.detected_frame(v)) is not None}
-    if detections:
-        write_detections(detections, pipeline.ws.detections_csv)
-    written = pipeline.assemble(videos)
-    return {"videos": len(videos), "failures": len(pipeline.failures), "seconds": time.perf_counter() - started, "written": written}
+    scheduler = plain_scheduler(pipeline, servers=ServerManager(pipeline.settings))
+    pipeline.reports = await scheduler.run(pairs, videos, concurrent=concurrent)
+    written = pipeline.finish(videos)
+    return {
+        "videos": len(videos), "failures": len(pipeline.failures), "seconds": time.perf_counter() - started,
+        "written": written, "stages": [r.as_dict() for r in pipeline.reports],
+    }

@@ -54,11 +54,7 @@ class Workspace:
         return self.root / "merges" / f"{name}.csv"
 
     @property
-    def countpass_dir(self) -> Path:
-        return self.root / "countpass"
-
-    @property
-    def countpass_csv(self) -> Path:
+    def count_pass_csv(self) -> Path:
         return self.root / "countpass.csv"
 
     # stage 5
