@@ -82,6 +82,14 @@ class Pipeline:
             pair.video, pair.heatmap, self.ws.frames_dir(pair.video_id), self.recipe.caption.every, self.settings.image_format
         )
 
+    async def frames_unit(self, pair: VideoPair) -> dict[str, Any]:
+        """Stage 1 for one video, in a thread; "cached" when its frames were already there (reused as they were)."""
+        manifest_file = self.ws.frames_dir(pair.video_id) / "manifest.json"
+        before = manifest_file.stat().st_mtime_ns if manifest_file.exists() else None
+        manifest = await asyncio.to_thread(self.frames, pair)
+        cached = before is not None and manifest_file.stat().st_mtime_ns == before
+        return {"video": pair.video_id, "frames": manifest.video.frames, "stacked": len(manifest.frames), "cached": cached}
+
     def videos_with_frames(self) -> list[int]:
         """Video ids whose stage-1 output is in the results folder."""
         root = self.ws.root / "frames"
@@ -221,15 +229,11 @@ class Pipeline:
         return self.assemble(videos)
 
 
-async def _frames_unit(pipeline: Pipeline, pair: VideoPair) -> dict[str, Any]:
-    manifest = await asyncio.to_thread(pipeline.frames, pair)
-    return {"video": pair.video_id, "frames": manifest.video.frames, "stacked": len(manifest.frames)}
-
-
 def plain_scheduler(pipeline: Pipeline, *, servers: ServerManager | None = None, progress: Progress = no_progress) -> Scheduler:
     """The scheduler that runs every unit directly (no Prefect)."""
     return Scheduler(
-        pipeline, pipeline.run_stage, lambda pair: _frames_unit(pipeline, pair), servers=servers, progress=progress
+        pipeline.settings, pipeline.run_stage, pipeline.frames_unit, failures=pipeline.failures,
+        clients=pipeline.clients, servers=servers, progress=progress,
     )
 
 
@@ -249,7 +253,7 @@ async def run_plain(
     pairs, videos = pipeline.collect_inputs(videos_dir, heatmaps_dir)
     pipeline.clean_temp_files()
     scheduler = plain_scheduler(pipeline, servers=ServerManager(pipeline.settings))
-    pipeline.reports = await scheduler.run(pairs, videos, concurrent=concurrent)
+    pipeline.reports = await scheduler.run(pipeline, pairs, videos, concurrent=concurrent)
     written = pipeline.finish(videos)
     return {
         "videos": len(videos), "failures": len(pipeline.failures), "seconds": time.perf_counter() - started,

@@ -21,8 +21,10 @@ from coool.stage import Stage
 from coool.video import VideoError, VideoPair
 
 if TYPE_CHECKING:
+    from coool.llm import ChatClient
     from coool.pipeline import Pipeline
     from coool.servers import ServerManager
+    from coool.settings import Settings
 
 # The stage-1 node of every plan: no model, no server (its role is never started).
 FRAMES = Stage("frames", "frames", "", ())
@@ -126,26 +128,41 @@ def frames_error(exc: BaseException) -> str:
 
 
 class Scheduler:
-    """Runs a pipeline's plan; every unit goes through ``unit`` (and stage 1 through ``frames_unit``)."""
+    """Runs stages over videos, or a pipeline's whole plan; every unit goes through
+    ``unit`` (and stage 1 through ``frames_unit``).
+
+    ``failures`` collects what failed (a Pipeline's list, so failures.csv has it);
+    ``clients`` are the open clients whose request counts a stage report shows.
+    """
 
     def __init__(
         self,
-        pipeline: Pipeline,
+        settings: Settings,
         unit: UnitRunner,
-        frames_unit: FramesRunner,
+        frames_unit: FramesRunner | None = None,
         *,
+        failures: list[Failure] | None = None,
+        clients: Mapping[str, ChatClient] | None = None,
         servers: ServerManager | None = None,
         progress: Progress = no_progress,
     ) -> None:
-        self.pipeline, self.unit, self.frames_unit = pipeline, unit, frames_unit
+        self.settings, self.unit, self.frames_unit = settings, unit, frames_unit
+        self.failures = failures if failures is not None else []
+        self.clients = clients if clients is not None else {}
         self.servers, self.progress = servers, progress
+
+    def fail(self, video: int | None, stage: str, error: BaseException | str, path: str = "") -> Failure:
+        failure = Failure(video, stage, str(error), path)
+        self.failures.append(failure)
+        return failure
 
     # -- one stage over videos -------------------------------------------------------
 
     async def frames(self, pairs: list[VideoPair]) -> StageReport:
         """Stage 1 for every pair, ``settings.frames_concurrency`` at a time; failures recorded."""
+        assert self.frames_unit is not None, "a scheduler for stage 1 needs a frames unit"
         report = StageReport(FRAMES.name)
-        limit = asyncio.Semaphore(self.pipeline.settings.frames_concurrency)
+        limit = asyncio.Semaphore(self.settings.frames_concurrency)
         started = time.perf_counter()
 
         async def one(pair: VideoPair, advance: Callable[[], None]) -> None:
@@ -153,7 +170,7 @@ class Scheduler:
                 async with limit:
                     report.add(await self.frames_unit(pair))
             except Exception as exc:  # a bad video must not stop the others
-                failure = self.pipeline.fail(pair.video_id, FRAMES.name, frames_error(exc), str(pair.video))
+                failure = self.fail(pair.video_id, FRAMES.name, frames_error(exc), str(pair.video))
                 report.failed.append(failure)
             finally:
                 advance()
@@ -166,8 +183,8 @@ class Scheduler:
     async def stage(self, stage: Stage, videos: list[int]) -> StageReport:
         """``stage`` for every video, at most ``settings.video_concurrency`` at once; failures recorded, never raised."""
         report = StageReport(stage.name)
-        limit = asyncio.Semaphore(self.pipeline.settings.video_concurrency)
-        client = self.pipeline.clients.get(stage.role)
+        limit = asyncio.Semaphore(self.settings.video_concurrency)
+        client = self.clients.get(stage.role)
         before = client.stats.as_dict() if client else {}
         started = time.perf_counter()
 
@@ -176,7 +193,7 @@ class Scheduler:
                 async with limit:
                     report.add(await self.unit(stage, video))
             except Exception as exc:  # a failed video must not stop the others
-                report.failed.append(self.pipeline.fail(video, stage.name, exc))
+                report.failed.append(self.fail(video, stage.name, exc))
             finally:
                 advance()
 
@@ -195,6 +212,7 @@ class Scheduler:
 
     async def run(
         self,
+        pipeline: Pipeline,
         pairs: list[VideoPair],
         videos: list[int],
         *,
@@ -210,8 +228,8 @@ class Scheduler:
         nothing to do (it then gets a cached report and starts no server). The
         first phase's servers start while stage 1 runs.
         """
-        plan = self.pipeline.plan(concurrent=concurrent)
-        first_cached = cached is not None and await self._phase_cached(plan[0], cached)
+        plan = pipeline.plan(concurrent=concurrent)
+        first_cached = cached is not None and await self._phase_cached(pipeline, plan[0], cached)
         first_up = asyncio.create_task(self._ensure([] if first_cached else plan[0].roles))
         try:
             frames = await (run_frames or self.frames)(pairs)
@@ -221,7 +239,7 @@ class Scheduler:
             reports = [frames]
             await first_up
             for i, phase in enumerate(plan):
-                async with self.pipeline.open_clients(phase.roles):
+                async with pipeline.open_clients(phase.roles):
                     if concurrent:
                         await self._ensure(phase.roles)
                         reports += await self._chains(phase.stages, usable, failed)
@@ -241,8 +259,10 @@ class Scheduler:
         if self.servers:
             await self.servers.ensure_all(roles)
 
-    async def _phase_cached(self, phase: Phase, cached: Callable[[Stage, list[int]], Awaitable[bool]]) -> bool:
-        videos = self.pipeline.videos_with_frames()
+    async def _phase_cached(
+        self, pipeline: Pipeline, phase: Phase, cached: Callable[[Stage, list[int]], Awaitable[bool]]
+    ) -> bool:
+        videos = pipeline.videos_with_frames()
         return all([await cached(stage, videos) for stage in phase.stages])
 
     async def _wave(
@@ -276,7 +296,7 @@ class Scheduler:
     async def _chains(self, stages: list[Stage], videos: list[int], failed: dict[int, set[str]]) -> list[StageReport]:
         """Concurrent mode: each video runs its stages in order, no stage barrier; one report per stage."""
         reports = {s.name: StageReport(s.name) for s in stages}
-        limit = asyncio.Semaphore(self.pipeline.settings.video_concurrency)
+        limit = asyncio.Semaphore(self.settings.video_concurrency)
         started = time.perf_counter()
 
         async def chain(video: int) -> None:
@@ -289,7 +309,7 @@ class Scheduler:
                         reports[stage.name].add(await self.unit(stage, video))
                     except Exception as exc:  # a failed video must not stop the others
                         failed[video].add(stage.name)
-                        reports[stage.name].failed.append(self.pipeline.fail(video, stage.name, exc))
+                        reports[stage.name].failed.append(self.fail(video, stage.name, exc))
 
         await asyncio.gather(*(chain(v) for v in videos))
         for report in reports.values():

@@ -96,8 +96,10 @@ class FlowRun:
 
     def scheduler(self, servers: Any = None) -> Scheduler:
         """The run's scheduler: every unit a Prefect task run, every stage a progress artifact."""
+        p = self.pipeline
         return Scheduler(
-            self.pipeline, self.unit, self.frames_unit, servers=servers, progress=artifact_progress
+            p.settings, self.unit, self.frames_unit, failures=p.failures, clients=p.clients, servers=servers,
+            progress=artifact_progress,
         )
 
     async def unit(self, stage: Stage, video: int) -> dict[str, Any]:
@@ -133,8 +135,7 @@ class UnitFailed(RuntimeError):
 # videos, so Prefect's cache would add nothing but storage.
 @task(cache_policy=NONE, retries=0)
 async def frames_video(pipeline: Pipeline, pair: VideoPair) -> dict[str, Any]:
-    manifest = await asyncio.to_thread(pipeline.frames, pair)
-    return {"video": pair.video_id, "frames": manifest.video.frames, "stacked": len(manifest.frames)}
+    return await pipeline.frames_unit(pair)
 
 
 def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:

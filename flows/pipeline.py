@@ -120,7 +120,7 @@ async def pipeline_flow(
     token = ACTIVE_RUN.set(run)
     try:
         reports = await run.scheduler(ServerManager(pipeline.settings)).run(
-            run.pairs, videos, concurrent=concurrent, run_frames=frames, run_stage=_stage_subflow(params), cached=cached
+            pipeline, run.pairs, videos, concurrent=concurrent, run_frames=frames, run_stage=_stage_subflow(params), cached=cached
         )
     finally:
         ACTIVE_RUN.reset(token)
