@@ -41,12 +41,15 @@ def test_plain_and_prefect_runs_write_identical_files(prefect_api, synthetic_dat
         for key, value in point_roles_at(sim.url).items():
             monkey.setenv(key, value)
         try:
+            # Both runs write to the same folder (outputs name their frames' paths), one after the other.
+            results = tmp_path / "results"
             plain = asyncio.run(run_plain(
-                Pipeline(load_settings(results_dir=tmp_path / "plain"), load_recipe(recipe)),
-                synthetic_data.videos, synthetic_data.heatmaps,
+                Pipeline(load_settings(results_dir=results), load_recipe(recipe)), synthetic_data.videos,
+                synthetic_data.heatmaps,
             ))
-            flow = asyncio.run(pipeline_flow(data_root=str(synthetic_data.root), recipe=recipe,
-                                             results_dir=str(tmp_path / "prefect")))
+            results.rename(tmp_path / "plain")
+            flow = asyncio.run(pipeline_flow(data_root=str(synthetic_data.root), recipe=recipe, results_dir=str(results)))
+            results.rename(tmp_path / "prefect")
         finally:
             monkey.undo()
     assert plain["failures"] == flow["failures"] == 0
