@@ -127,6 +127,7 @@ async def caption_unit(
     out_dir: Path,
     prompt: Prompt,
     params: CaptionParams = CaptionParams(),
+    key: str | None = None,
 ) -> dict[str, Any]:
     """Stage 2 for one video, resumable: skipped when its saved output has the same key.
 
@@ -138,7 +139,8 @@ async def caption_unit(
     manifest = load_manifest(frames_dir)
     if manifest is None:
         raise StageError(f"video {video}: no frames manifest in {frames_dir} (run stage 1 first)")
-    key = caption_key(manifest, params, prompt, client.identity)
+    # A run passes its stage's key (coool.pipeline.Pipeline.stage_key): the one the cache uses too.
+    key = key or caption_key(manifest, params, prompt, client.identity)
     meta_path = Path(out_dir) / f"{video}.json"
     if (done := cached_output(meta_path, key)) is not None and table_path(out_dir, video).exists():
         return {**done, "cached": True}
@@ -172,9 +174,10 @@ class CaptionStage:
     def done(self, run: Pipeline, stage: Stage, video: int) -> bool:
         return self.output(run, stage, video).exists()
 
-    async def run(self, run: Pipeline, stage: Stage, video: int) -> dict[str, Any]:
+    async def run(self, run: Pipeline, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
         return await caption_unit(
-            run.client(stage.role), video, run.ws.frames_dir(video), run.ws.captions_dir, run.prompt(stage), run.recipe.caption
+            run.client(stage.role), video, run.ws.frames_dir(video), run.ws.captions_dir, run.prompt(stage), run.recipe.caption,
+            key,
         )
 
 

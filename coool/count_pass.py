@@ -107,12 +107,12 @@ class CountPassStage:
         needed, _ = self._needed(run, video)
         return not needed or DESCRIBE.done(run, stage, video)
 
-    async def run(self, run: Pipeline, stage: Stage, video: int) -> dict[str, Any]:
+    async def run(self, run: Pipeline, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
         run.manifest(video)
         needed, _ = self._needed(run, video)
         if not needed:
             return {"video": video, "skipped": SKIPPED}
-        return await DESCRIBE.run(run, stage, video)
+        return await DESCRIBE.run(run, stage, video, key)
 
 
 class CountPassSubmission:

@@ -326,6 +326,7 @@ async def describe_unit(
     *,
     captions_path: Path | None = None,
     detected_frame: int | None = None,
+    key: str | None = None,
 ) -> dict[str, Any]:
     """Stage 4 for one (video, configuration), resumable.
 
@@ -341,7 +342,7 @@ async def describe_unit(
         window = select_window(config, frame_count=manifest.video.frames, captions=captions, detected_frame=detected_frame)
     except ValueError as exc:
         raise StageError(f"video {video}: {exc}") from exc
-    key = describe_key(manifest.video_sha256, window, config, prompts, client.identity)
+    key = key or describe_key(manifest.video_sha256, window, config, prompts, client.identity)  # a run passes its stage key
     path = Path(out_dir) / f"{video}.json"
     if (done := cached_output(path, key)) is not None:
         return {"video": video, "frame": done["frame"], "window": done["window"], "cached": True}
@@ -398,13 +399,13 @@ class DescribeStage:
     def done(self, run: Pipeline, stage: Stage, video: int) -> bool:
         return self.output(run, stage, video).exists()
 
-    async def run(self, run: Pipeline, stage: Stage, video: int) -> dict[str, Any]:
+    async def run(self, run: Pipeline, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
         assert stage.config is not None
         run.manifest(video)  # a clear error when stage 1 did not give the video frames
         return await describe_unit(
             run.client(stage.role), video, run.recipe.configs[stage.config], run.prompt(stage), run.ws.frames_dir(video),
             run.ws.describe_dir(stage.config), captions_path=run.ws.captions_path(video),
-            detected_frame=run.detected_frame(video),
+            detected_frame=run.detected_frame(video), key=key,
         )
 
 

@@ -160,11 +160,12 @@ async def detect_unit(
     params: DetectParams = DetectParams(),
     *,
     last_frame: int | None = None,
+    key: str | None = None,
 ) -> dict[str, Any]:
     """Stage 3 for one video, resumable (skipped when ``<out>/<video>.json`` has the same key)."""
     if not Path(captions_path).exists():
         raise StageError(f"video {video}: no caption table at {captions_path} (run stage 2 first)")
-    key = detect_key(captions_path, params, prompt, client.identity)
+    key = key or detect_key(captions_path, params, prompt, client.identity)  # a run passes its stage key
     path = Path(out_dir) / f"{video}.json"
     if (done := cached_output(path, key)) is not None:
         return {"video": video, "frame": done["frame"], "cached": True}
@@ -199,11 +200,11 @@ class DetectStage:
     def done(self, run: Pipeline, stage: Stage, video: int) -> bool:
         return self.output(run, stage, video).exists()
 
-    async def run(self, run: Pipeline, stage: Stage, video: int) -> dict[str, Any]:
+    async def run(self, run: Pipeline, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
         manifest = run.manifest(video)
         return await detect_unit(
             run.client(stage.role), video, run.ws.captions_path(video), run.ws.detect_dir, run.prompt(stage),
-            run.recipe.detect, last_frame=manifest.video.frames,
+            run.recipe.detect, last_frame=manifest.video.frames, key=key,
         )
 
 

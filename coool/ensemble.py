@@ -213,10 +213,11 @@ async def ensemble_unit(
     out_dir: Path,
     prompt: Prompt,
     params: EnsembleParams = EnsembleParams(),
+    key: str | None = None,
 ) -> dict[str, Any]:
     """Stage 5 for one video, resumable (skipped when ``<out>/<video>.json`` has the same key)."""
     candidates, _ = candidates_for(video, inputs)
-    key = ensemble_key(base_row, candidates, params, prompt, client.identity)
+    key = key or ensemble_key(base_row, candidates, params, prompt, client.identity)  # a run passes its stage key
     path = Path(out_dir) / f"{video}.json"
     if (done := cached_output(path, key)) is not None:
         return {"video": video, "row": done["row"], "cached": True}
@@ -266,12 +267,13 @@ class EnsembleStage:
     def done(self, run: Pipeline, stage: Stage, video: int) -> bool:
         return self.output(run, stage, video).exists()
 
-    async def run(self, run: Pipeline, stage: Stage, video: int) -> dict[str, Any]:
+    async def run(self, run: Pipeline, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
         run.manifest(video)
         assert run.recipe.ensemble is not None
         base, inputs = self._inputs(run, video)
         return await ensemble_unit(
-            run.client(stage.role), video, base, inputs, run.ws.ensemble_dir, run.prompt(stage), run.recipe.ensemble
+            run.client(stage.role), video, base, inputs, run.ws.ensemble_dir, run.prompt(stage), run.recipe.ensemble,
+            key,
         )
 
 

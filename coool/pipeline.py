@@ -158,16 +158,20 @@ class Pipeline:
             raise StageError(f"video {video}: no frames (stage 1 failed or was not run)")
         return manifest
 
-    async def run_stage(self, stage: Stage, video: int) -> dict[str, Any]:
-        """One stage for one video; raises StageError (or a request error) on failure."""
-        return await self.kind(stage).run(self, stage, video)
+    async def run_stage(self, stage: Stage, video: int, key: str | None = None) -> dict[str, Any]:
+        """One stage for one video; raises StageError (or a request error) on failure.
+
+        ``key``: the stage key if the caller computed it already (the Prefect task's cache key).
+        """
+        return await self.kind(stage).run(self, stage, video, key or self.stage_key(stage, video))
 
     def stage_key(self, stage: Stage, video: int) -> str | None:
-        """The cache key of (stage, video): what determines its output.
+        """The key of (stage, video): what determines its output, recorded in the output
+        file and used as the Prefect task's cache key (one value for both).
 
-        Made from the key the stage records in its output file; None when it
-        can't be computed yet (inputs missing), so the work runs and the unit
-        reports what is missing.
+        The stage and video are part of it (two videos with the same content
+        still get their own result); None when it can't be computed yet (inputs
+        missing), so the work runs and the unit reports what is missing.
         """
         key = self.kind(stage).key(self, stage, video)
         return None if key is None else combined_hash([stage.name, str(video), key])

@@ -67,8 +67,9 @@ class StageKind(Protocol):
         """Whether the output is on disk (deleting it makes the work run again)."""
         ...
 
-    async def run(self, run: Pipeline, stage: Stage, video: int) -> dict[str, Any]:
-        """The stage for one video; raises StageError (or a request error) on failure."""
+    async def run(self, run: Pipeline, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
+        """The stage for one video, its output recording ``key`` (the run's stage key, computed
+        once); raises StageError (or a request error) on failure."""
         ...
 
 

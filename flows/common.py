@@ -103,7 +103,9 @@ class FlowRun:
         )
 
     async def unit(self, stage: Stage, video: int) -> dict[str, Any]:
-        state = await stage_task(self.pipeline, stage, video, self.storage)(self.pipeline, stage, video, return_state=True)
+        key = stage_key(self.pipeline, stage, video)
+        task = stage_task(self.pipeline, stage, video, self.storage)
+        state = await task(self.pipeline, stage, video, key, return_state=True)
         if not state.is_completed():
             error = await error_text(state)
             get_run_logger().warning("%s: video %d failed: %s", stage.name, video, error)
@@ -139,9 +141,13 @@ async def frames_video(pipeline: Pipeline, pair: VideoPair) -> dict[str, Any]:
 
 
 def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
-    pipeline: Pipeline = parameters["pipeline"]
+    """The stage's key, computed once by the caller: the key its output records too."""
+    return parameters["key"]
+
+
+def stage_key(pipeline: Pipeline, stage: Stage, video: int) -> str | None:
     try:
-        return pipeline.stage_key(parameters["stage"], parameters["video"])
+        return pipeline.stage_key(stage, video)
     except Exception:  # a key we can't compute means: run it (the unit reports why)
         return None
 
@@ -162,9 +168,9 @@ def _retry_worthwhile(task: Any, task_run: Any, state: Any) -> bool:
     cache_result_in_memory=False,
     retry_condition_fn=_retry_worthwhile,
 )
-async def stage_video(pipeline: Pipeline, stage: Stage, video: int) -> dict[str, Any]:
-    """One stage for one video (a Prefect task run named like ``caption-video-17``)."""
-    return await pipeline.run_stage(stage, video)
+async def stage_video(pipeline: Pipeline, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
+    """One stage for one video (a Prefect task run named like ``caption-video-17``; its cache key is ``key``)."""
+    return await pipeline.run_stage(stage, video, key)
 
 
 def task_name(stage: Stage, video: int) -> str:
@@ -362,10 +368,7 @@ async def cached_stage(pipeline: Pipeline, stage: Stage, videos: list[int], stor
     for video in videos:
         if not pipeline.has_output(stage, video):
             return False
-        try:
-            key = pipeline.stage_key(stage, video)
-        except Exception:  # inputs missing or unreadable: the task runs and reports why
-            return False
+        key = stage_key(pipeline, stage, video)
         if key is None or not await store.aexists(key):
             return False
     return bool(videos)

@@ -11,7 +11,7 @@ import pytest
 
 from coool import schema as S
 from coool.detect import read_detections
-from coool.files import atomic_write_json, combined_hash
+from coool.files import atomic_write_json
 from coool.pipeline import Pipeline, run_plain
 from coool.recipe import load_recipe
 from coool.servers import ServerUnavailable
@@ -62,7 +62,7 @@ async def test_quick_recipe_end_to_end_and_resumed(sim, synthetic_data, tmp_path
             output = {"caption": pipeline.ws.root / "captions" / f"{video}.json", "detect": pipeline.ws.detect_path(video),
                       "describe": pipeline.ws.describe_path("v4", video)}[stage.kind]
             recorded = json.loads(output.read_text())["key"]
-            assert pipeline.stage_key(stage, video) == combined_hash([stage.name, str(video), recorded])
+            assert pipeline.stage_key(stage, video) == recorded  # #13: one key, recorded and cached
             assert pipeline.has_output(stage, video)
 
     # A rerun finds every output in place: not one request.
