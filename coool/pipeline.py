@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ import pandas as pd
 from coool import schema as S
 from coool.detect import write_detections
 from coool.files import atomic_write_text, clean_stale_temp_files, combined_hash, read_json
-from coool.llm import ChatClient, MediaPathError
+from coool.llm import ChatClient, MediaPathError, UrlLimits
 from coool.params import DescribeConfig
 from coool.recipe import Phase, Recipe, phases
 from coool.registry import STAGE_KINDS
@@ -47,6 +48,8 @@ class Pipeline:
         self.clients: dict[str, ChatClient] = {}
         self.failures: list[Failure] = []
         self.reports: list[StageReport] = []
+        # The run's per-URL request bounds, shared by its clients (per event loop).
+        self._url_limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, UrlLimits] = weakref.WeakKeyDictionary()
 
     # -- inputs --------------------------------------------------------------
 
@@ -115,7 +118,11 @@ class Pipeline:
                     f"root {media_root} (the data root): put the results folder under it or use image_transport=data"
                 )
         # Roles already open (a stage flow inside the pipeline flow) keep their client.
-        opened = {r: ChatClient(r, self.settings.role(r), media_root=media_root) for r in roles if r not in self.clients}
+        limits = self._url_limits.setdefault(asyncio.get_running_loop(), {})  # semaphores belong to a loop
+        opened = {
+            r: ChatClient(r, self.settings.role(r), media_root=media_root, url_limits=limits)
+            for r in roles if r not in self.clients
+        }
         self.clients.update(opened)
         try:
             yield opened
