@@ -31,19 +31,19 @@ GOAL_EFFICIENCY = 0.90
 
 
 def _pipeline(results: Path, sim_url: str) -> Any:
-    from coool.pipeline import Pipeline
     from coool.recipe import load_recipe
+    from coool.run import Run
     from coool.settings import load_settings
 
     settings = load_settings(results_dir=results)
     settings.captioner.urls = [sim_url]
     settings.captioner.model = "simulated-captioner"
-    return Pipeline(settings, load_recipe("quick"))
+    return Run(settings, load_recipe("quick"))
 
 
 async def _caption_all(pipeline: Any, videos: list[int]) -> None:
     """Stage 2 for every video, through the run's own scheduler (as run_plain runs it)."""
-    from coool.pipeline import plain_scheduler
+    from coool.run import plain_scheduler
 
     stage = next(s for s in pipeline.recipe.stages() if s.kind == "caption")
     async with pipeline.open_clients([stage.role]):

@@ -22,8 +22,8 @@ from coool.video import FrameManifest, load_manifest
 from coool.workspace import cached_output
 
 if TYPE_CHECKING:
-    from coool.pipeline import Pipeline
     from coool.recipe import Recipe
+    from coool.run import Run
 
 TABLE_COLUMNS: tuple[str, ...] = ("frame", "image", *S.CAPTION_FIELDS)
 
@@ -139,7 +139,7 @@ async def caption_unit(
     manifest = load_manifest(frames_dir)
     if manifest is None:
         raise StageError(f"video {video}: no frames manifest in {frames_dir} (run stage 1 first)")
-    # A run passes its stage's key (coool.pipeline.Pipeline.stage_key): the one the cache uses too.
+    # A run passes its stage's key (coool.run.Run.stage_key): the one the cache uses too.
     key = key or caption_key(manifest, params, prompt, client.identity)
     meta_path = Path(out_dir) / f"{video}.json"
     if (done := cached_output(meta_path, key)) is not None and table_path(out_dir, video).exists():
@@ -162,19 +162,19 @@ class CaptionStage:
     def prompts(self, recipe: Recipe, stage: Stage) -> Prompt:
         return load_prompt(recipe.caption.prompt, recipe.prompts_dir)
 
-    def key(self, run: Pipeline, stage: Stage, video: int) -> str | None:
+    def key(self, run: Run, stage: Stage, video: int) -> str | None:
         manifest = load_manifest(run.ws.frames_dir(video))
         if manifest is None:
             return None
         return caption_key(manifest, run.recipe.caption, run.prompt(stage), run.identity(stage))
 
-    def output(self, run: Pipeline, stage: Stage, video: int) -> Path:
+    def output(self, run: Run, stage: Stage, video: int) -> Path:
         return run.ws.captions_path(video)
 
-    def done(self, run: Pipeline, stage: Stage, video: int) -> bool:
+    def done(self, run: Run, stage: Stage, video: int) -> bool:
         return self.output(run, stage, video).exists()
 
-    async def run(self, run: Pipeline, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
+    async def run(self, run: Run, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
         return await caption_unit(
             run.client(stage.role), video, run.ws.frames_dir(video), run.ws.captions_dir, run.prompt(stage), run.recipe.caption,
             key,

@@ -424,8 +424,8 @@ def run(
     prefect: bool = typer.Option(True, help="run as Prefect flows (--no-prefect: plain asyncio)"),
 ) -> None:
     """The whole recipe, from videos to submission.csv; rerun to resume."""
-    from coool.pipeline import Pipeline, run_plain
     from coool.recipe import RecipeError, load_recipe
+    from coool.run import Run, run_plain
     from coool.servers import ServerUnavailable
 
     try:
@@ -448,7 +448,7 @@ def run(
             if settings.data_root is None:  # as the flow does: file:// images may come from under it
                 settings.data_root = data.resolve()
             outcome = asyncio.run(
-                run_plain(Pipeline(settings, loaded), data / "videos", data / "heatmaps", concurrent=concurrent)
+                run_plain(Run(settings, loaded), data / "videos", data / "heatmaps", concurrent=concurrent)
             )
     except (ServerUnavailable, ValueError) as exc:
         # Inputs that can't be used at all (no videos) or a model server that is not

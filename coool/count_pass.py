@@ -22,8 +22,8 @@ from coool.video import load_manifest
 
 if TYPE_CHECKING:
     from coool.describe import DescribePromptSet
-    from coool.pipeline import Pipeline
     from coool.recipe import Recipe
+    from coool.run import Run
 
 # The spec clips these three; bicyclists/scooters are left as described.
 CLIPPED: tuple[str, ...] = (S.N_ANIMALS, S.N_PEDESTRIANS, S.N_VEHICLES)
@@ -85,13 +85,13 @@ class CountPassStage:
     def prompts(self, recipe: Recipe, stage: Stage) -> DescribePromptSet:
         return DESCRIBE.prompts(recipe, stage)
 
-    def _needed(self, run: Pipeline, video: int) -> tuple[bool, dict[str, Any] | None]:
+    def _needed(self, run: Run, video: int) -> tuple[bool, dict[str, Any] | None]:
         spec = run.recipe.count_pass
         assert spec is not None
         row = run.row(spec.input, video)
         return row is not None and needs_count_pass(row, spec.threshold), row
 
-    def key(self, run: Pipeline, stage: Stage, video: int) -> str | None:
+    def key(self, run: Run, stage: Stage, video: int) -> str | None:
         if load_manifest(run.ws.frames_dir(video)) is None:
             return None
         needed, row = self._needed(run, video)
@@ -100,14 +100,14 @@ class CountPassStage:
             return combined_hash(["countpass-skip", json_sha256(row), str(run.recipe.count_pass.threshold)])
         return DESCRIBE.key(run, stage, video)
 
-    def output(self, run: Pipeline, stage: Stage, video: int) -> Path:
+    def output(self, run: Run, stage: Stage, video: int) -> Path:
         return DESCRIBE.output(run, stage, video)
 
-    def done(self, run: Pipeline, stage: Stage, video: int) -> bool:
+    def done(self, run: Run, stage: Stage, video: int) -> bool:
         needed, _ = self._needed(run, video)
         return not needed or DESCRIBE.done(run, stage, video)
 
-    async def run(self, run: Pipeline, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
+    async def run(self, run: Run, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
         run.manifest(video)
         needed, _ = self._needed(run, video)
         if not needed:
@@ -125,7 +125,7 @@ class CountPassSubmission:
         assert recipe.count_pass is not None
         return [recipe.count_pass.input]
 
-    def row(self, run: Pipeline, name: str, video: int) -> dict[str, Any] | None:
+    def row(self, run: Run, name: str, video: int) -> dict[str, Any] | None:
         spec = run.recipe.count_pass
         assert spec is not None
         row = run.row(spec.input, video)
@@ -134,7 +134,7 @@ class CountPassSubmission:
         redone = DESCRIBED.row(run, spec.config, video)
         return clip_counts(redone if redone is not None else row, spec.clip)
 
-    def path(self, run: Pipeline, name: str) -> Path:
+    def path(self, run: Run, name: str) -> Path:
         return run.ws.count_pass_csv
 
 

@@ -31,8 +31,8 @@ from coool.windows import caption_trigger_window, detected_frame_window, window_
 from coool.workspace import cached_output
 
 if TYPE_CHECKING:
-    from coool.pipeline import Pipeline
     from coool.recipe import Recipe
+    from coool.run import Run
 
 PASS_FIELDS: dict[str, tuple[str, ...]] = {
     "counts": S.ANSWER_FIELDS[:9],
@@ -376,7 +376,7 @@ class DescribeStage:
         assert stage.config is not None
         return DescribePromptSet.load(recipe.configs[stage.config], recipe.prompts_dir)
 
-    def key(self, run: Pipeline, stage: Stage, video: int) -> str | None:
+    def key(self, run: Run, stage: Stage, video: int) -> str | None:
         assert stage.config is not None
         manifest = load_manifest(run.ws.frames_dir(video))
         if manifest is None:
@@ -392,14 +392,14 @@ class DescribeStage:
             return None
         return describe_key(manifest.video_sha256, window, config, run.prompt(stage), run.identity(stage))
 
-    def output(self, run: Pipeline, stage: Stage, video: int) -> Path:
+    def output(self, run: Run, stage: Stage, video: int) -> Path:
         assert stage.config is not None
         return run.ws.describe_path(stage.config, video)
 
-    def done(self, run: Pipeline, stage: Stage, video: int) -> bool:
+    def done(self, run: Run, stage: Stage, video: int) -> bool:
         return self.output(run, stage, video).exists()
 
-    async def run(self, run: Pipeline, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
+    async def run(self, run: Run, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
         assert stage.config is not None
         run.manifest(video)  # a clear error when stage 1 did not give the video frames
         return await describe_unit(
@@ -418,11 +418,11 @@ class DescribeSubmission:
     def sources(self, recipe: Recipe, name: str) -> list[str]:
         return []
 
-    def row(self, run: Pipeline, name: str, video: int) -> dict[str, Any] | None:
+    def row(self, run: Run, name: str, video: int) -> dict[str, Any] | None:
         path = run.ws.describe_path(name, video)
         return load_description_row(path) if path.exists() else None
 
-    def path(self, run: Pipeline, name: str) -> Path:
+    def path(self, run: Run, name: str) -> Path:
         return run.ws.describe_submission(name)
 
 

@@ -23,8 +23,8 @@ from coool.voting import decide_incident_frame
 from coool.workspace import cached_output
 
 if TYPE_CHECKING:
-    from coool.pipeline import Pipeline
     from coool.recipe import Recipe
+    from coool.run import Run
 
 # The table the detector reads: every caption field, not the image path.
 MARKDOWN_COLUMNS: tuple[str, ...] = ("frame", *S.CAPTION_FIELDS)
@@ -188,19 +188,19 @@ class DetectStage:
     def prompts(self, recipe: Recipe, stage: Stage) -> Prompt:
         return load_prompt(recipe.detect.prompt, recipe.prompts_dir)
 
-    def key(self, run: Pipeline, stage: Stage, video: int) -> str | None:
+    def key(self, run: Run, stage: Stage, video: int) -> str | None:
         captions = run.ws.captions_path(video)
         if load_manifest(run.ws.frames_dir(video)) is None or not captions.exists():
             return None
         return detect_key(captions, run.recipe.detect, run.prompt(stage), run.identity(stage))
 
-    def output(self, run: Pipeline, stage: Stage, video: int) -> Path:
+    def output(self, run: Run, stage: Stage, video: int) -> Path:
         return run.ws.detect_path(video)
 
-    def done(self, run: Pipeline, stage: Stage, video: int) -> bool:
+    def done(self, run: Run, stage: Stage, video: int) -> bool:
         return self.output(run, stage, video).exists()
 
-    async def run(self, run: Pipeline, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
+    async def run(self, run: Run, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
         manifest = run.manifest(video)
         return await detect_unit(
             run.client(stage.role), video, run.ws.captions_path(video), run.ws.detect_dir, run.prompt(stage),

@@ -23,8 +23,8 @@ from coool.voting import most_common_frame
 from coool.workspace import cached_output
 
 if TYPE_CHECKING:
-    from coool.pipeline import Pipeline
     from coool.recipe import Recipe
+    from coool.run import Run
 
 _LEADING_NUMBER = re.compile(r"^\s*\d+\s*[.):\-]?\s+")
 _TAG = "<{0}>(.*?)</{0}>"
@@ -246,14 +246,14 @@ class EnsembleStage:
         assert recipe.ensemble is not None
         return load_prompt(recipe.ensemble.prompt, recipe.prompts_dir)
 
-    def _inputs(self, run: Pipeline, video: int) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+    def _inputs(self, run: Run, video: int) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
         spec = run.recipe.ensemble
         assert spec is not None
         base = run.row(spec.base, video) or S.fallback_row(video)
         inputs = {n: pd.DataFrame([r], columns=list(S.COLUMNS)) for n in spec.inputs if (r := run.row(n, video))}
         return base, inputs
 
-    def key(self, run: Pipeline, stage: Stage, video: int) -> str | None:
+    def key(self, run: Run, stage: Stage, video: int) -> str | None:
         if load_manifest(run.ws.frames_dir(video)) is None:
             return None
         assert run.recipe.ensemble is not None
@@ -261,13 +261,13 @@ class EnsembleStage:
         candidates, _ = candidates_for(video, inputs)
         return ensemble_key(base, candidates, run.recipe.ensemble, run.prompt(stage), run.identity(stage))
 
-    def output(self, run: Pipeline, stage: Stage, video: int) -> Path:
+    def output(self, run: Run, stage: Stage, video: int) -> Path:
         return run.ws.ensemble_path(video)
 
-    def done(self, run: Pipeline, stage: Stage, video: int) -> bool:
+    def done(self, run: Run, stage: Stage, video: int) -> bool:
         return self.output(run, stage, video).exists()
 
-    async def run(self, run: Pipeline, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
+    async def run(self, run: Run, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
         run.manifest(video)
         assert run.recipe.ensemble is not None
         base, inputs = self._inputs(run, video)
@@ -287,12 +287,12 @@ class EnsembleSubmission:
         assert recipe.ensemble is not None
         return [recipe.ensemble.base, *recipe.ensemble.inputs]
 
-    def row(self, run: Pipeline, name: str, video: int) -> dict[str, Any] | None:
+    def row(self, run: Run, name: str, video: int) -> dict[str, Any] | None:
         assert run.recipe.ensemble is not None
         path = run.ws.ensemble_path(video)
         return dict(read_json(path)["row"]) if path.exists() else run.row(run.recipe.ensemble.base, video)
 
-    def path(self, run: Pipeline, name: str) -> Path:
+    def path(self, run: Run, name: str) -> Path:
         return run.ws.ensemble_dir / "submission.csv"
 
 

@@ -161,7 +161,7 @@ def split_n(n: int, max_n: int) -> list[int]:
 # One in-flight bound per (URL, limit), shared by the clients given the same ``url_limits``:
 # the pipeline flow runs several stage flows at once (eight describe configurations),
 # each with its own client, and the bound is per server, not per client. A run owns
-# its table (coool.pipeline.Pipeline.open_clients); nothing is kept between runs.
+# its table (coool.run.Run.open_clients); nothing is kept between runs.
 UrlLimits = dict[tuple[str, int], asyncio.Semaphore]
 
 

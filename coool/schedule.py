@@ -22,7 +22,7 @@ from coool.video import VideoError, VideoPair
 
 if TYPE_CHECKING:
     from coool.llm import ChatClient
-    from coool.pipeline import Pipeline
+    from coool.run import Run
     from coool.servers import ServerManager
     from coool.settings import Settings
 
@@ -131,7 +131,7 @@ class Scheduler:
     """Runs stages over videos, or a pipeline's whole plan; every unit goes through
     ``unit`` (and stage 1 through ``frames_unit``).
 
-    ``failures`` collects what failed (a Pipeline's list, so failures.csv has it);
+    ``failures`` collects what failed (a Run's list, so failures.csv has it);
     ``clients`` are the open clients whose request counts a stage report shows.
     """
 
@@ -212,7 +212,7 @@ class Scheduler:
 
     async def run(
         self,
-        pipeline: Pipeline,
+        pipeline: Run,
         pairs: list[VideoPair],
         videos: list[int],
         *,
@@ -260,7 +260,7 @@ class Scheduler:
             await self.servers.ensure_all(roles)
 
     async def _phase_cached(
-        self, pipeline: Pipeline, phase: Phase, cached: Callable[[Stage, list[int]], Awaitable[bool]]
+        self, pipeline: Run, phase: Phase, cached: Callable[[Stage, list[int]], Awaitable[bool]]
     ) -> bool:
         videos = pipeline.videos_with_frames()
         return all([await cached(stage, videos) for stage in phase.stages])

@@ -5,7 +5,7 @@ configuration). Each kind is implemented once, in its stage's module
 (``coool.video``'s frames aside, which runs before any model stage):
 ``captions.CAPTION``, ``detect.DETECT``, ``describe.DESCRIBE``,
 ``count_pass.COUNT_PASS``, ``ensemble.ENSEMBLE``; ``coool.registry`` lists
-them. The run (``coool.pipeline.Pipeline``) and the scheduler
+them. The run (``coool.run.Run``) and the scheduler
 (``coool.schedule``) only ever call the protocol below.
 """
 
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from coool.llm import Sample
 
 if TYPE_CHECKING:
-    from coool.pipeline import Pipeline
     from coool.recipe import Recipe
+    from coool.run import Run
 
 
 class StageError(RuntimeError):
@@ -55,19 +55,19 @@ class StageKind(Protocol):
         """The prompt (or prompt set) the stage sends, loaded once per run."""
         ...
 
-    def key(self, run: Pipeline, stage: Stage, video: int) -> str | None:
+    def key(self, run: Run, stage: Stage, video: int) -> str | None:
         """What determines the output (the key recorded in it); None while inputs are missing."""
         ...
 
-    def output(self, run: Pipeline, stage: Stage, video: int) -> Path:
+    def output(self, run: Run, stage: Stage, video: int) -> Path:
         """Where the video's output lives (in the run's Workspace)."""
         ...
 
-    def done(self, run: Pipeline, stage: Stage, video: int) -> bool:
+    def done(self, run: Run, stage: Stage, video: int) -> bool:
         """Whether the output is on disk (deleting it makes the work run again)."""
         ...
 
-    async def run(self, run: Pipeline, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
+    async def run(self, run: Run, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
         """The stage for one video, its output recording ``key`` (the run's stage key, computed
         once); raises StageError (or a request error) on failure."""
         ...
@@ -84,10 +84,10 @@ class SubmissionKind(Protocol):
         """The submissions this one is made from (none for a describe configuration)."""
         ...
 
-    def row(self, run: Pipeline, name: str, video: int) -> dict[str, Any] | None:
+    def row(self, run: Run, name: str, video: int) -> dict[str, Any] | None:
         """The row it contributes for ``video``, from what is on disk (None: none)."""
         ...
 
-    def path(self, run: Pipeline, name: str) -> Path:
+    def path(self, run: Run, name: str) -> Path:
         """Where its CSV is written."""
         ...

@@ -19,8 +19,8 @@ from coool import schema as S
 from coool.files import atomic_write_text
 
 if TYPE_CHECKING:
-    from coool.pipeline import Pipeline
     from coool.recipe import Recipe
+    from coool.run import Run
 
 
 class SubmissionError(ValueError):
@@ -291,12 +291,12 @@ class MergeSubmission:
         spec = recipe.merges[name]
         return [spec.primary, spec.fallback]
 
-    def row(self, run: Pipeline, name: str, video: int) -> dict[str, Any] | None:
+    def row(self, run: Run, name: str, video: int) -> dict[str, Any] | None:
         spec = run.recipe.merges[name]
         merged = merge_row(run.row(spec.primary, video), run.row(spec.fallback, video))
         return dict(merged) if merged is not None else None
 
-    def path(self, run: Pipeline, name: str) -> Path:
+    def path(self, run: Run, name: str) -> Path:
         return run.ws.merge_csv(name)
 
 

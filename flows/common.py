@@ -3,7 +3,7 @@
 Flows only wire: the schedule is ``coool.schedule.Scheduler`` and the work is
 each stage kind's ``run``; this module gives a unit a Prefect task (with the
 stage's cache key, retries, a name per video), a stage a progress artifact
-and a summary. The run's ``Pipeline`` is made once, at the flow the user (or
+and a summary. The ``Run`` is made once, at the flow the user (or
 a deployment) started, from plain string parameters; flows started inside it
 find it in ``ACTIVE_RUN`` instead of rebuilding it.
 """
@@ -31,8 +31,8 @@ from prefect.context import TagsContext, TaskRunContext
 from prefect.filesystems import LocalFileSystem, WritableFileSystem
 
 from coool.files import atomic_write_bytes, text_sha256
-from coool.pipeline import Pipeline
 from coool.recipe import load_recipe
+from coool.run import Run
 from coool.schedule import Scheduler, StageReport
 from coool.settings import Settings, load_settings
 from coool.stage import Stage, StageError
@@ -54,7 +54,7 @@ class AtomicLocalFileSystem(LocalFileSystem):
         return await asyncio.to_thread(self.write_path, path, content)
 
 
-async def result_storage(settings: Settings, pipeline: Pipeline) -> WritableFileSystem:
+async def result_storage(settings: Settings, pipeline: Run) -> WritableFileSystem:
     """Where cached task results live: a named block, else ``<results>/.prefect``.
 
     Prefect wants result storage saved server-side; the local one is saved
@@ -68,22 +68,22 @@ async def result_storage(settings: Settings, pipeline: Pipeline) -> WritableFile
     return storage
 
 
-def build_pipeline(recipe: str, results_dir: str | None, settings_file: str | None = None, data_root: str | None = None) -> Pipeline:
-    """The run's Pipeline from flow parameters (all plain strings, so deployments can pass them)."""
+def build_run(recipe: str, results_dir: str | None, settings_file: str | None = None, data_root: str | None = None) -> Run:
+    """The Run from flow parameters (all plain strings, so deployments can pass them)."""
     overrides: dict[str, Any] = {}
     if results_dir:
         overrides["results_dir"] = Path(results_dir)
     settings = load_settings(settings_file, **overrides)
     if data_root and settings.data_root is None:
         settings.data_root = Path(data_root).resolve()
-    return Pipeline(settings, load_recipe(recipe))
+    return Run(settings, load_recipe(recipe))
 
 
 @dataclass
 class FlowRun:
     """One run's in-process objects, shared by the flow that made them and the flows it starts."""
 
-    pipeline: Pipeline
+    pipeline: Run
     storage: WritableFileSystem
     pairs: list[VideoPair] = field(default_factory=list)  # stage 1's inputs, set before the frames flow runs
 
@@ -91,7 +91,7 @@ class FlowRun:
     async def start(cls, recipe: str, results_dir: str | None, settings_file: str | None, data_root: str | None) -> FlowRun:
         if (active := ACTIVE_RUN.get()) is not None:
             return active
-        pipeline = build_pipeline(recipe, results_dir, settings_file, data_root)
+        pipeline = build_run(recipe, results_dir, settings_file, data_root)
         return cls(pipeline, await result_storage(pipeline.settings, pipeline))
 
     def scheduler(self, servers: Any = None) -> Scheduler:
@@ -136,7 +136,7 @@ class UnitFailed(RuntimeError):
 # Stage 1 checks the inputs' content hashes itself and skips finished
 # videos, so Prefect's cache would add nothing but storage.
 @task(cache_policy=NONE, retries=0)
-async def frames_video(pipeline: Pipeline, pair: VideoPair) -> dict[str, Any]:
+async def frames_video(pipeline: Run, pair: VideoPair) -> dict[str, Any]:
     return await pipeline.frames_unit(pair)
 
 
@@ -145,7 +145,7 @@ def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | Non
     return parameters["key"]
 
 
-def stage_key(pipeline: Pipeline, stage: Stage, video: int) -> str | None:
+def stage_key(pipeline: Run, stage: Stage, video: int) -> str | None:
     try:
         return pipeline.stage_key(stage, video)
     except Exception:  # a key we can't compute means: run it (the unit reports why)
@@ -168,7 +168,7 @@ def _retry_worthwhile(task: Any, task_run: Any, state: Any) -> bool:
     cache_result_in_memory=False,
     retry_condition_fn=_retry_worthwhile,
 )
-async def stage_video(pipeline: Pipeline, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
+async def stage_video(pipeline: Run, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
     """One stage for one video (a Prefect task run named like ``caption-video-17``; its cache key is ``key``)."""
     return await pipeline.run_stage(stage, video, key)
 
@@ -181,7 +181,7 @@ def stage_tags(stage: Stage) -> list[str]:
     return [f"stage:{stage.kind}", f"role:{stage.role}"] + ([f"config:{stage.config}"] if stage.config else [])
 
 
-def stage_task(pipeline: Pipeline, stage: Stage, video: int, storage: WritableFileSystem) -> Any:
+def stage_task(pipeline: Run, stage: Stage, video: int, storage: WritableFileSystem) -> Any:
     # No tags on task runs: Prefect asks its server for tag concurrency limits
     # before a tagged task runs (one serialized API call per tag set, the first
     # task of every stage waiting on it). The stage's flow run carries the tags.
@@ -355,7 +355,7 @@ async def run_stage_flow(
     return report.as_dict()
 
 
-async def cached_stage(pipeline: Pipeline, stage: Stage, videos: list[int], storage: WritableFileSystem) -> bool:
+async def cached_stage(pipeline: Run, stage: Stage, videos: list[int], storage: WritableFileSystem) -> bool:
     """True when every (stage, video) task would come from Prefect's cache: its output
     is on disk and a result is stored under its key (the task's own test, made
     without creating the flow run and task runs that would only report "Cached").

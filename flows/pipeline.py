@@ -22,7 +22,7 @@ from typing import Any
 from prefect import flow, get_run_logger, tags
 from prefect.artifacts import acreate_markdown_artifact
 
-from coool.pipeline import Pipeline
+from coool.run import Run
 from coool.schedule import StageReport
 from coool.servers import ServerManager
 from coool.stage import Stage
@@ -54,7 +54,7 @@ def _stage_subflow(params: dict[str, Any]) -> Any:
     return run
 
 
-def _summary_markdown(pipeline: Pipeline, videos: list[int], reports: list[dict[str, Any]], seconds: float) -> str:
+def _summary_markdown(pipeline: Run, videos: list[int], reports: list[dict[str, Any]], seconds: float) -> str:
     lines = [
         f"# coool run: recipe `{pipeline.recipe.name}`",
         "",

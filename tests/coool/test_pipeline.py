@@ -12,8 +12,8 @@ import pytest
 from coool import schema as S
 from coool.detect import read_detections
 from coool.files import atomic_write_json
-from coool.pipeline import Pipeline, run_plain
 from coool.recipe import load_recipe
+from coool.run import Run, run_plain
 from coool.servers import ServerUnavailable
 from coool.settings import ROLES, RoleSettings, Settings
 from coool.sim.testing import free_port, running_sim_server
@@ -39,7 +39,7 @@ def assert_near_events(frame: pd.DataFrame, truths) -> None:
 
 async def test_quick_recipe_end_to_end_and_resumed(sim, synthetic_data, tmp_path: Path) -> None:
     results = tmp_path / "results"
-    pipeline = Pipeline(settings_for(sim, results), load_recipe("quick"))
+    pipeline = Run(settings_for(sim, results), load_recipe("quick"))
     outcome = await run_plain(pipeline, synthetic_data.videos, synthetic_data.heatmaps, concurrent=False)
     assert (outcome["videos"], outcome["failures"]) == (3, 0)
     submission = assert_valid(results / "submission.csv", [0, 1, 2])
@@ -68,7 +68,7 @@ async def test_quick_recipe_end_to_end_and_resumed(sim, synthetic_data, tmp_path
     # A rerun finds every output in place: not one request.
     before = (results / "submission.csv").read_bytes()
     sim.reset()
-    again = await run_plain(Pipeline(settings_for(sim, results), load_recipe("quick")), synthetic_data.videos,
+    again = await run_plain(Run(settings_for(sim, results), load_recipe("quick")), synthetic_data.videos,
                             synthetic_data.heatmaps, concurrent=False)
     assert again["failures"] == 0
     assert sim.stats()["received"] == 0
@@ -79,7 +79,7 @@ async def test_quick_recipe_end_to_end_and_resumed(sim, synthetic_data, tmp_path
 async def test_second_place_recipe_end_to_end(sim, synthetic_data, tmp_path: Path) -> None:
     results = tmp_path / "results"
     recipe = load_recipe("second-place")
-    outcome = await run_plain(Pipeline(settings_for(sim, results), recipe), synthetic_data.videos,
+    outcome = await run_plain(Run(settings_for(sim, results), recipe), synthetic_data.videos,
                               synthetic_data.heatmaps, concurrent=False)
     assert (outcome["videos"], outcome["failures"]) == (3, 0)
     assert set(outcome["written"]) == set(recipe.submissions()) | {"final"}
@@ -95,7 +95,7 @@ async def test_second_place_recipe_end_to_end(sim, synthetic_data, tmp_path: Pat
     stats = sim.stats()
     assert stats["tasks"]["ensemble"] == 3 and stats["tasks"]["describe_reconcile"] == 8 * 3
     sim.reset()
-    await run_plain(Pipeline(settings_for(sim, results), recipe), synthetic_data.videos, synthetic_data.heatmaps)
+    await run_plain(Run(settings_for(sim, results), recipe), synthetic_data.videos, synthetic_data.heatmaps)
     assert sim.stats()["received"] == 0
 
 
@@ -114,7 +114,7 @@ async def test_bad_inputs_and_a_failing_server_still_give_a_valid_submission(sim
     results = tmp_path / "results"
     with running_sim_server(model=["sim-model"], faults="5xx=1.0") as broken:  # healthy, but every answer is a 5xx
         failing = RoleSettings(model="sim-model", urls=[broken.url], max_attempts=1, timeout_s=5)
-        pipeline = Pipeline(settings_for(sim, results, describer=failing), load_recipe("quick"))
+        pipeline = Run(settings_for(sim, results, describer=failing), load_recipe("quick"))
         outcome = await run_plain(pipeline, data_with_bad_inputs / "videos", data_with_bad_inputs / "heatmaps")
     submission = assert_valid(results / "submission.csv", [0, 1, 2, 3, 4])
     # Every row is the fallback: the describer never answered, and videos 3 and 4 never got that far.
@@ -137,14 +137,14 @@ async def test_a_server_down_at_the_start_fails_fast_naming_role_and_url(sim, sy
     results = tmp_path / "results"
     port = free_port()
     down = RoleSettings(model="sim-model", urls=[f"http://127.0.0.1:{port}/v1"], server={"health_timeout_s": 1})
-    pipeline = Pipeline(settings_for(sim, results, describer=down), load_recipe("quick"))
+    pipeline = Run(settings_for(sim, results, describer=down), load_recipe("quick"))
     with pytest.raises(ServerUnavailable, match=rf"describer: .*127\.0\.0\.1:{port}"):
         await run_plain(pipeline, synthetic_data.videos, synthetic_data.heatmaps)
     assert not (results / "submission.csv").exists()
 
 
 def test_rows_follow_the_merges_and_the_count_pass(sim, tmp_path: Path) -> None:
-    pipeline = Pipeline(settings_for(sim, tmp_path), load_recipe("second-place"))
+    pipeline = Run(settings_for(sim, tmp_path), load_recipe("second-place"))
 
     def described(config: str, video: int, **changes: object) -> dict[str, object]:
         row = S.fallback_row(video) | changes
@@ -175,7 +175,7 @@ def test_collect_inputs_records_odd_file_names(sim, synthetic_data, tmp_path: Pa
     shutil.copy(synthetic_data.video(1), videos / "5.mp4")  # no heatmap
     for odd in ("².mp4", "٣.mp4", "clip.mp4"):  # "²".isdigit() and "٣".isdigit() are both True
         (videos / odd).write_bytes(b"not a video")
-    pipeline = Pipeline(settings_for(sim, tmp_path / "results"), load_recipe("quick"))
+    pipeline = Run(settings_for(sim, tmp_path / "results"), load_recipe("quick"))
     pairs, ids = pipeline.collect_inputs(videos, heatmaps)
     assert [p.video_id for p in pairs] == [0] and ids == [0, 5]
     failed = sorted((f.video if f.video is not None else -1, Path(f.path).name) for f in pipeline.failures)
@@ -184,7 +184,7 @@ def test_collect_inputs_records_odd_file_names(sim, synthetic_data, tmp_path: Pa
 
 
 def test_videos_with_frames_reads_only_id_folders(sim, tmp_path: Path) -> None:
-    pipeline = Pipeline(settings_for(sim, tmp_path), load_recipe("quick"))
+    pipeline = Run(settings_for(sim, tmp_path), load_recipe("quick"))
     for name in ("0", "12", "²", "٣", "3.5", "abc"):
         (tmp_path / "frames" / name).mkdir(parents=True)
         (tmp_path / "frames" / name / "manifest.json").write_text("{}", encoding="utf-8")

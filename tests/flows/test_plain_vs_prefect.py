@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from roles import point_roles_at
 
-from coool.pipeline import Pipeline, run_plain
 from coool.recipe import load_recipe
+from coool.run import Run, run_plain
 from coool.settings import load_settings
 from coool.sim.testing import running_sim_server
 from flows.pipeline import pipeline_flow
@@ -44,7 +44,7 @@ def test_plain_and_prefect_runs_write_identical_files(prefect_api, synthetic_dat
             # Both runs write to the same folder (outputs name their frames' paths), one after the other.
             results = tmp_path / "results"
             plain = asyncio.run(run_plain(
-                Pipeline(load_settings(results_dir=results), load_recipe(recipe)), synthetic_data.videos,
+                Run(load_settings(results_dir=results), load_recipe(recipe)), synthetic_data.videos,
                 synthetic_data.heatmaps,
             ))
             results.rename(tmp_path / "plain")

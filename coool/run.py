@@ -1,6 +1,6 @@
 """One run as plain Python: its settings, recipe, workspace, prompts, clients and failures.
 
-``Pipeline`` dispatches each (stage, video) to its stage kind (coool.registry)
+``Run`` dispatches each (stage, video) to its stage kind (coool.registry)
 and each submission row to its submission kind; ``coool.schedule`` decides
 what runs when. ``run_plain`` is ``coool run --no-prefect``; the Prefect flows
 drive the same objects through the same scheduler.
@@ -35,8 +35,9 @@ from coool.workspace import Workspace
 if TYPE_CHECKING:
     from coool.servers import ServerManager
 
-class Pipeline:
-    """Everything a run needs, with no Prefect in it."""
+class Run:
+    """One run: what it needs (settings, recipe, workspace, prompts, clients) and what it found
+    (failures, reports); dispatches each (stage, video) to its stage kind. No Prefect in it."""
 
     def __init__(self, settings: Settings, recipe: Recipe, *, results_dir: Path | None = None) -> None:
         self.settings = settings
@@ -240,7 +241,7 @@ class Pipeline:
         return self.assemble(videos)
 
 
-def plain_scheduler(pipeline: Pipeline, *, servers: ServerManager | None = None, progress: Progress = no_progress) -> Scheduler:
+def plain_scheduler(pipeline: Run, *, servers: ServerManager | None = None, progress: Progress = no_progress) -> Scheduler:
     """The scheduler that runs every unit directly (no Prefect)."""
     return Scheduler(
         pipeline.settings, pipeline.run_stage, pipeline.frames_unit, failures=pipeline.failures,
@@ -249,7 +250,7 @@ def plain_scheduler(pipeline: Pipeline, *, servers: ServerManager | None = None,
 
 
 async def run_plain(
-    pipeline: Pipeline, videos_dir: Path, heatmaps_dir: Path, *, concurrent: bool = False
+    pipeline: Run, videos_dir: Path, heatmaps_dir: Path, *, concurrent: bool = False
 ) -> dict[str, Any]:
     """The whole recipe without Prefect: ``coool run --no-prefect``.
 
