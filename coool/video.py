@@ -756,36 +756,3 @@ def transcode_h264(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> 
         tmp.unlink(missing_ok=True)
     return dst
 
-
-# --- CLI body --------------------------------------------------------------------
-
-
-def frames_command(
-    videos_dir: str | os.PathLike[str],
-    heatmaps_dir: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    every: int = 10,
-) -> int:
-    """``coool frames``: run stage 1, print a summary; exit 0 ok, 1 some problems, 2 nothing done."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    try:
-        manifests, problems = extract_all(videos_dir, heatmaps_dir, out_dir, every)
-    except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return 2
-    table = Table(title=f"stage 1: frames -> {out_dir}")
-    for col in ("video", "frames", "heatmap frames", "stacked images", "heatmap rule"):
-        table.add_column(col)
-    for vid, m in manifests.items():
-        rule = m.heatmap_rule.detail if m.heatmap_rule.applied else "-"
-        table.add_row(str(vid), str(m.video.frames), str(m.heatmap.frames), str(len(m.frames)), rule)
-    console.print(table)
-    for p in problems:
-        console.print(f"[yellow]problem:[/yellow] {p.path}: {p.problem}", soft_wrap=True)
-    console.print(f"{len(manifests)} videos done, {len(problems)} problems")
-    if not manifests:
-        return 2
-    return 1 if problems else 0

@@ -21,7 +21,6 @@ from coool.video import (
     extract_all,
     extract_caption_frames,
     extract_raw_frames,
-    frames_command,
     probe,
     read_frames,
     scan_inputs,
@@ -415,6 +414,17 @@ def test_extract_all_reports_bad_files_and_does_the_rest(tmp_path, messy_inputs)
     assert {videos / "clip.mp4", videos / "7.mp4", videos / "007.MP4"} <= set(named)
     assert len(problems) == 7
     assert not (tmp_path / "frames" / "2").exists()
+
+
+def frames_command(videos, heatmaps, out, every: int = 10) -> int:
+    """``coool frames`` (the command's body moved to the CLI, #13), its output printed for capsys."""
+    from typer.testing import CliRunner
+
+    from coool.cli import app
+
+    result = CliRunner().invoke(app, ["frames", str(videos), str(heatmaps), str(out), "--every", str(every)])
+    print(result.stdout)
+    return result.exit_code
 
 
 def test_frames_command_exit_codes(tmp_path, synthetic_data, messy_inputs, capsys) -> None:
