@@ -1,7 +1,7 @@
 """``python -m bench [--quick] [--only NAME ...]``: the benchmarks (`make bench`).
 
 Figures (one module each): preprocess, scheduling, orchestration, resume,
-growth. Each writes ``bench/results/<figure>.json`` (``--quick``:
+growth, video_readers. Each writes ``bench/results/<figure>.json`` (``--quick``:
 ``bench/results/quick/``) with the machine facts and the date; the combined
 table goes to ``README-table.md`` beside them, and a full run of every
 figure also refreshes the table in ``README.md`` and ``docs/BENCH.md``.
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import growth, orchestration, preprocess, resume, scheduling
+from bench import growth, orchestration, preprocess, resume, scheduling, video_readers
 from bench.common import (
     REPO,
     RESULTS_DIR,
@@ -45,8 +45,10 @@ FIGURES: dict[str, Callable[[Context], dict[str, Any]]] = {
     "orchestration": orchestration.run,
     "resume": resume.run,
     "growth": growth.run,
+    "video_readers": video_readers.run,
 }
 NEEDS_SIM = {"scheduling", "orchestration", "resume", "growth"}
+NEEDS_POOL = {"preprocess", *NEEDS_SIM}
 # A full run of every figure refreshes the table between these markers in both files.
 TABLE_DOCS = (REPO / "README.md", REPO / "docs" / "BENCH.md")
 TABLE_START, TABLE_END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine_facts()
     log(f"bench: {mode} run of {', '.join(selected)} on {facts['cores']} cores, load {facts['load_avg_at_start']}")
     setup_started = time.perf_counter()
-    ensure_pool(args.quick)
+    if NEEDS_POOL & set(selected):  # video_readers makes its own clips
+        ensure_pool(args.quick)
     if NEEDS_SIM & set(selected):
         ensure_pool(True)  # growth's short clips
         warm_sim_memo(args.quick)

@@ -92,7 +92,51 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]:
                 f"flat (<= {_x(r['goal_memory_growth_at_most'])})",
                 _ok(r["bounded_describer_memory_largest_vs_smallest"] <= r["goal_memory_growth_at_most"]),
             ))
+    if (r := results.get("video_readers")) is not None:
+        out += _video_reader_rows(r)
     return out
+
+
+_READER_NAMES = {"coool": "coool (OpenCV)", "moviepy_get_frame": "moviepy get_frame", "moviepy_iter": "moviepy iter_frames"}
+
+
+def _video_reader_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    s, corr = r["summary"], r["correctness"]
+
+    def exact(names: list[str], reader: str) -> str:
+        ok = sum(1 for n in names if corr[n][reader]["all_exact"])
+        counts = sum(1 for n in names if corr[n][reader]["frames_agree"])
+        wrong = sum(corr[n][reader]["wrong"] + len(corr[n][reader]["missing"]) for n in names)
+        selected = sum(corr[n][reader]["selected"] for n in names)
+        return f"{ok}/{len(names)} clips exact ({wrong}/{selected} frames wrong), {counts}/{len(names)} counts right"
+
+    readers = list(_READER_NAMES)
+    lengths = "/".join(f"{c['seconds']:g}" for c in r["clips"] if c["kind"] == "cfr")
+    return [
+        (f"6a. Every {r['every']}th frame vs ffmpeg's decode, MPEG-4 SP clips ({len(s['cfr_clips'])})",
+         "; ".join(f"{_READER_NAMES[x]}: {exact(s['cfr_clips'], x)}" for x in readers),
+         "coool exact", _ok(s["exact_cfr"]["coool"])),
+        (f"6b. The same on VFR clips ({len(s['vfr_clips'])}: dropped frames; 30 then 15 fps)",
+         "; ".join(f"{_READER_NAMES[x]}: {exact(s['vfr_clips'], x)}" for x in readers),
+         "coool exact", _ok(s["exact_vfr"]["coool"])),
+        (f"6c. moviepy / coool, every {r['every']}th frame of {r['size']} MPEG-4 SP, {lengths} s clips",
+         "; ".join(f"{_READER_NAMES[x]} {s['cfr_wall_ratio_range'][x][0]:.1f}-{s['cfr_wall_ratio_range'][x][1]:.1f}x wall, "
+                   f"{s['cfr_cpu_ratio_range'][x][0]:.1f}-{s['cfr_cpu_ratio_range'][x][1]:.1f}x CPU" for x in readers[1:]),
+         "moviepy used where exact and < 1x", "not used" if not s["moviepy_wins_anywhere"] else "**wins: see BENCH.md**"),
+    ]
+
+
+def _measured_apart(results: dict[str, dict[str, Any]], machine: dict[str, Any]) -> list[str]:
+    """One line per figure whose results come from another day or machine than the header's."""
+    here = (machine.get("date_utc", "?")[:10], machine.get("cpu"))
+    lines = []
+    for name, r in results.items():
+        m = r.get("machine") or {}
+        if (m.get("date_utc", "?")[:10], m.get("cpu")) != here:
+            took = f", {r['seconds'] / 60:.1f} min" if r.get("seconds") else ""
+            lines.append(f"Figure {name} was measured apart: {m.get('date_utc', '?')[:10]} on {m.get('cores')} cores "
+                         f"({m.get('cpu')}), OpenCV {m.get('opencv')}; `python -m bench{' --quick' if r.get('mode') == 'quick' else ''} --only {name}`{took}.")
+    return lines
 
 
 def markdown(results: dict[str, dict[str, Any]], machine: dict[str, Any], mode: str, total_s: float | None) -> str:
@@ -101,6 +145,7 @@ def markdown(results: dict[str, dict[str, Any]], machine: dict[str, Any], mode: 
         f"{machine.get('ram_gib')} GiB RAM, Python {machine.get('python')}, OpenCV {machine.get('opencv')}, "
         f"ffmpeg {machine.get('ffmpeg_cli')}, Prefect {machine.get('prefect')}; `make bench{' BENCH_ARGS=--quick' if mode == 'quick' else ''}`"
         + (f" took {total_s / 60:.1f} min." if total_s else "."),
+        *_measured_apart(results, machine),
         "Every figure is a ratio of runs made side by side in one `make bench` run; medians of repeated runs.",
         "",
         "| figure | measured | goal | met |",
