@@ -161,51 +161,48 @@ class Scheduler:
     async def frames(self, pairs: list[VideoPair]) -> StageReport:
         """Stage 1 for every pair, ``settings.frames_concurrency`` at a time; failures recorded."""
         assert self.frames_unit is not None, "a scheduler for stage 1 needs a frames unit"
-        report = StageReport(FRAMES.name)
-        limit = asyncio.Semaphore(self.settings.frames_concurrency)
-        started = time.perf_counter()
-
-        async def one(pair: VideoPair, advance: Callable[[], None]) -> None:
-            try:
-                async with limit:
-                    report.add(await self.frames_unit(pair))
-            except Exception as exc:  # a bad video must not stop the others
-                failure = self.fail(pair.video_id, FRAMES.name, frames_error(exc), str(pair.video))
-                report.failed.append(failure)
-            finally:
-                advance()
-
-        async with self.progress(FRAMES.name, len(pairs)) as advance:
-            await asyncio.gather(*(one(p, advance) for p in pairs))
-        report.seconds = time.perf_counter() - started
-        return report
+        unit, by_id = self.frames_unit, {p.video_id: p for p in pairs}
+        return await self._each(
+            FRAMES, list(by_id), lambda v: unit(by_id[v]), self.settings.frames_concurrency,
+            lambda v, exc: self.fail(v, FRAMES.name, frames_error(exc), str(by_id[v].video)),
+        )
 
     async def stage(self, stage: Stage, videos: list[int]) -> StageReport:
         """``stage`` for every video, at most ``settings.video_concurrency`` at once; failures recorded, never raised."""
-        report = StageReport(stage.name)
-        limit = asyncio.Semaphore(self.settings.video_concurrency)
         client = self.clients.get(stage.role)
         before = client.stats.as_dict() if client else {}
-        started = time.perf_counter()
-
-        async def one(video: int, advance: Callable[[], None]) -> None:
-            try:
-                async with limit:
-                    report.add(await self.unit(stage, video))
-            except Exception as exc:  # a failed video must not stop the others
-                report.failed.append(self.fail(video, stage.name, exc))
-            finally:
-                advance()
-
-        async with self.progress(stage.name, len(videos)) as advance:
-            await asyncio.gather(*(one(v, advance) for v in videos))
-        report.seconds = time.perf_counter() - started
+        report = await self._each(
+            stage, videos, lambda v: self.unit(stage, v), self.settings.video_concurrency,
+            lambda v, exc: self.fail(v, stage.name, exc),
+        )
         if client:
             after = client.stats.as_dict()
             report.requests = {k: after[k] - before.get(k, 0) for k in ("requests", "retries", "failures", "samples")}
             # Why requests were retried (or failed for good), by error type: e.g. {"APITimeoutError": 3}.
             errors = {k: v - before.get("errors", {}).get(k, 0) for k, v in after["errors"].items()}
             report.requests["errors"] = {k: v for k, v in sorted(errors.items()) if v > 0}
+        return report
+
+    async def _each(
+        self, stage: Stage, videos: list[int], unit: Callable[[int], Awaitable[dict[str, Any]]], bound: int,
+        fail: Callable[[int, Exception], Failure],
+    ) -> StageReport:
+        report = StageReport(stage.name)
+        limit = asyncio.Semaphore(bound)
+        started = time.perf_counter()
+
+        async def one(video: int, advance: Callable[[], None]) -> None:
+            try:
+                async with limit:
+                    report.add(await unit(video))
+            except Exception as exc:  # a failed video must not stop the others
+                report.failed.append(fail(video, exc))
+            finally:
+                advance()
+
+        async with self.progress(stage.name, len(videos)) as advance:
+            await asyncio.gather(*(one(v, advance) for v in videos))
+        report.seconds = time.perf_counter() - started
         return report
 
     # -- the whole plan ---------------------------------------------------------------

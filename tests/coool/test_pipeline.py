@@ -190,3 +190,17 @@ def test_videos_with_frames_reads_only_id_folders(sim, tmp_path: Path) -> None:
         (tmp_path / "frames" / name / "manifest.json").write_text("{}", encoding="utf-8")
     (tmp_path / "frames" / "7").mkdir()  # no manifest: stage 1 did not finish
     assert pipeline.videos_with_frames() == [0, 12]
+
+
+async def test_concurrent_mode_reports_every_stage_and_why_videos_were_skipped(sim, synthetic_data, tmp_path: Path) -> None:
+    from coool.count_pass import SKIPPED
+
+    run = Run(settings_for(sim, tmp_path), load_recipe("second-place"))
+    outcome = await run_plain(run, synthetic_data.videos, synthetic_data.heatmaps, concurrent=True)
+    stages = {r["stage"]: r for r in outcome["stages"]}
+    # Stage 1 is a stage like the others, and concurrent mode reports one row per stage.
+    assert list(stages) == ["frames"] + [s.name for s in run.recipe.stages()]
+    for report in stages.values():
+        assert report["done"] + report["skipped"] == 3 and report["failed"] == [], report
+    counted = stages["count-pass"]
+    assert counted["skipped"] > 0 and counted["skipped_why"] == {SKIPPED: counted["skipped"]}
