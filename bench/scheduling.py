@@ -60,7 +60,7 @@ async def _one_at_a_time(pipeline: Any, video: int, count: int) -> float:
         client = clients["captioner"]
         start = time.perf_counter()
         for frame, path in frames:
-            await caption_frame(client, pipeline.caption_prompt, frame, path, pipeline.recipe.caption)
+            await caption_frame(client, pipeline.prompts["caption"], frame, path, pipeline.recipe.caption)
         return (time.perf_counter() - start) / len(frames)
 
 
