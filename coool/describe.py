@@ -1,7 +1,11 @@
 """Stage 4: describe the incident from a window of raw frames (Qwen3-VL or GLM-4.5V).
 
 Three prompts per video (counts, texts, reconcile), each answered with
-``n`` samples that are cleaned and voted (PIPELINE.md, stage 4).
+``n`` samples that are cleaned and voted (PIPELINE.md, stage 4). By default
+everything is the original's (request layout, cleaning, vote, re-asks, the
+final start frame; ``tests/coool/test_goldens_describe.py`` checks it against
+the original's own code); coool's improvements are the switches of
+``DescribeConfig`` (README, "Faithful vs plus: describe").
 """
 
 from __future__ import annotations
@@ -21,12 +25,21 @@ from coool.captions import load_captions
 from coool.files import atomic_write_json, combined_hash, read_json
 from coool.llm import ChatClient, ImageFile, ModelRequestError, user_message
 from coool.params import DescribeConfig
-from coool.parsing import MAX_COUNT, canonical_label, canonical_severity, clean_text, coerce_answer, parse_json_lenient
+from coool.parsing import (
+    MAX_COUNT,
+    canonical_label,
+    canonical_severity,
+    clean_sample,
+    clean_text,
+    coerce_answer,
+    parse_answer,
+    parse_json_lenient,
+)
 from coool.prompts import Prompt, load_prompt, load_snippet
 from coool.stage import Stage, StageError, sample_record
 from coool.submission import is_english
 from coool.video import extract_raw_frames, load_manifest
-from coool.voting import consistent, empty_fields, vote_samples
+from coool.voting import consistent, empty_fields, vote_original, vote_samples
 from coool.windows import caption_trigger_window, detected_frame_window, window_index_to_frame
 from coool.workspace import cached_output
 
@@ -41,23 +54,54 @@ PASS_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Every switch off: the original's behaviour (final_row's default).
+_FAITHFUL = DescribeConfig(name="faithful", window="detected-frame", pre=0, post=0)
+
+# The reconcile request appends the two earlier results as one JSON object under these keys.
+RECONCILE_COUNTS_KEY = "First prediction (Counts JSON)"
+RECONCILE_TEXTS_KEY = "Second prediction (Texts JSON)"
+# The snippet the v6 count pass inserts; the faithful prompts hold two placeholders for it
+# (a paragraph of its own, and the end of a line).
+IGNORE_IMAGE_TEXT = "ignore_image_text"
+
+
 @dataclass(frozen=True)
 class DescribePromptSet:
-    """The three prompts of a configuration, plus the snippets appended to each."""
+    """The three prompts of a configuration, plus the snippets the configuration inserts."""
 
     counts: Prompt
     texts: Prompt
     reconcile: Prompt
     extra: str = ""
+    snippets: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def load(cls, config: DescribeConfig, override_dir: str | Path | None = None) -> DescribePromptSet:
+        variant = "plus" if config.plus_prompts else None
+        snippets = tuple((name, load_snippet(name, override_dir, variant=variant)) for name in config.extra)
         return cls(
-            counts=load_prompt(config.prompts.counts, override_dir),
-            texts=load_prompt(config.prompts.texts, override_dir),
-            reconcile=load_prompt(config.prompts.reconcile, override_dir),
-            extra="\n".join(load_snippet(name, override_dir) for name in config.extra),
+            counts=load_prompt(config.prompts.counts, override_dir, variant=variant),
+            texts=load_prompt(config.prompts.texts, override_dir, variant=variant),
+            reconcile=load_prompt(config.prompts.reconcile, override_dir, variant=variant),
+            extra="\n".join(text for _, text in snippets),
+            snippets=snippets,
         )
+
+    def values(self, window_size: int) -> dict[str, object]:
+        """Placeholder values every describe prompt may use.
+
+        ``$extra``: the snippets, one per line (plus prompts put it last).
+        ``${name}`` / ``${name}_inline`` for each known snippet: the snippet as
+        a paragraph of its own (followed by a blank line) / at the end of a
+        line (after a space), or empty when the configuration does not use it.
+        """
+        used = dict(self.snippets)
+        out: dict[str, object] = {"n_frames": window_size, "last_index": window_size - 1, "extra": self.extra}
+        for name in (IGNORE_IMAGE_TEXT, *used):
+            text = used.get(name, "").strip()
+            out[name] = f"{text}\n\n" if text else ""
+            out[f"{name}_inline"] = f" {text}" if text else ""
+        return out
 
     @property
     def sha256(self) -> str:
@@ -117,22 +161,70 @@ class DescribeResult:
         }
 
 
-def _clean(answer: Mapping[str, Any] | None, fields: Sequence[str]) -> dict[str, Any]:
-    """A coerced answer restricted to a pass's fields; non-English texts count as empty.
+def describe_message(text: str, images: Sequence[str | ImageFile], *, images_first: bool = False) -> dict[str, Any]:
+    """The describe request's user message: the text, then the images (earliest first), as the
+    original sends it; ``images_first`` puts the images before the text."""
+    if images_first:
+        return user_message(text, images)
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
+    parts.extend({"type": "image_url", "image_url": {"url": url}} for url in images)
+    return {"role": "user", "content": parts}
 
-    Severity and label are canonicalised here (a value outside the allowed
-    ones counts as empty), so a re-ask can only fill a field with an
-    allowed value (voting canonicalises too, but re-asked values skip it).
+
+def _blank(config: DescribeConfig) -> str | None:
+    # What an unusable text becomes: absent (None) under blank_as_absent, else the original's "".
+    return None if config.blank_as_absent else ""
+
+
+def clean_answer(content: str, fields: Sequence[str], config: DescribeConfig) -> dict[str, Any] | None:
+    """One sample's answer restricted to a pass's fields, cleaned for voting; None when it does
+    not vote (only under ``drop_unparsable``).
+
+    Faithful: ``parsing.parse_answer`` then ``parsing.clean_sample`` (every field
+    present; missing numbers 0, missing texts ""). The switches change it as
+    their descriptions say.
     """
-    coerced = coerce_answer(answer or {})
-    out = {f: coerced.get(f) for f in fields}
-    for column in S.TEXT_COLUMNS:
-        if column in out and isinstance(out[column], str) and not is_english(out[column]):
-            out[column] = None
-    for column, canonical in ((S.SEVERITY, canonical_severity), (S.LABEL, canonical_label)):
-        if column in out:
-            out[column] = canonical(out[column])
+    parsed = parse_json_lenient(content) if config.lenient_parsing else parse_answer(content)
+    if parsed is None and config.drop_unparsable:
+        return None
+    parsed = parsed or {}
+    if config.lenient_parsing:
+        coerced = coerce_answer(parsed)
+        out = {f: coerced.get(f) for f in fields}
+        if not config.blank_as_absent:
+            # The original's fill: a missing number 0, a missing text "".
+            out = {f: (v if v is not None else ("" if f in _TEXT_FIELDS else 0)) for f, v in out.items()}
+    else:
+        out = clean_sample(parsed, tuple(fields), absent_as_none=config.blank_as_absent)
+    if config.canonical_values:
+        for column, canonical in ((S.SEVERITY, canonical_severity), (S.LABEL, canonical_label)):
+            if column in out and out[column] is not None:
+                out[column] = canonical(out[column]) or _blank(config)
+    if config.english_reask:
+        for column in S.TEXT_COLUMNS:
+            if isinstance(out.get(column), str) and not is_english(out[column]):
+                out[column] = _blank(config)
     return out
+
+
+_TEXT_FIELDS = frozenset((S.SEVERITY, S.LABEL, *S.TEXT_COLUMNS))
+
+
+def vote(answers: Sequence[Mapping[str, Any]], fields: Sequence[str], config: DescribeConfig) -> dict[str, Any]:
+    """The pass's voted fields: the original's vote, or coool's under ``blank_as_absent``."""
+    if config.blank_as_absent:
+        voted = vote_samples(answers, canonical=config.canonical_values) if answers else {}
+        return {f: voted.get(f) for f in fields}
+    return {f: v for f, v in vote_original(answers).items() if f in fields}
+
+
+def _answer_text(content: str, n: int) -> str:
+    """The text a sample's answer is read from. The original drops what precedes the first
+    ``</think>`` of a one-sample answer only (its n-sample requests keep it); the client has
+    already split the reasoning off at the last one, so this only matters for several."""
+    if n == 1 and "</think>" in (content or ""):
+        return content.split("</think>", 1)[1]
+    return content
 
 
 def reask_penalties(config: DescribeConfig) -> list[float]:
@@ -150,17 +242,27 @@ async def run_pass(
     images: Sequence[str | ImageFile],
     config: DescribeConfig,
     values: Mapping[str, object],
+    context: str | None = None,
 ) -> PassResult:
-    """One prompt: n samples, cleaned and voted; empty voted fields re-asked.
+    """One prompt: n samples, cleaned and voted; a pass with a blank voted field is asked again.
 
-    The re-ask sends one sample at a time with the repetition penalty raised
-    by 0.1 per try (at most ``reask_tries``, capped at 1.5) until the empty
-    fields are filled. Improvement: an answer in another script counts as
-    empty, so it is re-asked instead of reaching the submission.
+    Faithful (the original's stage 4): the reconcile pass first repeats the
+    whole n-sample request (voting again) up to ``reask_tries`` times, then
+    every pass asks one sample at a time; each try raises the repetition
+    penalty by 0.1 (capped at 1.5), its answer replaces the pass's result,
+    and the tries stop once no field is blank. ``context`` (the reconcile
+    pass's earlier results) follows the prompt after a blank line. Under
+    ``merge_reasks`` a single answer only fills the blank fields.
     """
     fields = PASS_FIELDS[name]
-    messages = [user_message(prompt.render(**values), images)]
-    response_format = client.response_format(prompt.title, prompt.schema or {})
+    text = prompt.render(**values)
+    if context is not None:
+        text = f"{text}\n\n{context}"
+    messages = [describe_message(text, images, images_first=config.images_first)]
+    if config.json_schema and prompt.schema:
+        response_format = client.response_format(prompt.title, prompt.schema)
+    else:
+        response_format = {"type": "json_object"}
     common = dict(
         temperature=config.temperature,
         top_p=config.top_p,
@@ -169,43 +271,63 @@ async def run_pass(
         response_format=response_format,
     )
     result = PassResult(prompt=prompt.name)
-    samples = await client.complete(messages, n=config.n, repetition_penalty=config.repetition_penalty, **common)
-    answers = []
-    for sample in samples:
-        parsed = parse_json_lenient(sample.content)
-        result.samples.append(sample_record(sample, parsed=parsed is not None))
-        if parsed is not None:
-            answers.append(_clean(parsed, fields))
-    voted = {f: v for f, v in vote_samples(answers).items() if f in fields} if answers else {f: None for f in fields}
-    for penalty in reask_penalties(config):
-        missing = empty_fields(voted, fields)
-        if not missing:
-            break
-        try:
-            (sample,) = await client.complete(messages, n=1, repetition_penalty=penalty, **common)
-        except ModelRequestError as exc:
-            # The vote already stands; a failed re-ask only leaves the gap,
-            # which final_row fills from the other passes.
-            result.reasks.append({"repetition_penalty": penalty, "missing": missing, "error": str(exc)})
-            break
-        parsed = parse_json_lenient(sample.content)
-        filled = []
-        if parsed is not None:
-            fresh = _clean(parsed, fields)
-            for f in missing:
-                if not empty_fields(fresh, [f]):
-                    voted[f] = fresh[f]
-                    filled.append(f)
-        result.reasks.append({**sample_record(sample), "repetition_penalty": penalty, "missing": missing, "filled": filled})
+
+    async def sampled(n: int, penalty: float) -> list[dict[str, Any]]:
+        samples = await client.complete(messages, n=n, repetition_penalty=penalty, **common)
+        answers = []
+        for sample in samples:
+            cleaned = clean_answer(_answer_text(sample.content, n), fields, config)
+            result.samples.append(sample_record(sample, parsed=cleaned is not None))
+            if cleaned is not None:
+                answers.append(cleaned)
+        return answers
+
+    voted = vote(await sampled(config.n, config.repetition_penalty), fields, config)
+    # The original repeats the whole n-sample reconcile request first (only when n > 1).
+    full_tries = reask_penalties(config) if name == "reconcile" and config.n > 1 and not config.merge_reasks else []
+    single_tries = reask_penalties(config)
+    for n, schedule in ((config.n, full_tries), (1, single_tries)):
+        for penalty in schedule:
+            missing = empty_fields(voted, fields)
+            if not missing:
+                break
+            try:
+                samples = await client.complete(messages, n=n, repetition_penalty=penalty, **common)
+            except ModelRequestError as exc:
+                # Guard (the original would stop the video): the vote stands with its gap,
+                # which final_row fills.
+                result.reasks.append({"n": n, "repetition_penalty": penalty, "missing": missing, "error": str(exc)})
+                result.voted = voted
+                return result
+            # A missing single choice reads as an empty answer, as in the original.
+            contents = [_answer_text(s.content, n) for s in samples] or ([""] if n == 1 else [])
+            answers = [a for a in (clean_answer(c, fields, config) for c in contents) if a is not None]
+            record: dict[str, Any] = {"n": n, "repetition_penalty": penalty, "missing": missing}
+            if n == 1 and samples:
+                record.update(sample_record(samples[0]))
+            elif n > 1:
+                record["samples"] = [sample_record(s) for s in samples]
+            if config.merge_reasks:
+                fresh = answers[0] if answers else {}
+                filled = [f for f in missing if not empty_fields(fresh, [f])]
+                voted.update({f: fresh[f] for f in filled})
+                record["filled"] = filled
+            elif n > 1:
+                voted = vote(answers, fields, config)
+            elif answers:
+                voted = dict(answers[0])  # the single answer replaces the pass's result
+            result.reasks.append(record)
     result.voted = voted
     return result
 
 
-def _allowed(field: str, value: Any) -> Any:
+def _allowed(field: str, value: Any, config: DescribeConfig) -> Any:
     """``value`` as a valid value of ``field`` in a submission row, else None (as if no pass gave it).
 
-    Voted values are allowed already; this guards ``final_row`` against any
-    that are not (a value that reached ``voted`` some other way).
+    Guard: the faithful vote can hold values a submission cannot (a blank or
+    misspelt severity, a blank or non-English text); only such values are
+    replaced (``final_row``). A misspelt severity or label is read as the
+    allowed value it names when there is one.
     """
     if value is None:
         return None
@@ -214,7 +336,7 @@ def _allowed(field: str, value: Any) -> Any:
     if field == S.LABEL:
         return canonical_label(str(value))
     if field in S.TEXT_COLUMNS:
-        text = clean_text(str(value))
+        text = clean_text(str(value)) if config.clean_texts else str(value).strip()
         return text if text and is_english(text) else None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         return None
@@ -224,8 +346,26 @@ def _allowed(field: str, value: Any) -> Any:
     if field == S.EGO:
         return number if number in S.EGO_VALUES else None
     if field in S.COUNT_COLUMNS:
-        return min(number, MAX_COUNT) if number >= 0 else None  # the cap coerce_answer applies
-    return number  # the start index: window_index_to_frame guards its range
+        return min(number, MAX_COUNT) if number >= 0 else None  # guard: 64-bit readers
+    return number
+
+
+def start_frame(window: Sequence[int], index: int, *, clamp_negative: bool = False) -> tuple[int, bool]:
+    """The submission's start frame for the voted start index: (frame, whether a guard acted).
+
+    Faithful: -1 gives frame 1; any other index picks the window's image the
+    Python way (-2 is the second-to-last). Guard (the original crashes): an
+    index beyond the window's ends is clamped to the nearest end. With
+    ``clamp_negative`` (the ``clamp_start_index`` switch) every index below 0
+    other than -1 gives the first frame.
+    """
+    if index == -1:
+        return 1, False
+    if not window:
+        raise ValueError("no frames in the window")
+    if index < 0 and not clamp_negative and index >= -len(window):
+        return int(window[index]), False
+    return window_index_to_frame(list(window), index)
 
 
 def final_row(
@@ -233,18 +373,24 @@ def final_row(
     window: Sequence[int],
     passes: Mapping[str, PassResult],
     notes: list[str],
+    config: DescribeConfig | None = None,
 ) -> dict[str, Any]:
-    """The submission row: the reconcile vote, gaps filled from the other passes, rules enforced.
+    """The submission row: the reconcile pass's result (the original's row).
 
-    Never invalid: a field no pass could give gets the no-incident value and
-    a note says so.
+    Guard (the original would write an invalid row or crash): a field the
+    reconcile result lacks or holds an invalid value for (a blank or
+    unknown severity or label, a blank or non-English text) is taken from
+    the texts pass, then the counts pass, else the no-incident value or the
+    fallback sentence, with a note. ``consistency_rules`` then enforces the
+    reconcile rules. ``config`` None: every switch off.
     """
+    config = config or _FAITHFUL
     row: dict[str, Any] = {}
     order = ("reconcile", "texts", "counts")
     for f in S.ANSWER_FIELDS:
         value = None
         for name in order:
-            candidate = _allowed(f, passes[name].voted.get(f)) if name in passes else None
+            candidate = _allowed(f, passes[name].voted.get(f), config) if name in passes else None
             if candidate is not None:
                 value = candidate
                 break
@@ -260,18 +406,26 @@ def final_row(
         if row[f] is None:
             notes.append(f"no usable {f!r}: the fallback sentence was used")
             row[f] = defaults[f]
-    row = consistent(row)
+    if config.consistency_rules:
+        row = consistent(row)
     if row[S.SEVERITY] is None:
+        notes.append("no usable 'Crash Severity': '0. No Crash' was used")
         row[S.SEVERITY] = S.NO_CRASH
     if row[S.LABEL] is None:
+        notes.append("no usable 'Label': 'unknown' was used")
         row[S.LABEL] = S.UNKNOWN_LABEL
     index = row[S.START_FRAME] if row[S.START_FRAME] is not None else -1
-    frame, clamped = window_index_to_frame(list(window), int(index))
+    frame, clamped = start_frame(list(window), int(index), clamp_negative=config.clamp_start_index)
     if clamped:
         notes.append(f"start index {index} is outside the {len(window)}-frame window: clamped")
     row[S.START_FRAME] = frame
     row[S.VIDEO] = int(video)
     return {c: row[c] for c in S.COLUMNS}
+
+
+def reconcile_context(counts: Mapping[str, Any], texts: Mapping[str, Any]) -> str:
+    """The two earlier results as the original appends them to the reconcile prompt."""
+    return json.dumps({RECONCILE_COUNTS_KEY: dict(counts), RECONCILE_TEXTS_KEY: dict(texts)}, ensure_ascii=False)
 
 
 async def describe_video(
@@ -282,33 +436,32 @@ async def describe_video(
     window: Sequence[int],
     images: Mapping[int, Path],
 ) -> DescribeResult:
-    """Counts and texts passes (together), then reconcile, then the final row."""
+    """Counts and texts passes (together), then reconcile, then the final row.
+
+    The reconcile prompt gets the earlier results appended after a blank line
+    (the original's layout), unless its text places them itself with
+    ``$counts_json`` and ``$texts_json`` (coool's plus prompt does).
+    """
     urls = [client.image_url(images[f]) for f in window]
-    values = {"n_frames": len(window), "last_index": len(window) - 1, "extra": prompts.extra}
+    values = prompts.values(len(window))
     counts, texts = await asyncio.gather(
         run_pass(client, "counts", prompts.counts, urls, config, values),
         run_pass(client, "texts", prompts.texts, urls, config, values),
     )
-    reconcile = await run_pass(
-        client,
-        "reconcile",
-        prompts.reconcile,
-        urls,
-        config,
-        {
+    if "$counts_json" in prompts.reconcile.text or "${counts_json}" in prompts.reconcile.text:
+        placed = {
             **values,
             "counts_json": json.dumps(counts.voted, ensure_ascii=False, indent=1),
             "texts_json": json.dumps(texts.voted, ensure_ascii=False, indent=1),
-        },
-    )
+        }
+        reconcile = await run_pass(client, "reconcile", prompts.reconcile, urls, config, placed)
+    else:
+        context = reconcile_context(counts.voted, texts.voted)
+        reconcile = await run_pass(client, "reconcile", prompts.reconcile, urls, config, values, context)
     passes = {"counts": counts, "texts": texts, "reconcile": reconcile}
     notes: list[str] = []
-    row = final_row(video, window, passes, notes)
+    row = final_row(video, window, passes, notes, config)
     return DescribeResult(video=video, config=config.name, window=list(window), row=row, passes=passes, notes=notes)
-
-
-def save_description(result: DescribeResult, out_dir: Path) -> Path:
-    return atomic_write_json(Path(out_dir) / f"{result.video}.json", result.as_dict())
 
 
 def describe_key(video_sha256: str, window: Sequence[int], config: DescribeConfig, prompts: DescribePromptSet, model: str) -> str:

@@ -13,6 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from coool.improvements import switch
 from coool.settings import ROLES
 
 CONFIGS_FILE = Path(__file__).parent / "configs" / "describe.yaml"
@@ -64,6 +65,62 @@ class DescribeConfig(_Strict):
     reask_tries: int = Field(5, ge=0)
     reask_penalty_step: float = 0.1
     reask_penalty_cap: float = 1.5
+    # coool's improvements over the original describe stage: off = the original's behaviour.
+    plus_prompts: bool = switch(
+        "coool's describe prompts (coool/prompts/plus/): extra rules (start index -1 under detection -1, "
+        "'several vehicles hit the ego-car: 5', stricter style, hazard labels from coool's list)",
+        "tighter answers that need fewer re-asks and fewer fixes afterwards",
+    )
+    json_schema: bool = switch(
+        "describe requests carry the prompt's JSON schema (response_format json_schema) instead of json_object",
+        "the server's structured outputs make every sample parse and hold only allowed values",
+    )
+    images_first: bool = switch(
+        "the images come before the text in the describe request (the original sends the text first)",
+        "the question right after the frames it is about; common practice for Qwen-VL and GLM-V",
+    )
+    lenient_parsing: bool = switch(
+        "samples parsed leniently (the text after a closing think tag, a fence anywhere, later objects, "
+        "json-repair) "
+        "and keys matched ignoring case and punctuation; numbers like '2.7' rounded",
+        "a sample with a small format slip still votes",
+    )
+    drop_unparsable: bool = switch(
+        "a sample that does not parse does not vote (the original cleans it to zeros and blanks, which vote)",
+        "a broken sample is not evidence of 'no incident'",
+    )
+    blank_as_absent: bool = switch(
+        "a missing, null or blank field is absent and does not vote; the texts come from a sample that has both",
+        "a blank cannot win a tie and a missing count is not a vote for 0",
+    )
+    canonical_values: bool = switch(
+        "severity and label mapped to the allowed values before voting ('3' -> '3. Ego-car collided ...'; "
+        "a close label spelling), an unmappable one counting as blank",
+        "spelling variants vote together and the vote only yields allowed values",
+    )
+    english_reask: bool = switch(
+        "a caption or reason in another script counts as blank, so it is asked again",
+        "the challenge scores English text; a non-English sentence would score 0",
+    )
+    merge_reasks: bool = switch(
+        "a re-ask (one sample each) fills only the still-blank fields and keeps the vote; the reconcile pass "
+        "gets no full-n re-asks (the original replaces the pass's result with the single answer)",
+        "one re-ask cannot undo a good vote on the other fields",
+    )
+    consistency_rules: bool = switch(
+        "the final row obeys the reconcile rules (detection -1: no crash, ego 0, unknown, counts 0; "
+        "detection 0: no crash, hazard label; detection 1: a crash severity)",
+        "the original only asks the model to obey them; a row that breaks them scores worse",
+    )
+    clamp_start_index: bool = switch(
+        "a start index below -1 is clamped to the window's first frame (the original counts it from the "
+        "window's end, Python style)",
+        "-2 is a malformed answer, not 'the second-to-last frame'",
+    )
+    clean_texts: bool = switch(
+        "captions and reasons made one line (control characters dropped, runs of white space one space)",
+        "a model's line breaks or invisible characters do not reach the submission's one-sentence fields",
+    )
 
     @model_validator(mode="after")
     def _known_role(self) -> DescribeConfig:

@@ -366,3 +366,104 @@ def has_hazard_clue(value: object) -> bool:
         return False
     text = str(value).strip().strip(".!;:'\"` ").lower()
     return text not in _NO_CLUE
+
+
+# ---------------------------------------------------------------- the original's cleaning (faithful)
+
+_OPEN_FENCE = re.compile(r"^```(?:json|JSON)?\s*")
+_CLOSE_FENCE = re.compile(r"\s*```$")
+_ORIGINAL_INT = re.compile(r"^-?\d+")
+_ORIGINAL_NUMBERS = frozenset((S.START_FRAME, S.DETECTION, S.EGO, *S.COUNT_COLUMNS))
+
+
+def _first_brace_block(text: str) -> str | None:
+    """From the first ``{`` to the brace that balances it, counting every brace (even in strings)."""
+    start = text.find("{")
+    if start == -1:
+        return None
+    depth = 0
+    for pos in range(start, len(text)):
+        if text[pos] == "{":
+            depth += 1
+        elif text[pos] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start : pos + 1]
+    return None
+
+
+def parse_answer(text: str) -> dict | None:
+    """A describe sample as the original parsed it; None when it does not parse.
+
+    Faithful to the original (stage 4): a code fence is removed only at the
+    very start and end; then the whole text as JSON, else the block from the
+    first ``{`` to its balancing brace, else the whole text with curly double
+    quotes and the right single quote straightened. Nothing else: no
+    ``</think>`` handling, no repair. Guard (the original would crash on
+    it): JSON that is not an object (a list, a number) counts as unparsable.
+    The original cleans an unparsable sample like an empty object.
+    """
+    if not isinstance(text, str):
+        return None
+    body = _CLOSE_FENCE.sub("", _OPEN_FENCE.sub("", text.strip())).strip()
+    attempts = [body, _first_brace_block(body), body.replace("\u201c", '"').replace("\u201d", '"').replace("\u2019", "'")]
+    for attempt in attempts:
+        if attempt is None:
+            continue
+        try:
+            value = json.loads(attempt)
+        except (ValueError, RecursionError):
+            continue
+        return value if isinstance(value, dict) else None
+    return None
+
+
+def _original_int(value: object) -> int:
+    """The original's number reading: floats rounded, a string's leading integer ("2.7" -> 2), else 0."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return round(value) if math.isfinite(value) else 0
+    if isinstance(value, str):
+        match = _ORIGINAL_INT.match(value.strip())
+        return int(match.group()) if match else 0
+    return 0
+
+
+def _original_text(value: object) -> str:
+    """The original's text reading: None is "", anything else its Python ``str``, stripped
+    (JSON's true, 1.5 and lists read "True", "1.5", "['a']")."""
+    return "" if value is None else str(value).strip()
+
+
+def clean_sample(obj: Mapping, fields: tuple[str, ...] | list[str], *, absent_as_none: bool = False) -> dict:
+    """One parsed sample restricted to ``fields``, cleaned as the original did (faithful).
+
+    Every field is present: numbers (start index, detection, ego, counts)
+    read with the original's rule, a missing one 0; texts (severity, label,
+    caption, reason) stripped, a missing one "". Detection outside {-1,0,1}
+    and ego outside {0,1} become 0; negative counts 0. Keys match exactly.
+    With ``absent_as_none`` (the ``blank_as_absent`` switch) a missing or
+    null field and a blank text are None instead, so voting skips them.
+    """
+    source = obj if isinstance(obj, Mapping) else {}
+    out: dict[str, object] = {}
+    for field in fields:
+        value = source.get(field)
+        if absent_as_none and (value is None or (isinstance(value, str) and not value.strip())):
+            out[field] = None
+            continue
+        if field in _ORIGINAL_NUMBERS:
+            number = _original_int(value)
+            if field == S.DETECTION and number not in S.DETECTION_VALUES:
+                number = 0
+            elif field == S.EGO and number not in S.EGO_VALUES:
+                number = 0
+            elif field in _ANSWER_COUNTS and number < 0:
+                number = 0
+            out[field] = number
+        else:
+            out[field] = _original_text(value)
+    return out

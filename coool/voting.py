@@ -22,10 +22,6 @@ _CANONICAL = {S.SEVERITY: canonical_severity, S.LABEL: canonical_label}
 _EGO_SEVERITY = "1. Ego-car collided but did not stop"
 _OTHERS_SEVERITY = "6. One or Multiple vehicles collided but ego-car is fine"
 
-_PENALTY_STEP = 0.1
-_PENALTY_TRIES = 5
-_PENALTY_CAP = 1.5
-
 
 def majority(values: Sequence[T]) -> T | None:
     """The most common non-None value; ties -> the smallest in sort order.
@@ -73,7 +69,7 @@ def _is_blank(value: object) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
-def _pick_text_sample(samples: Sequence[Mapping], voted: Mapping) -> Mapping:
+def _pick_text_sample(samples: Sequence[Mapping], voted: Mapping, canonical: bool = True) -> Mapping:
     """The sample whose categorical fields agree most with the vote.
 
     Stage 4 "Vote": the two texts come from the sample that agrees with the
@@ -93,7 +89,8 @@ def _pick_text_sample(samples: Sequence[Mapping], voted: Mapping) -> Mapping:
         if filled(sample) != most_filled:
             continue
         score = sum(
-            voted[field] is not None and _canonical(field, sample.get(field)) == voted[field]
+            voted[field] is not None
+            and (_canonical(field, sample.get(field)) if canonical else sample.get(field)) == voted[field]
             for field in _CATEGORICAL
         )
         if score > best_score:  # strict: ties keep the earliest
@@ -102,22 +99,23 @@ def _pick_text_sample(samples: Sequence[Mapping], voted: Mapping) -> Mapping:
     return best
 
 
-def vote_samples(samples: Sequence[Mapping]) -> dict:
+def vote_samples(samples: Sequence[Mapping], *, canonical: bool = True) -> dict:
     """The voted 11 answer fields of ``coerce_answer`` outputs.
 
     Stage 4 "Vote": detection, severity, label and ego by majority; counts
     by median; start index by ``vote_start_index``; the two texts from the
     best-agreeing sample (``_pick_text_sample``). Choices: severity and label
     are canonicalised before voting (a value that maps to no allowed value
-    counts as absent), so the result only holds allowed values; a field
-    present in no sample comes out None (a text can also be None when the
-    chosen sample lacks it).
+    counts as absent), so the result only holds allowed values (``canonical``
+    False: they vote as given); a field present in no sample comes out None
+    (a text can also be None when the chosen sample lacks it). This is the
+    ``blank_as_absent`` switch's vote; ``vote_original`` is the original's.
     """
     voted: dict[str, object] = {}
     for field in S.ANSWER_FIELDS:
         if field in S.TEXT_COLUMNS:
             continue  # chosen below, once the categorical vote is known
-        values = (_canonical(field, sample.get(field)) for sample in samples)
+        values = (_canonical(field, sample.get(field)) if canonical else sample.get(field) for sample in samples)
         present = [value for value in values if value is not None]
         if not present:
             voted[field] = None
@@ -128,12 +126,75 @@ def vote_samples(samples: Sequence[Mapping]) -> dict:
         else:
             voted[field] = majority(present)
     if samples:
-        chosen = _pick_text_sample(samples, voted)
+        chosen = _pick_text_sample(samples, voted, canonical)
         for field in S.TEXT_COLUMNS:
             voted[field] = chosen.get(field)
     else:
         voted.update({field: None for field in S.TEXT_COLUMNS})
     return {field: voted[field] for field in S.ANSWER_FIELDS}
+
+
+def _original_majority(values: Sequence[object]) -> object:
+    """The most common value; ties: the first in sort order ("" sorts before any text), or the
+    first seen when the values cannot be sorted together."""
+    counts = Counter(values)
+    top = max(counts.values())
+    winners = [value for value, count in counts.items() if count == top]
+    try:
+        return sorted(winners)[0]  # type: ignore[type-var]
+    except TypeError:
+        return winners[0]
+
+
+def _original_median(values: Sequence[object]) -> int:
+    numbers = [int(v) for v in values if isinstance(v, (int, float))]  # type: ignore[arg-type]
+    return round(statistics.median(numbers)) if numbers else 0
+
+
+def vote_original(samples: Sequence[Mapping]) -> dict:
+    """The original's vote over cleaned samples (``parsing.clean_sample``), faithful.
+
+    Only fields present in some sample are voted. Detection, ego, severity
+    and label by majority, ties to the smallest (a blank severity beats any
+    text); counts by the median, rounded half to even; the start index by
+    majority ignoring -1, all -1 giving -1 and none 0. The two texts come
+    from the first sample agreeing with the most of the four voted
+    categorical fields (compared as strings), blank or not. No samples: {}.
+    Keys come out in the original's order.
+    """
+    if not samples:
+        return {}
+    present = {field for sample in samples for field in sample}
+    voted: dict[str, object] = {}
+
+    def values(field: str) -> list[object]:
+        return [sample[field] for sample in samples if field in sample]
+
+    for field in (S.DETECTION, S.EGO, S.SEVERITY, S.LABEL):
+        if field in present:
+            voted[field] = _original_majority(values(field))
+    for field in S.COUNT_COLUMNS:
+        if field in present:
+            voted[field] = _original_median(values(field))
+    if S.START_FRAME in present:
+        numbers = [v for v in values(S.START_FRAME) if isinstance(v, (int, float))]
+        others = [v for v in numbers if v != -1]
+        if others:
+            start = _original_majority(others)
+        else:
+            start = -1 if numbers else 0
+        voted[S.START_FRAME] = int(start)  # type: ignore[call-overload]
+
+    def agreement(sample: Mapping) -> int:
+        return sum(
+            field in voted and field in sample and str(voted[field]) == str(sample[field]) for field in _CATEGORICAL
+        )
+
+    best = max(samples, key=agreement)  # max keeps the first of equals
+    for field in S.TEXT_COLUMNS:
+        if field in best:
+            voted[field] = best[field]
+    return voted
 
 
 def empty_fields(voted: Mapping, fields: Iterable[str]) -> list[str]:
@@ -143,21 +204,6 @@ def empty_fields(voted: Mapping, fields: Iterable[str]) -> list[str]:
     again. A field missing from ``voted`` counts as empty.
     """
     return [field for field in fields if _is_blank(voted.get(field))]
-
-
-def repetition_penalties(base: float = 1.0) -> list[float]:
-    """The re-ask schedule: one penalty per try.
-
-    Stage 4: raise the repetition penalty by 0.1 per try, at most 5 tries,
-    capped at 1.5 -> [1.1, 1.2, 1.3, 1.4, 1.5] from 1.0. Choices: always 5
-    entries (a higher base repeats 1.5, the caller stops when the field is
-    filled); values rounded to 10 decimals to drop float noise (1.3, not
-    1.3000000000000003).
-    """
-    return [
-        round(min(base + _PENALTY_STEP * attempt, _PENALTY_CAP), 10)
-        for attempt in range(1, _PENALTY_TRIES + 1)
-    ]
 
 
 def decide_incident_frame(frames: Sequence[int]) -> int | None:

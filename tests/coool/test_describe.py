@@ -25,6 +25,7 @@ from coool.describe import (
     select_window,
 )
 from coool.detect import detect_video
+from coool.improvements import improvements_of
 from coool.llm import ChatClient
 from coool.params import DescribeConfig, load_describe_configs
 from coool.parsing import MAX_COUNT
@@ -34,7 +35,10 @@ from coool.submission import submission_text, validate
 
 CONFIGS = load_describe_configs()
 V4 = CONFIGS["v4"]
-VALUES = {"n_frames": 24, "last_index": 23, "extra": ""}
+VALUES = DescribePromptSet.load(V4).values(24)
+# coool's improvements (every describe switch but the plus prompts): the behaviour before issue #14.
+SWITCHES = [i.name for i in improvements_of("describe", DescribeConfig)]
+PLUS = V4.model_copy(update={name: True for name in SWITCHES if name != "plus_prompts"})
 WINDOW = list(range(1, 117, 5))  # the v4 window of a 120-frame clip around frame 41
 HIT = "1. Ego-car collided but did not stop"
 
@@ -139,7 +143,7 @@ TEXTS = load_prompt("describe_texts")
 
 async def test_a_pass_sends_the_spec_sampling(scripted_client) -> None:
     client = scripted_client([as_json(PASS_FIELDS["counts"])])
-    result = await run_pass(client, "counts", COUNTS, ["data:a", "data:b"], V4, VALUES)
+    result = await run_pass(client, "counts", COUNTS, ["data:a", "data:b"], PLUS, VALUES)
     (call,) = client.calls
     assert (call["n"], call["temperature"], call["top_p"], call["top_k"]) == (4, 0.6, 0.95, -1)
     assert (call["repetition_penalty"], call["max_tokens"]) == (1.0, 8192)
@@ -157,7 +161,7 @@ async def test_votes_follow_the_rules(scripted_client) -> None:
         as_json(PASS_FIELDS["counts"], **{S.START_FRAME: 9, S.N_VEHICLES: 5, S.SEVERITY: "2"}),
         "```json\n" + as_json(PASS_FIELDS["counts"], **{S.START_FRAME: "7", S.N_VEHICLES: "4 cars"}) + "\n```",
     ]
-    result = await run_pass(scripted_client([samples]), "counts", COUNTS, [], V4, VALUES)
+    result = await run_pass(scripted_client([samples]), "counts", COUNTS, [], PLUS, VALUES)
     v = result.voted
     assert v[S.START_FRAME] == 9  # majority ignoring -1
     assert v[S.N_VEHICLES] == 3  # median of 1, 2, 4, 5 = 3.0
@@ -174,7 +178,7 @@ async def test_an_empty_voted_field_is_asked_again_with_a_rising_penalty(scripte
         "not json",
         json.dumps({S.LABEL: "Animal on the road"}),  # a partial answer fills the gap
     ])
-    result = await run_pass(client, "counts", COUNTS, [], V4, VALUES)
+    result = await run_pass(client, "counts", COUNTS, [], PLUS, VALUES)
     assert [c["repetition_penalty"] for c in client.calls] == [1.0, 1.1, 1.2, 1.3]
     assert [c["n"] for c in client.calls] == [4, 1, 1, 1]
     assert result.voted[S.LABEL] == "animal on the road"
@@ -186,7 +190,7 @@ async def test_an_empty_voted_field_is_asked_again_with_a_rising_penalty(scripte
 
 async def test_re_asks_stop_after_five_tries_capped_at_1_5(scripted_client) -> None:
     client = scripted_client([as_json(PASS_FIELDS["texts"], **{S.CAPTION: ""})] + ["{}"] * 5)
-    result = await run_pass(client, "texts", TEXTS, [], V4, VALUES)
+    result = await run_pass(client, "texts", TEXTS, [], PLUS, VALUES)
     assert [c["repetition_penalty"] for c in client.calls] == [1.0, 1.1, 1.2, 1.3, 1.4, 1.5]
     assert result.voted[S.CAPTION] == ""  # still empty: final_row will use the fallback sentence
     assert result.voted[S.REASON] == answer()[S.REASON]
@@ -199,7 +203,7 @@ async def test_a_failed_re_ask_keeps_the_vote_instead_of_failing_the_video(scrip
         as_json(PASS_FIELDS["texts"], **{S.CAPTION: ""}),
         ModelRequestError("describer: HTTP 503 from the server"),
     ])
-    result = await run_pass(client, "texts", TEXTS, [], V4, VALUES)
+    result = await run_pass(client, "texts", TEXTS, [], PLUS, VALUES)
     assert len(client.calls) == 2  # no more tries once the server failed for good
     assert result.voted[S.REASON] == answer()[S.REASON]
     assert result.reasks[0]["error"].startswith("describer: HTTP 503")
@@ -211,7 +215,7 @@ async def test_a_text_in_another_script_counts_as_empty(scripted_client) -> None
         as_json(fields, **{S.CAPTION: "自车在车道内行驶。"}),
         as_json(fields, **{S.CAPTION: "Ego-car follows a truck in the right lane."}),
     ])
-    result = await run_pass(client, "texts", TEXTS, [], V4, VALUES)
+    result = await run_pass(client, "texts", TEXTS, [], PLUS, VALUES)
     assert result.voted[S.CAPTION] == "Ego-car follows a truck in the right lane."
     assert len(result.reasks) == 1
 
@@ -227,7 +231,7 @@ async def test_a_text_in_another_script_counts_as_empty(scripted_client) -> None
     ],
 )
 async def test_the_re_ask_schedule_follows_the_configuration(scripted_client, changes: dict, penalties: list[float]) -> None:
-    config = V4.model_copy(update=changes)
+    config = PLUS.model_copy(update=changes)
     assert reask_penalties(config) == penalties
     client = scripted_client(["{}"] * (1 + len(penalties)))
     await run_pass(client, "texts", TEXTS, [], config, VALUES)
@@ -236,7 +240,7 @@ async def test_the_re_ask_schedule_follows_the_configuration(scripted_client, ch
 
 async def test_nothing_parses(scripted_client) -> None:
     client = scripted_client(["Sorry, I can't help."] + ["no"] * 5)
-    result = await run_pass(client, "counts", COUNTS, [], V4, VALUES)
+    result = await run_pass(client, "counts", COUNTS, [], PLUS, VALUES)
     assert result.voted == {f: None for f in PASS_FIELDS["counts"]}
     assert [s["parsed"] for s in result.samples] == [False] * 4
     assert len(result.reasks) == 5
@@ -255,7 +259,7 @@ def passes(reconcile: dict | None = None, texts: dict | None = None, counts: dic
 
 def test_final_row_from_a_good_reconcile() -> None:
     notes: list[str] = []
-    row = final_row(7, WINDOW, passes(answer()), notes)
+    row = final_row(7, WINDOW, passes(answer()), notes, PLUS)
     assert row == {S.VIDEO: 7, **answer(**{S.START_FRAME: WINDOW[8]})}
     assert list(row) == list(S.COLUMNS) and notes == [] and strict_problems(row) == []
 
@@ -263,21 +267,21 @@ def test_final_row_from_a_good_reconcile() -> None:
 @pytest.mark.parametrize(("index", "frame"), [(30, WINDOW[-1]), (24, WINDOW[-1]), (-3, WINDOW[0]), (10**12, WINDOW[-1])])
 def test_an_index_outside_the_window_is_clamped(index: int, frame: int) -> None:
     notes: list[str] = []
-    row = final_row(1, WINDOW, passes(answer(**{S.START_FRAME: index})), notes)
+    row = final_row(1, WINDOW, passes(answer(**{S.START_FRAME: index})), notes, PLUS)
     assert row[S.START_FRAME] == frame
     assert notes == [f"start index {index} is outside the 24-frame window: clamped"]
 
 
 def test_index_minus_one_is_frame_1() -> None:
     notes: list[str] = []
-    assert final_row(1, WINDOW, passes(answer(**{S.START_FRAME: -1})), notes)[S.START_FRAME] == 1
+    assert final_row(1, WINDOW, passes(answer(**{S.START_FRAME: -1})), notes, PLUS)[S.START_FRAME] == 1
     assert notes == []
 
 
 def test_no_incident_forces_the_no_incident_values() -> None:
     hostile = answer(**{S.DETECTION: -1, S.SEVERITY: "5. Multiple vehicles collided with ego-car", S.EGO: 1,
                         S.N_PEDESTRIANS: 4, S.N_VEHICLES: 9, S.START_FRAME: 3})
-    row = final_row(2, WINDOW, passes(hostile), [])
+    row = final_row(2, WINDOW, passes(hostile), [], PLUS)
     assert (row[S.SEVERITY], row[S.EGO], row[S.LABEL]) == (S.NO_CRASH, 0, S.UNKNOWN_LABEL)
     assert [row[c] for c in S.COUNT_COLUMNS] == [0, 0, 0, 0]
     assert row[S.START_FRAME] == WINDOW[3]  # the start index is left alone
@@ -285,14 +289,14 @@ def test_no_incident_forces_the_no_incident_values() -> None:
 
 
 def test_a_hazard_gets_no_crash_and_a_hazard_label() -> None:
-    row = final_row(2, WINDOW, passes(answer(**{S.DETECTION: 0})), [])
+    row = final_row(2, WINDOW, passes(answer(**{S.DETECTION: 0})), [], PLUS)
     assert (row[S.SEVERITY], row[S.LABEL]) == (S.NO_CRASH, S.UNKNOWN_LABEL)
-    row = final_row(2, WINDOW, passes(answer(**{S.DETECTION: 0, S.LABEL: "animal on the road"})), [])
+    row = final_row(2, WINDOW, passes(answer(**{S.DETECTION: 0, S.LABEL: "animal on the road"})), [], PLUS)
     assert row[S.LABEL] == "animal on the road"
 
 
 def test_a_crash_never_says_no_crash() -> None:
-    row = final_row(2, WINDOW, passes(answer(**{S.SEVERITY: S.NO_CRASH, S.EGO: 0})), [])
+    row = final_row(2, WINDOW, passes(answer(**{S.SEVERITY: S.NO_CRASH, S.EGO: 0})), [], PLUS)
     assert row[S.SEVERITY] == "6. One or Multiple vehicles collided but ego-car is fine"
 
 
@@ -303,7 +307,7 @@ def test_values_outside_the_allowed_ones_fall_through_to_the_next_pass() -> None
     counts = answer(**{S.DETECTION: 1, S.LABEL: "car hits barrier", S.SEVERITY: "4", S.EGO: 0, S.N_ANIMALS: 1})
     counts = {f: counts[f] for f in PASS_FIELDS["counts"]}
     notes: list[str] = []
-    row = final_row(3, WINDOW, passes(reconcile, texts, counts), notes)
+    row = final_row(3, WINDOW, passes(reconcile, texts, counts), notes, PLUS)
     assert row[S.LABEL] == "car hits barrier"
     assert row[S.SEVERITY] == "4. Other cars collided with person/car/object but ego-car is ok"
     assert (row[S.DETECTION], row[S.EGO], row[S.N_ANIMALS]) == (1, 0, 1)
@@ -315,7 +319,7 @@ def test_values_outside_the_allowed_ones_fall_through_to_the_next_pass() -> None
 
 
 def test_a_billion_is_a_valid_count() -> None:
-    row = final_row(4, WINDOW, passes(answer(**{S.N_VEHICLES: 1_000_000_000, S.N_ANIMALS: 10**30})), [])
+    row = final_row(4, WINDOW, passes(answer(**{S.N_VEHICLES: 1_000_000_000, S.N_ANIMALS: 10**30})), [], PLUS)
     # A billion stays; a 30-digit count is capped like coerce_answer caps it (64-bit readers must hold it).
     assert (row[S.N_VEHICLES], row[S.N_ANIMALS]) == (1_000_000_000, MAX_COUNT)
     assert strict_problems(row) == []
@@ -324,7 +328,7 @@ def test_a_billion_is_a_valid_count() -> None:
 def test_texts_become_one_clean_line() -> None:
     reconcile = answer(**{S.CAPTION: "Ego-car waits\n  at the\tlight.\u200b", S.REASON: "\x00\n \u200e"})
     texts = {S.REASON: "A bus\r\nturns left."}
-    row = final_row(4, WINDOW, passes(reconcile, texts), [])
+    row = final_row(4, WINDOW, passes(reconcile, texts), [], PLUS)
     assert (row[S.CAPTION], row[S.REASON]) == ("Ego-car waits at the light.", "A bus turns left.")
     assert strict_problems(row) == []
 
@@ -332,14 +336,14 @@ def test_texts_become_one_clean_line() -> None:
 def test_nothing_from_any_pass_gives_the_fallback_row() -> None:
     notes: list[str] = []
     empty = {f: None for f in S.ANSWER_FIELDS}
-    row = final_row(9, WINDOW, passes(empty, {}, empty), notes)
+    row = final_row(9, WINDOW, passes(empty, {}, empty), notes, PLUS)
     assert row == S.fallback_row(9)
     assert notes == [
         "no pass gave Incident Detection: treated as no incident (-1)",
         "no usable 'Caption Before Incident': the fallback sentence was used",
         "no usable 'Reason of Incident': the fallback sentence was used",
     ]
-    assert final_row(9, [], {}, []) == S.fallback_row(9)
+    assert final_row(9, [], {}, [], PLUS) == S.fallback_row(9)
 
 
 hostile_values = st.one_of(
@@ -357,7 +361,7 @@ hostile_answer = st.dictionaries(st.sampled_from(S.ANSWER_FIELDS), hostile_value
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(reconcile=hostile_answer, texts=hostile_answer, counts=hostile_answer, size=st.integers(1, 30))
 def test_final_row_is_never_invalid(reconcile: dict, texts: dict, counts: dict, size: int) -> None:
-    row = final_row(5, list(range(1, 1 + 5 * size, 5)), passes(reconcile, texts, counts), [])
+    row = final_row(5, list(range(1, 1 + 5 * size, 5)), passes(reconcile, texts, counts), [], PLUS)
     assert list(row) == list(S.COLUMNS)
     assert strict_problems(row) == []
 
@@ -368,8 +372,8 @@ async def test_hostile_answers_through_the_passes_give_a_valid_row(scripted_clie
     results = {}
     for name, prompt in (("counts", COUNTS), ("texts", TEXTS), ("reconcile", load_prompt("describe_reconcile"))):
         client = scripted_client([contents] + [contents[0]] * 5)
-        results[name] = await run_pass(client, name, prompt, [], V4, VALUES | {"counts_json": "", "texts_json": ""})
-    assert strict_problems(final_row(5, WINDOW, results, [])) == []
+        results[name] = await run_pass(client, name, prompt, [], PLUS, VALUES | {"counts_json": "", "texts_json": ""})
+    assert strict_problems(final_row(5, WINDOW, results, [], PLUS)) == []
 
 
 # -- the whole video -----------------------------------------------------------------------------------------
@@ -380,13 +384,13 @@ def _full_answer(call: dict) -> str:
 
 
 async def test_describe_video_prompts_images_and_extras(scripted_client, tmp_path: Path) -> None:
-    config = CONFIGS["v6-counts"]
+    config = CONFIGS["v6-counts"].model_copy(update={name: True for name in SWITCHES})
     prompts = DescribePromptSet.load(config)
     window = [5, 10, 15]
     images = {f: tmp_path / f"{f:06d}.png" for f in window}
     client = scripted_client(responder=_full_answer)
     result = await describe_video(client, config, prompts, 12, window, images)
-    snippet = load_snippet("ignore_image_text").strip()
+    snippet = load_snippet("ignore_image_text", variant="plus").strip()
     assert [c["response_format"]["json_schema"]["name"] for c in client.calls] == [
         "describe_counts", "describe_texts", "describe_reconcile",
     ]
@@ -463,3 +467,240 @@ async def test_describe_unit_errors(scripted_client, stage1, tmp_path: Path) -> 
 def test_a_custom_configuration(tmp_path: Path) -> None:
     config = DescribeConfig(name="tiny", window="detected-frame", pre=1, post=1, step=3, n=2)
     assert select_window(config, frame_count=50, detected_frame=20) == [17, 20, 23]
+
+
+# -- faithful by default (issue #14): the original's request layout, cleaning, vote and re-asks -----------------
+
+
+RECONCILE = load_prompt("describe_reconcile")
+
+
+async def test_faithful_request_text_first_json_object_original_sampling(scripted_client) -> None:
+    client = scripted_client([as_json(PASS_FIELDS["counts"])])
+    await run_pass(client, "counts", COUNTS, ["data:a", "data:b"], V4, VALUES)
+    (call,) = client.calls
+    content = call["messages"][0]["content"]
+    assert [part["type"] for part in content] == ["text", "image_url", "image_url"]
+    assert content[0]["text"] == COUNTS.render(**VALUES)
+    assert call["response_format"] == {"type": "json_object"}
+    assert (call["n"], call["temperature"], call["top_p"], call["top_k"]) == (4, 0.6, 0.95, -1)
+    assert (call["repetition_penalty"], call["max_tokens"]) == (1.0, 8192)
+
+
+async def test_faithful_unparsable_samples_vote_as_zeros_and_blanks(scripted_client) -> None:
+    fields = PASS_FIELDS["counts"]
+    good = as_json(fields, **{S.N_VEHICLES: 3})
+    single = as_json(fields, **{S.N_VEHICLES: 1, S.LABEL: "car hits barrier"})
+    client = scripted_client([["not json", "sorry", good, good], single])
+    result = await run_pass(client, "counts", COUNTS, [], V4, VALUES)
+    # The two broken samples vote "" for severity and label: a 2-2 tie that "" wins (it sorts first),
+    # so the pass is asked again with one sample, whose answer replaces the whole result.
+    assert [s["parsed"] for s in result.samples] == [True] * 4
+    assert [(c["n"], c["repetition_penalty"]) for c in client.calls] == [(4, 1.0), (1, 1.1)]
+    assert result.voted == {f: json.loads(single)[f] for f in fields}
+
+
+async def test_faithful_missing_numbers_are_zero_and_texts_from_the_first_sample(scripted_client) -> None:
+    no_counts = {f: answer()[f] for f in PASS_FIELDS["counts"] if f not in S.COUNT_COLUMNS}
+    counts = await run_pass(scripted_client([json.dumps(no_counts)]), "counts", COUNTS, [], V4, VALUES)
+    assert [counts.voted[c] for c in S.COUNT_COLUMNS] == [0, 0, 0, 0]
+    texts = [as_json(PASS_FIELDS["texts"], **{S.CAPTION: f"Ego-car drives past parked car number {i}."}) for i in range(4)]
+    result = await run_pass(scripted_client([texts]), "texts", TEXTS, [], V4, VALUES)
+    assert result.voted[S.CAPTION] == "Ego-car drives past parked car number 0."  # every sample scores 0: the first
+
+
+async def test_faithful_reconcile_reasks_full_n_then_single(scripted_client) -> None:
+    blank = as_json(S.ANSWER_FIELDS, **{S.REASON: ""})
+    client = scripted_client([blank] * 11)
+    result = await run_pass(client, "reconcile", RECONCILE, [], V4, VALUES, context="{}")
+    assert [(c["n"], c["repetition_penalty"]) for c in client.calls] == [
+        (4, 1.0), (4, 1.1), (4, 1.2), (4, 1.3), (4, 1.4), (4, 1.5), (1, 1.1), (1, 1.2), (1, 1.3), (1, 1.4), (1, 1.5),
+    ]
+    assert result.voted[S.REASON] == ""  # still blank after every try: the guard in final_row acts
+    assert client.user_text().endswith("\n\n{}")
+
+
+async def test_faithful_counts_and_texts_reask_stops_once_filled(scripted_client) -> None:
+    client = scripted_client([as_json(PASS_FIELDS["texts"], **{S.CAPTION: ""}), "{}", as_json(PASS_FIELDS["texts"])])
+    result = await run_pass(client, "texts", TEXTS, [], V4, VALUES)
+    assert [(c["n"], c["repetition_penalty"]) for c in client.calls] == [(4, 1.0), (1, 1.1), (1, 1.2)]
+    assert result.voted[S.CAPTION] == answer()[S.CAPTION]
+
+
+async def test_faithful_reconcile_prompt_is_instructions_blank_line_and_the_two_results(scripted_client, tmp_path: Path) -> None:
+    window = [5, 10, 15]
+    images = {f: tmp_path / f"{f:06d}.png" for f in window}
+    client = scripted_client(responder=_full_answer)
+    result = await describe_video(client, V4, DescribePromptSet.load(V4), 3, window, images)
+    counts, texts = result.passes["counts"].voted, result.passes["texts"].voted
+    expected = json.dumps(
+        {"First prediction (Counts JSON)": counts, "Second prediction (Texts JSON)": texts}, ensure_ascii=False
+    )
+    assert client.user_text(2) == RECONCILE.render(**DescribePromptSet.load(V4).values(3)) + "\n\n" + expected
+    assert list(counts)[:4] == [S.DETECTION, S.EGO, S.SEVERITY, S.LABEL]  # the original's key order
+    assert result.row[S.START_FRAME] == 15  # index 8 of 3 frames: the guard clamps (the original crashes)
+
+
+def test_faithful_prompts_v3_prompt2_and_the_v6_snippet_places() -> None:
+    assert DescribePromptSet.load(CONFIGS["v3-prompt2"]).counts.name == "describe_counts_v2"
+    v6 = DescribePromptSet.load(CONFIGS["v6-counts"])
+    snippet = load_snippet("ignore_image_text").strip()
+    values = v6.values(24)
+    rendered = [p.render(**values) for p in (v6.counts, v6.texts, v6.reconcile)]
+    assert [text.count(snippet) for text in rendered] == [2, 1, 1]  # the original's four places
+    plain = DescribePromptSet.load(V4)
+    assert all(snippet not in p.render(**plain.values(24)) for p in (plain.counts, plain.texts, plain.reconcile))
+
+
+def test_faithful_prompts_carry_none_of_coools_additions() -> None:
+    for name in ("describe_counts", "describe_counts_v2", "describe_texts", "describe_texts_v2",
+                 "describe_reconcile", "describe_reconcile_v2"):
+        text = load_prompt(name).text
+        assert "several vehicles hit" not in text.lower()
+        assert "$hazard_labels" not in text  # the original lists its own hazard labels
+        assert load_prompt(name, variant="plus").text != text
+
+
+def test_faithful_final_row_keeps_what_the_original_writes() -> None:
+    notes: list[str] = []
+    row = final_row(1, WINDOW, passes(answer(**{S.START_FRAME: -2, S.DETECTION: -1, S.CAPTION: "Ego-car  waits."})), notes)
+    assert row[S.START_FRAME] == WINDOW[-2]  # Python's index from the end, as the original
+    assert row[S.DETECTION] == -1 and row[S.SEVERITY] == HIT and row[S.EGO] == 1  # no consistency rules
+    assert row[S.CAPTION] == "Ego-car  waits." and notes == []
+    # Guards: an index past either end is clamped; an invalid severity falls through to the next pass.
+    assert final_row(1, WINDOW, passes(answer(**{S.START_FRAME: -30})), [])[S.START_FRAME] == WINDOW[0]
+    row = final_row(1, WINDOW, passes(answer(**{S.SEVERITY: ""}), None, answer(**{S.SEVERITY: "2"})), [])
+    assert row[S.SEVERITY] == "2. Ego-car collided and could not continue moving"
+
+
+# -- each switch changes exactly what it says ------------------------------------------------------------------
+
+
+def _on(name: str, base: DescribeConfig = V4) -> DescribeConfig:
+    return base.model_copy(update={name: True})
+
+
+async def test_switch_json_schema(scripted_client) -> None:
+    client = scripted_client([as_json(PASS_FIELDS["counts"])] * 2)
+    await run_pass(client, "counts", COUNTS, [], V4, VALUES)
+    await run_pass(client, "counts", COUNTS, [], _on("json_schema"), VALUES)
+    assert client.calls[0]["response_format"] == {"type": "json_object"}
+    assert client.calls[1]["response_format"]["json_schema"]["name"] == "describe_counts"
+    assert client.calls[0]["messages"] == client.calls[1]["messages"]
+
+
+async def test_switch_images_first(scripted_client) -> None:
+    client = scripted_client([as_json(PASS_FIELDS["counts"])] * 2)
+    await run_pass(client, "counts", COUNTS, ["data:a"], V4, VALUES)
+    await run_pass(client, "counts", COUNTS, ["data:a"], _on("images_first"), VALUES)
+    first, second = (c["messages"][0]["content"] for c in client.calls)
+    assert [p["type"] for p in first] == ["text", "image_url"] and [p["type"] for p in second] == ["image_url", "text"]
+    assert first[0] == second[1] and client.calls[0]["response_format"] == client.calls[1]["response_format"]
+
+
+@pytest.mark.parametrize(
+    ("switch", "content", "faithful", "switched"),
+    [
+        ("lenient_parsing", "<think>{}</think>" + as_json(PASS_FIELDS["counts"]), 0, 2),
+        ("lenient_parsing", as_json(PASS_FIELDS["counts"], **{S.N_VEHICLES: "2.7"}), 2, 3),
+    ],
+)
+def test_switch_lenient_parsing(switch: str, content: str, faithful: int, switched: int) -> None:
+    from coool.describe import clean_answer
+
+    assert clean_answer(content, PASS_FIELDS["counts"], V4)[S.N_VEHICLES] == faithful
+    assert clean_answer(content, PASS_FIELDS["counts"], _on(switch))[S.N_VEHICLES] == switched
+
+
+def test_switch_drop_unparsable() -> None:
+    from coool.describe import clean_answer
+
+    assert clean_answer("no", PASS_FIELDS["texts"], V4) == {S.START_FRAME: 0, S.CAPTION: "", S.REASON: ""}
+    assert clean_answer("no", PASS_FIELDS["texts"], _on("drop_unparsable")) is None
+    assert clean_answer(as_json(PASS_FIELDS["texts"]), PASS_FIELDS["texts"], _on("drop_unparsable")) == \
+        clean_answer(as_json(PASS_FIELDS["texts"]), PASS_FIELDS["texts"], V4)
+
+
+def test_switch_blank_as_absent() -> None:
+    from coool.describe import clean_answer, vote
+
+    fields = PASS_FIELDS["counts"]
+    samples = [json.dumps({S.LABEL: ""}), json.dumps({S.LABEL: ""}), as_json(fields), as_json(fields)]
+    for config, label, vehicles in ((V4, "", 1), (_on("blank_as_absent"), answer()[S.LABEL], 2)):
+        answers = [clean_answer(c, fields, config) for c in samples]
+        voted = vote(answers, fields, config)
+        assert voted[S.LABEL] == label  # the blank wins the tie only in the original
+        assert voted[S.N_VEHICLES] == vehicles  # a missing count votes 0 only in the original
+
+
+def test_switch_canonical_values() -> None:
+    from coool.describe import clean_answer
+
+    content = as_json(PASS_FIELDS["counts"], **{S.SEVERITY: "2", S.LABEL: "Ego-car hits barrier"})
+    faithful = clean_answer(content, PASS_FIELDS["counts"], V4)
+    switched = clean_answer(content, PASS_FIELDS["counts"], _on("canonical_values"))
+    assert (faithful[S.SEVERITY], faithful[S.LABEL]) == ("2", "Ego-car hits barrier")
+    assert (switched[S.SEVERITY], switched[S.LABEL]) == ("2. Ego-car collided and could not continue moving",
+                                                         "ego-car hits barrier")
+    assert {f: v for f, v in faithful.items() if f not in (S.SEVERITY, S.LABEL)} == \
+        {f: v for f, v in switched.items() if f not in (S.SEVERITY, S.LABEL)}
+
+
+async def test_switch_english_reask(scripted_client) -> None:
+    chinese = as_json(PASS_FIELDS["texts"], **{S.CAPTION: "自车在车道内行驶。"})
+    faithful = await run_pass(scripted_client([chinese]), "texts", TEXTS, [], V4, VALUES)
+    assert faithful.voted[S.CAPTION] == "自车在车道内行驶。" and faithful.reasks == []
+    client = scripted_client([chinese, as_json(PASS_FIELDS["texts"])])
+    switched = await run_pass(client, "texts", TEXTS, [], _on("english_reask"), VALUES)
+    assert switched.voted[S.CAPTION] == answer()[S.CAPTION] and len(switched.reasks) == 1
+
+
+async def test_switch_merge_reasks(scripted_client) -> None:
+    fields = PASS_FIELDS["counts"]
+    script = [as_json(fields, **{S.LABEL: ""}), json.dumps({S.LABEL: "car hits barrier", S.SEVERITY: HIT})]
+    faithful = await run_pass(scripted_client(list(script)), "counts", COUNTS, [], V4, VALUES)
+    merged = await run_pass(scripted_client(list(script)), "counts", COUNTS, [], _on("merge_reasks"), VALUES)
+    # The original replaces the result with the single answer (its missing fields 0 and blank)...
+    assert faithful.voted[S.LABEL] == "car hits barrier"
+    assert (faithful.voted[S.N_VEHICLES], faithful.voted[S.START_FRAME]) == (0, 0)
+    # ...the switch only fills the blank field and keeps the vote.
+    assert merged.voted == {f: answer(**{S.LABEL: "car hits barrier"})[f] for f in fields}
+    # No full-n round for the reconcile pass under the switch.
+    client = scripted_client([as_json(S.ANSWER_FIELDS, **{S.REASON: ""})] * 6)
+    await run_pass(client, "reconcile", RECONCILE, [], _on("merge_reasks"), VALUES, context="{}")
+    assert [c["n"] for c in client.calls] == [4, 1, 1, 1, 1, 1]
+
+
+def test_switch_consistency_rules() -> None:
+    hostile = answer(**{S.DETECTION: -1, S.N_VEHICLES: 3})
+    faithful = final_row(2, WINDOW, passes(hostile), [])
+    switched = final_row(2, WINDOW, passes(hostile), [], _on("consistency_rules"))
+    assert (faithful[S.SEVERITY], faithful[S.N_VEHICLES]) == (HIT, 3)
+    assert (switched[S.SEVERITY], switched[S.N_VEHICLES], switched[S.EGO]) == (S.NO_CRASH, 0, 0)
+    assert faithful[S.CAPTION] == switched[S.CAPTION] and faithful[S.START_FRAME] == switched[S.START_FRAME]
+
+
+def test_switch_clean_texts() -> None:
+    reconcile = answer(**{S.CAPTION: "Ego-car waits\n  at the light."})
+    assert final_row(4, WINDOW, passes(reconcile), [])[S.CAPTION] == "Ego-car waits\n  at the light."
+    assert final_row(4, WINDOW, passes(reconcile), [], _on("clean_texts"))[S.CAPTION] == "Ego-car waits at the light."
+
+
+def test_switch_clamp_start_index() -> None:
+    reconcile = answer(**{S.START_FRAME: -3})
+    assert final_row(4, WINDOW, passes(reconcile), [])[S.START_FRAME] == WINDOW[-3]
+    assert final_row(4, WINDOW, passes(reconcile), [], _on("clamp_start_index"))[S.START_FRAME] == WINDOW[0]
+
+
+def test_switch_plus_prompts() -> None:
+    faithful, plus = DescribePromptSet.load(V4), DescribePromptSet.load(_on("plus_prompts"))
+    for name in ("counts", "texts", "reconcile"):
+        a, b = getattr(faithful, name), getattr(plus, name)
+        assert a.name == b.name and a.text != b.text and a.schema == b.schema
+        assert b.source is not None and b.source.parent.name == "plus"
+    assert "several vehicles hit the ego-car: 5" in plus.reconcile.text
+
+
+def test_every_describe_switch_has_a_test_here() -> None:
+    source = Path(__file__).read_text(encoding="utf-8")
+    assert [name for name in SWITCHES if f"def test_switch_{name}" not in source] == []

@@ -41,7 +41,7 @@ def test_describe_sampling_defaults() -> None:
 
 
 BASE = ("describe_counts", "describe_texts", "describe_reconcile")
-V2 = ("describe_counts", "describe_texts_v2", "describe_reconcile_v2")
+V2 = ("describe_counts_v2", "describe_texts_v2", "describe_reconcile_v2")  # v3-prompt2 replaces all three
 
 # PIPELINE.md "The configurations that were run" (GLM-4.5V is the captioner's model).
 TABLE = {

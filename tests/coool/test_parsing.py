@@ -409,3 +409,30 @@ def test_no_hazard_clue(value: object) -> None:
 @pytest.mark.parametrize("value", ["pedestrian near the curb", "nothing unusual? no: debris", "no", "0"])
 def test_hazard_clue(value: object) -> None:
     assert has_hazard_clue(value) is True
+
+
+# -- the original's parse and cleaning (faithful; the goldens check them case by case) -----------------------
+
+
+def test_parse_answer_is_the_originals_parse() -> None:
+    from coool.parsing import parse_answer
+
+    assert parse_answer('```json\n{"a": 1}\n```') == {"a": 1}
+    assert parse_answer('Sure: {"a": {"b": 2}} ok') == {"a": {"b": 2}}
+    assert parse_answer("{}") == {}
+    # No </think> handling and no repair: the first brace block is in the reasoning.
+    assert parse_answer('<think>see {frames}</think>{"a": 1}') is None
+    assert parse_answer('{"a": 1') is None
+    assert parse_answer("[1, 2]") is None  # guard: the original crashes on a list
+
+
+def test_clean_sample_is_the_originals_post_validation() -> None:
+    from coool.parsing import clean_sample
+
+    fields = (S.START_FRAME, S.DETECTION, S.SEVERITY, S.EGO, S.N_VEHICLES, S.CAPTION)
+    raw = {S.START_FRAME: "2.7", S.DETECTION: 5, S.SEVERITY: 3, S.EGO: True, S.N_VEHICLES: -4, S.CAPTION: None}
+    assert clean_sample(raw, fields) == {S.START_FRAME: 2, S.DETECTION: 0, S.SEVERITY: "3", S.EGO: 1,
+                                         S.N_VEHICLES: 0, S.CAPTION: ""}
+    assert clean_sample({}, fields) == {S.START_FRAME: 0, S.DETECTION: 0, S.SEVERITY: "", S.EGO: 0,
+                                        S.N_VEHICLES: 0, S.CAPTION: ""}
+    assert clean_sample({S.SEVERITY: " "}, fields, absent_as_none=True) == {f: None for f in fields}

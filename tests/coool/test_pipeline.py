@@ -204,3 +204,27 @@ async def test_concurrent_mode_reports_every_stage_and_why_videos_were_skipped(s
         assert report["done"] + report["skipped"] == 3 and report["failed"] == [], report
     counted = stages["count-pass"]
     assert counted["skipped"] > 0 and counted["skipped_why"] == {SKIPPED: counted["skipped"]}
+
+
+async def test_second_place_plus_shares_the_stages_no_switch_changes(sim, synthetic_data, tmp_path: Path) -> None:
+    """Issue #14: second-place-plus after second-place in the same results folder asks for no
+    caption and no detection again; only the describe work (and what follows it) reruns."""
+    results = tmp_path / "results"
+    plus_recipe = Path(__file__).resolve().parents[2] / "coool" / "recipes" / "second-place-plus.yaml"
+    await run_plain(Run(settings_for(sim, results), load_recipe("second-place")), synthetic_data.videos,
+                    synthetic_data.heatmaps, concurrent=False)
+    sim.reset()
+    outcome = await run_plain(Run(settings_for(sim, results), load_recipe(str(plus_recipe))),
+                              synthetic_data.videos, synthetic_data.heatmaps, concurrent=False)
+    assert (outcome["videos"], outcome["failures"]) == (3, 0)
+    from coool.improvements import catalogue
+
+    tasks = sim.stats()["tasks"]
+    switched = {item.stage for item in catalogue()}  # stages with a switch rerun, and those after them
+    if "caption" not in switched:
+        assert tasks.get("frame_caption", 0) == 0
+        if "detect" not in switched:
+            assert tasks.get("incident_frame", 0) == 0
+    assert tasks["describe_reconcile"] == 8 * 3
+    final = assert_valid(results / "submission.csv", [0, 1, 2])
+    assert_near_events(final, synthetic_data.truths)

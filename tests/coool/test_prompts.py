@@ -15,19 +15,22 @@ from coool.prompts import BUILTIN_DIR, PromptError, load_prompt, load_snippet
 
 # Every prompt with its schema title (what the simulated server and vLLM see) and the
 # placeholders its stage fills.
+# The describe prompts' snippet places (empty unless the configuration inserts the snippet).
+SNIPPETS = {"ignore_image_text": "", "ignore_image_text_inline": ""}
 PROMPTS = {
     "caption": ("frame_caption", {}),
     "detect": ("incident_frame", {"table": "| frame |"}),
-    "describe_counts": ("describe_counts", {"n_frames": 24, "last_index": 23, "extra": ""}),
-    "describe_texts": ("describe_texts", {"n_frames": 24, "last_index": 23, "extra": ""}),
-    "describe_texts_v2": ("describe_texts", {"n_frames": 12, "last_index": 11, "extra": ""}),
+    "describe_counts": ("describe_counts", {"n_frames": 24, "last_index": 23, "extra": "", **SNIPPETS}),
+    "describe_counts_v2": ("describe_counts", {"n_frames": 12, "last_index": 11, "extra": "", **SNIPPETS}),
+    "describe_texts": ("describe_texts", {"n_frames": 24, "last_index": 23, "extra": "", **SNIPPETS}),
+    "describe_texts_v2": ("describe_texts", {"n_frames": 12, "last_index": 11, "extra": "", **SNIPPETS}),
     "describe_reconcile": (
         "describe_reconcile",
-        {"n_frames": 24, "last_index": 23, "extra": "", "counts_json": "{}", "texts_json": "{}"},
+        {"n_frames": 24, "last_index": 23, "extra": "", "counts_json": "{}", "texts_json": "{}", **SNIPPETS},
     ),
     "describe_reconcile_v2": (
         "describe_reconcile",
-        {"n_frames": 12, "last_index": 11, "extra": "", "counts_json": "{}", "texts_json": "{}"},
+        {"n_frames": 12, "last_index": 11, "extra": "", "counts_json": "{}", "texts_json": "{}", **SNIPPETS},
     ),
     "ensemble": ("ensemble", {"candidates": "Report 1: frame: 5"}),
 }
@@ -56,7 +59,8 @@ def test_list_placeholders_expand_to_the_allowed_values() -> None:
     text = load_prompt("caption").render()
     assert ", ".join(json.dumps(label) for label in S.LABELS) in text
     assert ", ".join(json.dumps(s) for s in S.SEVERITIES) in text
-    reconcile = load_prompt("describe_reconcile").render(**PROMPTS["describe_reconcile"][1])
+    # coool's reconcile prompt (plus) lists coool's hazard labels; the faithful one lists the original's own.
+    reconcile = load_prompt("describe_reconcile", variant="plus").render(**PROMPTS["describe_reconcile"][1])
     assert ", ".join(json.dumps(label) for label in S.HAZARD_LABELS) in reconcile
 
 
@@ -76,6 +80,7 @@ def test_schema_enums_expand_to_the_allowed_values() -> None:
     ("name", "pass_name"),
     [
         ("describe_counts", "counts"),
+        ("describe_counts_v2", "counts"),
         ("describe_texts", "texts"),
         ("describe_texts_v2", "texts"),
         ("describe_reconcile", "reconcile"),
@@ -110,15 +115,16 @@ def test_system_messages_are_the_spec_ones() -> None:
     assert load_prompt("caption").system is None
 
 
-def test_v2_prompts_are_the_stricter_ones() -> None:
-    base = load_prompt("describe_texts").render(**PROMPTS["describe_texts"][1])
-    v2 = load_prompt("describe_texts_v2").render(**PROMPTS["describe_texts_v2"][1])
+@pytest.mark.parametrize("variant", [None, "plus"])
+def test_v2_prompts_are_the_stricter_ones(variant: str | None) -> None:
+    base = load_prompt("describe_texts", variant=variant).render(**PROMPTS["describe_texts"][1])
+    v2 = load_prompt("describe_texts_v2", variant=variant).render(**PROMPTS["describe_texts_v2"][1])
     assert "10 to 18 words" in base and "12 to 16 words" in v2
     assert "digits" in v2 and "spatial relation" in v2
 
 
 def test_render_fills_values_and_names_a_missing_placeholder() -> None:
-    prompt = load_prompt("describe_counts")
+    prompt = load_prompt("describe_counts", variant="plus")
     text = prompt.render(n_frames=14, last_index=13, extra="EXTRA LINE")
     assert "The 14 images above" in text and "(0 to 13)" in text and text.endswith("EXTRA LINE")
     with pytest.raises(PromptError, match=r"describe_counts.md: no value for placeholder \$last_index"):
@@ -126,8 +132,8 @@ def test_render_fills_values_and_names_a_missing_placeholder() -> None:
 
 
 def test_ignore_image_text_snippet() -> None:
-    snippet = load_snippet("ignore_image_text")
-    assert "Ignore every piece of text printed inside the images" in snippet
+    assert "Ignore every piece of text printed inside the images" in load_snippet("ignore_image_text", variant="plus")
+    assert "any text that appears inside the images" in load_snippet("ignore_image_text")
 
 
 def test_an_override_folder_wins_file_by_file(tmp_path: Path) -> None:

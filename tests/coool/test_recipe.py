@@ -12,8 +12,9 @@ EIGHT = ["exp001", "exp002", "exp004", "exp005", "v3", "v3-prompt2", "v4", "v5"]
 
 
 def test_both_recipes_load_by_name_and_by_path() -> None:
-    assert sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")) == ["quick", "second-place"]
-    for name in ("quick", "second-place"):
+    # coool/recipes (package data) holds faithful's second-place-plus too since #13 moved the recipes there.
+    assert sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")) == ["quick", "second-place", "second-place-plus"]
+    for name in ("quick", "second-place", "second-place-plus"):
         assert load_recipe(name) == load_recipe(RECIPES_DIR / f"{name}.yaml")
 
 
@@ -187,3 +188,28 @@ def test_waves_follow_dependencies() -> None:
             assert set(stage.deps) & names <= seen, stage.name
         seen |= {s.name for s in level}
     assert seen == names
+
+
+# -- second-place-plus (issue #14): second-place with every improvement -----------------------------------
+
+# Recipes move to coool/recipes/ on another branch; until then this one is loaded by path.
+PLUS_RECIPE = Path(__file__).resolve().parents[2] / "coool" / "recipes" / "second-place-plus.yaml"
+
+
+def test_second_place_plus_is_second_place_with_every_improvement() -> None:
+    from coool.improvements import catalogue
+
+    faithful, plus = load_recipe("second-place"), load_recipe(str(PLUS_RECIPE))
+    assert plus.name == "second-place-plus" and plus.improvements == "all"
+    assert faithful.improvements == []
+    described = {i.name for i in catalogue() if i.stage == "describe"}
+    for name in faithful.describe:
+        off, on = faithful.configs[name], plus.configs[name]
+        assert [s for s in described if getattr(off, s)] == []
+        assert sorted(s for s in described if getattr(on, s)) == sorted(described)
+        # Nothing but the switches differs.
+        assert off.model_copy(update={s: True for s in described}) == on
+    shape = ("describe", "merges", "count_pass", "ensemble", "final")
+    assert [getattr(faithful, f) for f in shape] == [getattr(plus, f) for f in shape]
+    # The stages no switch changes are the same stages (same names, same parameters): shared in the cache.
+    assert [s.name for s in faithful.stages()] == [s.name for s in plus.stages()]

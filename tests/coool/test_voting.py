@@ -17,7 +17,6 @@ from coool.voting import (
     majority,
     median_count,
     most_common_frame,
-    repetition_penalties,
     vote_samples,
     vote_start_index,
 )
@@ -109,12 +108,6 @@ def test_most_common_frame() -> None:
 
 
 # ------------------------------------------------------------ re-ask
-
-
-def test_repetition_penalties() -> None:
-    assert repetition_penalties() == [1.1, 1.2, 1.3, 1.4, 1.5]
-    assert repetition_penalties(1.3) == [1.4, 1.5, 1.5, 1.5, 1.5]
-    assert repetition_penalties(1.5) == [1.5] * 5
 
 
 def test_empty_fields() -> None:
@@ -337,3 +330,29 @@ def test_consistent_always_satisfies_rules(row: dict) -> None:
     assert (out[S.CAPTION], out[S.REASON]) == (row[S.CAPTION], row[S.REASON])
     if not rule_violations(row):
         assert out == row  # a consistent row passes through unchanged
+
+
+# ------------------------------------------------------------ vote_original (faithful)
+
+
+def test_vote_original_hand_checked() -> None:
+    from coool.voting import vote_original
+
+    base = {S.START_FRAME: -1, S.DETECTION: 1, S.SEVERITY: "", S.EGO: 1, S.LABEL: "unknown",
+            S.N_BICYCLISTS: 0, S.N_ANIMALS: 0, S.N_PEDESTRIANS: 0, S.N_VEHICLES: 1,
+            S.CAPTION: "", S.REASON: "first"}
+    samples = [
+        base,
+        {**base, S.START_FRAME: 4, S.SEVERITY: "1. Ego-car collided but did not stop", S.N_VEHICLES: 2,
+         S.CAPTION: "A car.", S.REASON: "second"},
+        {**base, S.START_FRAME: 4, S.N_VEHICLES: 4, S.DETECTION: 0},
+        {**base, S.SEVERITY: "1. Ego-car collided but did not stop", S.N_VEHICLES: 5},
+    ]
+    voted = vote_original(samples)
+    assert voted[S.SEVERITY] == ""  # a 2-2 tie: the blank sorts first
+    assert voted[S.N_VEHICLES] == 3  # median of 1, 2, 4, 5
+    assert voted[S.START_FRAME] == 4  # majority ignoring -1
+    assert (voted[S.CAPTION], voted[S.REASON]) == ("", "first")  # the first best-agreeing sample, blank or not
+    assert list(voted)[:5] == [S.DETECTION, S.EGO, S.SEVERITY, S.LABEL, S.N_BICYCLISTS]
+    assert vote_original([]) == {}
+    assert vote_original([{S.START_FRAME: -1}, {S.START_FRAME: -1}]) == {S.START_FRAME: -1}

@@ -206,3 +206,20 @@ def test_ensemble_without_json_answers_in_tags() -> None:
     assert "<caption_before>" in answer.content and "<reason>" in answer.content
     with pytest.raises(json.JSONDecodeError):
         json.loads(answer.content)
+
+
+@pytest.mark.parametrize("plus", [False, True])
+@pytest.mark.parametrize("config", ["v4", "v3-prompt2", "v6-counts"])
+@pytest.mark.parametrize("with_schema", [False, True])
+def test_every_describe_request_is_recognised(config: str, plus: bool, with_schema: bool) -> None:
+    """The faithful prompts (json_object, no schema) and the plus ones, as describe renders them."""
+    from coool.describe import DescribePromptSet, reconcile_context
+    from coool.params import load_describe_configs
+
+    prompts = DescribePromptSet.load(load_describe_configs()[config].model_copy(update={"plus_prompts": plus}))
+    values = {**prompts.values(24), "counts_json": "{}", "texts_json": "{}"}
+    context = "\n\n" + reconcile_context({S.LABEL: "unknown"}, {S.CAPTION: "A car."})
+    for prompt, task, tail in ((prompts.counts, A.DESCRIBE_COUNTS, ""), (prompts.texts, A.DESCRIBE_TEXTS, ""),
+                               (prompts.reconcile, A.DESCRIBE_RECONCILE, context)):
+        schema = prompt.schema if with_schema else None
+        assert A.recognise_task(schema, None, prompt.render(**values) + tail) == task
