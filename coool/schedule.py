@@ -162,10 +162,12 @@ class Scheduler:
         """Stage 1 for every pair, ``settings.frames_concurrency`` at a time; failures recorded."""
         assert self.frames_unit is not None, "a scheduler for stage 1 needs a frames unit"
         unit, by_id = self.frames_unit, {p.video_id: p for p in pairs}
-        return await self._each(
+        report = await self._each(
             FRAMES, list(by_id), lambda v: unit(by_id[v]), self.settings.frames_concurrency,
             lambda v, exc: self.fail(v, FRAMES.name, frames_error(exc), str(by_id[v].video)),
         )
+        report.requests = {"requests": 0, "retries": 0, "failures": 0, "samples": 0, "errors": {}}  # no model
+        return report
 
     async def stage(self, stage: Stage, videos: list[int]) -> StageReport:
         """``stage`` for every video, at most ``settings.video_concurrency`` at once; failures recorded, never raised."""
