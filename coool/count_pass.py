@@ -17,8 +17,8 @@ import pandas as pd
 from coool import schema as S
 from coool.describe import DESCRIBE, DESCRIBED
 from coool.files import combined_hash, json_sha256
+from coool.frames import load_manifest
 from coool.stage import Stage
-from coool.video import load_manifest
 
 if TYPE_CHECKING:
     from coool.describe import DescribePromptSet

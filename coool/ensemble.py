@@ -13,12 +13,12 @@ import pandas as pd
 
 from coool import schema as S
 from coool.files import atomic_write_json, combined_hash, json_sha256, read_json
+from coool.frames import load_manifest
 from coool.llm import ChatClient, user_message
 from coool.params import EnsembleParams
 from coool.parsing import clean_text, coerce_int, parse_json_lenient
 from coool.prompts import Prompt, load_prompt
 from coool.stage import Stage, sample_record
-from coool.video import load_manifest
 from coool.voting import most_common_frame
 from coool.workspace import cached_output
 

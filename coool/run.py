@@ -21,6 +21,8 @@ import pandas as pd
 from coool import schema as S
 from coool.detect import write_detections
 from coool.files import atomic_write_text, clean_stale_temp_files, combined_hash, read_json
+from coool.frames import FrameManifest, extract_caption_frames, load_manifest
+from coool.inputs import VideoPair, scan_inputs, video_id_of
 from coool.llm import ChatClient, MediaPathError, UrlLimits
 from coool.params import DescribeConfig
 from coool.recipe import Phase, Recipe, phases
@@ -29,7 +31,6 @@ from coool.schedule import Failure, Progress, Scheduler, StageReport, no_progres
 from coool.settings import Settings
 from coool.stage import Stage, StageError, StageKind
 from coool.submission import write_submission
-from coool.video import FrameManifest, VideoPair, extract_caption_frames, load_manifest, scan_inputs, video_id_of
 from coool.workspace import Workspace
 
 if TYPE_CHECKING:

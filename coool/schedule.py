@@ -16,9 +16,10 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from coool.decode import VideoError
+from coool.inputs import VideoPair
 from coool.recipe import Phase, waves
 from coool.stage import Stage
-from coool.video import VideoError, VideoPair
 
 if TYPE_CHECKING:
     from coool.llm import ChatClient

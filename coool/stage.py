@@ -2,7 +2,7 @@
 
 A recipe becomes a list of ``Stage`` nodes (name, kind, role, dependencies,
 configuration). Each kind is implemented once, in its stage's module
-(``coool.video``'s frames aside, which runs before any model stage):
+(``coool.frames``' stage 1 aside, which runs before any model stage):
 ``captions.CAPTION``, ``detect.DETECT``, ``describe.DESCRIBE``,
 ``count_pass.COUNT_PASS``, ``ensemble.ENSEMBLE``; ``coool.registry`` lists
 them. The run (``coool.run.Run``) and the scheduler

@@ -31,12 +31,12 @@ from prefect.context import TagsContext, TaskRunContext
 from prefect.filesystems import LocalFileSystem, WritableFileSystem
 
 from coool.files import atomic_write_bytes, text_sha256
+from coool.inputs import VideoPair
 from coool.recipe import load_recipe
 from coool.run import Run
 from coool.schedule import Scheduler, StageReport
 from coool.settings import Settings, load_settings
 from coool.stage import Stage, StageError
-from coool.video import VideoPair
 
 
 class AtomicLocalFileSystem(LocalFileSystem):

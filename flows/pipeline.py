@@ -22,11 +22,11 @@ from typing import Any
 from prefect import flow, get_run_logger, tags
 from prefect.artifacts import acreate_markdown_artifact
 
+from coool.inputs import VideoPair
 from coool.run import Run
 from coool.schedule import StageReport
 from coool.servers import ServerManager
 from coool.stage import Stage
-from coool.video import VideoPair
 from flows.caption import caption_flow
 from flows.common import ACTIVE_RUN, FlowRun, cached_stage, publish_submission, stage_tags
 from flows.describe import count_pass_flow, describe_flow
