@@ -38,6 +38,10 @@ def main(
         None, "--settings", help="YAML settings file (same as COOOL_SETTINGS_FILE)", exists=True, dir_okay=False
     ),
 ) -> None:
+    # No telemetry from the Prefect servers coool starts (and no "Failed to send
+    # telemetry" on a closed network); a user's explicit setting wins.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     ctx.obj = settings  # the commands load it: coool.settings.load_settings(settings_file)
 
 

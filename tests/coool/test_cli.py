@@ -357,7 +357,7 @@ def test_server_start_refuses_an_unknown_role() -> None:
 
 
 def test_server_start_keeps_a_healthy_server(sim_server) -> None:
-    done = shell("server", "start", "captioner", env={"COOOL_CAPTIONER__URLS": sim_server.url})
+    done = shell("server", "start", "captioner", env={"COOOL_CAPTIONER__URLS": sim_server.url, "COOOL_CAPTIONER__MODEL": "sim-model"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"captioner: up at {sim_server.url} (already running)"
 
