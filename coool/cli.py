@@ -472,6 +472,14 @@ def run(
     prefect: bool = typer.Option(True, help="run as Prefect flows (--no-prefect: plain asyncio)"),
 ) -> None:
     """The whole recipe, from videos to submission.csv; rerun to resume."""
+    outcome = _run_recipe(ctx, data, recipe, results, concurrent=concurrent, prefect=prefect)
+    typer.echo(f"submission: {outcome['written']['final']}  ({outcome['videos']} videos, {outcome['failures']} failure(s))")
+
+
+def _run_recipe(
+    ctx: typer.Context, data: Path, recipe: str, results: Path | None, *, concurrent: bool, prefect: bool
+) -> dict[str, Any]:
+    """One recipe, end to end (``coool run``); a clear error and exit 2 when it can't start."""
     from coool.recipe import RecipeError, load_recipe
     from coool.run import Run, run_plain
     from coool.servers import ServerUnavailable
@@ -485,7 +493,7 @@ def run(
             from flows.pipeline import pipeline_flow
 
             settings_file = ctx.find_root().obj
-            outcome = asyncio.run(
+            outcome: dict[str, Any] = asyncio.run(
                 pipeline_flow(
                     data_root=str(data), recipe=recipe, results_dir=str(results) if results else None, concurrent=concurrent,
                     settings_file=str(settings_file) if settings_file else None,
@@ -502,7 +510,54 @@ def run(
         # Inputs that can't be used at all (no videos) or a model server that is not
         # there: one clear line, no traceback, and no submission was written.
         _fail(f"error: {exc}")
-    typer.echo(f"submission: {outcome['written']['final']}  ({outcome['videos']} videos, {outcome['failures']} failure(s))")
+    return outcome
+
+
+@app.command("compare-recipes")
+def compare_recipes(
+    ctx: typer.Context,
+    recipes: list[str] = typer.Argument(
+        None, help="two recipes, names (coool/recipes) or YAML paths (default: second-place second-place-plus)"
+    ),
+    data: Path = typer.Option(..., "--data", help="folder with videos/ and heatmaps/"),
+    results: Path | None = typer.Option(None, help="ONE results folder for both (default: settings results_dir)"),
+    concurrent: bool = typer.Option(False, help="all role servers up at once: no stage barriers"),
+    prefect: bool = typer.Option(True, help="run as Prefect flows (--no-prefect: plain asyncio)"),
+    meteor: bool = typer.Option(True, help="METEOR in the text metrics (--no-meteor: skip java)"),
+    studio: bool = typer.Option(False, "--studio", help="then serve the studio on the results folder"),
+    port: int = typer.Option(8765, help="the studio's port"),
+) -> None:
+    """Run two recipes into one results folder (sharing every cached stage they have in common),
+    compare their final submissions and point at the studio's blind A/B page for the pair."""
+    from coool.compare import compare_command
+    from coool.recipe import RecipeError, load_recipe
+    from coool.recipe_compare import DEFAULT_PAIR, ab_url, check_pair
+    from coool.workspace import Workspace
+
+    pair = list(recipes or DEFAULT_PAIR)
+    try:
+        loaded = [load_recipe(r) for r in pair]
+        check_pair([r.name for r in loaded])
+    except (RecipeError, ValueError) as exc:
+        _fail(str(exc))
+    folder = (results or _settings(ctx).results_dir).resolve()
+    finals = []
+    for name, recipe in zip(pair, loaded):
+        typer.secho(f"== {recipe.name}", bold=True)
+        outcome = _run_recipe(ctx, data, name, folder, concurrent=concurrent, prefect=prefect)
+        finals.append(Workspace(folder).recipe_submission(recipe.name))
+        typer.echo(f"{recipe.name}: {finals[-1]}  ({outcome['videos']} videos, {outcome['failures']} failure(s))")
+    code = compare_command(finals, meteor=meteor)
+    url = ab_url(folder, finals[0], finals[1], port=port)
+    typer.echo(f"blind A/B of the pair: coool studio {folder} --port {port}   then open {url}")
+    if studio:
+        from coool.studio.app import studio_command
+
+        try:
+            studio_command(folder, None, [], host="127.0.0.1", port=port, truth=None, allow_remote=False)
+        except ValueError as exc:
+            _fail(str(exc))
+    raise typer.Exit(code)
 
 
 # -- comparing and scoring ------------------------------------------------------------------

@@ -43,7 +43,8 @@ class Run:
     def __init__(self, settings: Settings, recipe: Recipe, *, results_dir: Path | None = None) -> None:
         self.settings = settings
         self.recipe = recipe
-        self.ws = Workspace(results_dir or settings.results_dir)
+        # The recipe's switched outputs are filed beside the original method's (docs/LAYOUT.md).
+        self.ws = Workspace(results_dir or settings.results_dir, variants=recipe.output_variants())
         self.configs: dict[str, DescribeConfig] = recipe.configs
         # Each stage's prompts, loaded once (a bad prompt file fails the run before any work).
         self.prompts: dict[str, Any] = {st.name: self.kind(st).prompts(recipe, st) for st in recipe.stages()}
@@ -204,7 +205,8 @@ class Run:
         return self.recipe.submission_kind(name).path(self, name)
 
     def assemble(self, videos: list[int]) -> dict[str, Path]:
-        """Every submission of the recipe as a CSV, and the final ``submission.csv``.
+        """Every submission of the recipe as a CSV, the final ``submission.csv`` and the same
+        rows as the recipe's own ``submissions/<recipe>.csv`` (kept when another recipe runs).
 
         A video with no row (it failed) gets the fallback row: the files are
         always complete and valid.
@@ -216,6 +218,8 @@ class Run:
             written[name] = write_submission(rows, self.submission_path(name), expected_videos=videos)
             if name == self.recipe.final:
                 final_rows = rows
+        # Not in ``written`` (its keys are the recipe's submissions and "final").
+        write_submission(final_rows, self.ws.recipe_submission(self.recipe.name), expected_videos=videos)
         written["final"] = write_submission(final_rows, self.ws.submission_csv, expected_videos=videos)
         self.write_failures()
         return written
