@@ -131,6 +131,7 @@ def shell(*args: object, env: dict[str, str]) -> subprocess.CompletedProcess[str
     return subprocess.run([str(COOOL), *map(str, args)], capture_output=True, text=True, env=clean, timeout=600)
 
 
+@pytest.mark.slow  # two whole second-place runs (~2 min)
 async def test_compare_recipes_runs_both_compares_them_and_the_studio_starts_their_ab(
     sim, synthetic_data, tmp_path: Path
 ) -> None:
