@@ -179,3 +179,15 @@ async def test_compare_recipes_runs_both_compares_them_and_the_studio_starts_the
     video = client.get(started.headers["location"], follow_redirects=True)
     assert video.status_code == 200 and "/video/0" in str(video.url)
     assert client.get("/ab/new?a=submissions/nothing.csv&b=submissions/second-place.csv").status_code == 404
+
+
+def test_compare_recipes_refuses_one_recipe_twice_before_any_work(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from coool.cli import app
+
+    result = CliRunner().invoke(app, ["compare-recipes", "quick", "quick", "--data", str(tmp_path), "--results",
+                                      str(tmp_path / "results")])
+    assert result.exit_code == 2
+    assert "both recipes are named 'quick'" in result.output
+    assert not (tmp_path / "results").exists()
