@@ -75,9 +75,16 @@ class _InterruptedNotCrashed(logging.Filter):
         self.active = False
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.active and "Crash detected" in record.getMessage():
+        if not self.active:
+            return True
+        message = record.getMessage()
+        if "Crash detected" in message:
             record.msg, record.args = "interrupted by a signal (Ctrl-C / SIGTERM); rerun to resume", ()
-            record.levelno, record.levelname = logging.INFO, "INFO"
+        elif "Finished in state Crashed" in message:  # the state Prefect records; an interrupt, not an error
+            record.msg, record.args = f"{message} (interrupted)", ()
+        else:
+            return True
+        record.levelno, record.levelname = logging.INFO, "INFO"
         return True
 
 
