@@ -52,6 +52,10 @@ class Holder:
         return f"pid {self.pid} on host {self.host} since {self.since}"
 
 
+class LockUnavailable(ValueError):
+    """The results folder can't hold a lock file (not a folder, read-only, no permission)."""
+
+
 class ResultsInUse(RuntimeError):
     """The results folder is held by another run (``--no-wait``)."""
 
@@ -147,7 +151,18 @@ class RunLock:
         self.held: Holder | None = None
 
     def try_acquire(self) -> Holder | None:
-        """Take the lock: None when taken, else who holds it. A stale lock is removed and taken."""
+        """Take the lock: None when taken, else who holds it. A stale lock is removed and taken.
+
+        Raises LockUnavailable (one line naming the folder) when the folder can't hold it.
+        """
+        try:
+            return self._try_acquire()
+        except OSError as exc:
+            raise LockUnavailable(
+                f"results folder {self.folder}: cannot write its run lock {LOCK_NAME}: {exc.strerror or exc}"
+            ) from None
+
+    def _try_acquire(self) -> Holder | None:
         self.folder.mkdir(parents=True, exist_ok=True)
         for _ in range(5):
             me = _me(self.command)

@@ -197,3 +197,10 @@ def test_a_deployment_flow_run_waits_for_the_folder(
                 holder.wait()
     assert outcome["videos"] == 4
     assert (results / "submission.csv").exists() and not (results / LOCK_NAME).exists()
+
+
+def test_a_results_path_that_is_a_file_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "results").write_text("not a folder")
+    with pytest.raises(ValueError, match=r"results folder .*results: cannot write its run lock"):
+        with results_lock(tmp_path / "results", wait=False):
+            pass
