@@ -23,6 +23,7 @@ import pandas as pd
 from coool import schema as S
 from coool.captions import load_captions
 from coool.files import atomic_write_json, combined_hash, read_json
+from coool.frames import extract_raw_frames, load_manifest
 from coool.llm import ChatClient, ImageFile, ModelRequestError, user_message
 from coool.params import DescribeConfig
 from coool.parsing import (
@@ -38,7 +39,6 @@ from coool.parsing import (
 from coool.prompts import Prompt, load_prompt, load_snippet
 from coool.stage import StageError, sample_record
 from coool.submission import is_english
-from coool.video import extract_raw_frames, load_manifest
 from coool.voting import consistent, empty_fields, vote_original, vote_samples
 from coool.windows import caption_trigger_window, detected_frame_window, window_index_to_frame
 from coool.workspace import cached_output
@@ -115,7 +115,7 @@ def select_window(
     if config.window == "caption-trigger":
         if captions is None or captions.empty:
             raise ValueError(f"{config.name}: the caption-trigger window needs the video's caption table")
-        return caption_trigger_window(captions, config.pre, config.post)
+        return caption_trigger_window(captions, config.pre, config.post, lenient=config.lenient_trigger)
     if detected_frame is None:
         raise ValueError(f"{config.name}: the detected-frame window needs the stage-3 frame")
     return detected_frame_window(detected_frame, 1, frame_count, config.pre, config.post, config.step)
@@ -485,7 +485,7 @@ async def describe_unit(
     manifest = load_manifest(frames_dir)
     if manifest is None:
         raise StageError(f"video {video}: no frames manifest in {frames_dir} (run stage 1 first)")
-    captions = load_captions(captions_path) if captions_path is not None and Path(captions_path).exists() else None
+    captions = load_captions(captions_path, coerce=False) if captions_path is not None and Path(captions_path).exists() else None
     try:
         window = select_window(config, frame_count=manifest.video.frames, captions=captions, detected_frame=detected_frame)
     except ValueError as exc:

@@ -19,19 +19,21 @@ import pandas as pd
 from coool import schema as S
 from coool.captions import caption_key, caption_unit, load_captions
 from coool.countpass import clip_counts, needs_count_pass
+from coool.decode import VideoError
 from coool.describe import DescribePromptSet, describe_key, describe_unit, load_description_row, select_window
 from coool.detect import detect_key, detect_unit, write_detections
 from coool.ensemble import candidates_for, ensemble_key, ensemble_unit
 from coool.files import atomic_write_text, clean_stale_temp_files, combined_hash, json_sha256, read_json
+from coool.frames import FrameManifest, extract_caption_frames, load_manifest
+from coool.inputs import VideoPair, scan_inputs, video_id_of
 from coool.llm import ChatClient, MediaPathError
 from coool.params import DescribeConfig
-from coool.prompts import Prompt, load_prompt
+from coool.prompts import Prompt, stage_prompt
 from coool.recipe import Phase, Recipe, Stage, phases, waves
 from coool.servers import ServerManager
 from coool.settings import Settings
 from coool.stage import StageError
 from coool.submission import merge_row, write_submission
-from coool.video import FrameManifest, VideoError, VideoPair, extract_caption_frames, load_manifest, scan_inputs, video_id_of
 from coool.workspace import Workspace
 
 
@@ -86,9 +88,9 @@ class Pipeline:
         self.ws = Workspace(results_dir or settings.results_dir)
         self.configs: dict[str, DescribeConfig] = recipe.configs
         pdir = recipe.prompts_dir
-        self.caption_prompt: Prompt = load_prompt(recipe.caption.prompt, pdir)
-        self.detect_prompt: Prompt = load_prompt(recipe.detect.prompt, pdir)
-        self.ensemble_prompt: Prompt | None = load_prompt(recipe.ensemble.prompt, pdir) if recipe.ensemble else None
+        self.caption_prompt: Prompt = stage_prompt(recipe.caption, pdir)
+        self.detect_prompt: Prompt = stage_prompt(recipe.detect, pdir)
+        self.ensemble_prompt: Prompt | None = stage_prompt(recipe.ensemble, pdir) if recipe.ensemble else None
         names = set(recipe.describe) | ({recipe.count_pass.config} if recipe.count_pass else set())
         self.prompt_sets = {n: DescribePromptSet.load(self.configs[n], pdir) for n in names}
         self.clients: dict[str, ChatClient] = {}
@@ -236,7 +238,7 @@ class Pipeline:
                 if row is None or not needs_count_pass(row, recipe.count_pass.threshold):
                     return combined_hash(["countpass-skip", json_sha256(row), str(recipe.count_pass.threshold)])
             config = self.configs[stage.config]
-            captions = load_captions(ws.captions_path(video)) if ws.captions_path(video).exists() else None
+            captions = load_captions(ws.captions_path(video), coerce=False) if ws.captions_path(video).exists() else None
             try:
                 window = select_window(
                     config, frame_count=manifest.video.frames, captions=captions, detected_frame=self.detected_frame(video)

@@ -17,29 +17,29 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-
+from coool.servers import ServerUnavailable, is_healthy, wait_until_healthy
 from coool.sim.testing import free_port, start_sim_process
 from coool.synthetic import make_dataset
 
 ROLES = ("captioner", "detector", "describer", "ensembler")
 
 
-def _wait(url: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise SystemExit(f"demo: the process serving {url} exited ({proc.returncode})")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"demo: {url} did not answer within {timeout_s:.0f}s")
+def server_env(port: int, host: str = "127.0.0.1") -> dict[str, str]:
+    """What `prefect server start` needs so its UI calls ITS OWN API.
+
+    `--port` moves the server but not the address the UI is told to call
+    (/ui-settings): that comes from PREFECT_UI_API_URL, else from
+    PREFECT_SERVER_API_HOST/PORT (4200 by default), so name all three.
+    """
+    return {
+        "PREFECT_SERVER_API_HOST": host,
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_UI_API_URL": f"http://{host}:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+    }
 
 
 def start_prefect(port: int, home: Path, log: Path) -> subprocess.Popen[bytes] | None:
@@ -48,14 +48,11 @@ def start_prefect(port: int, home: Path, log: Path) -> subprocess.Popen[bytes] |
         print(f"demo: using the Prefect server at {os.environ['PREFECT_API_URL']}")
         return None
     url = f"http://127.0.0.1:{port}/api"
-    try:
-        if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-            print(f"demo: a Prefect server already runs at {url}")
-            os.environ["PREFECT_API_URL"] = url
-            return None
-    except httpx.HTTPError:
-        pass
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    if is_healthy(url):
+        print(f"demo: a Prefect server already runs at {url}")
+        os.environ["PREFECT_API_URL"] = url
+        return None
+    env = {**os.environ, **server_env(port), "PREFECT_HOME": str(home)}
     log.parent.mkdir(parents=True, exist_ok=True)
     prefect = Path(sys.executable).with_name("prefect")
     with open(log, "ab") as out:
@@ -63,20 +60,27 @@ def start_prefect(port: int, home: Path, log: Path) -> subprocess.Popen[bytes] |
             [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
-    _wait(f"{url}/health", 120, proc)
+    try:
+        wait_until_healthy(url, 120, alive=lambda: proc.poll() is None, name="demo: the Prefect server")
+    except ServerUnavailable as exc:
+        raise SystemExit(f"{exc} (log {log})") from None
     os.environ["PREFECT_API_URL"] = url
     print(f"demo: started a Prefect server at {url} (log {log})")
     return proc
 
 
 def _flush_prefect_logs() -> None:
-    """Send buffered run logs to the API before we stop the server that takes them."""
-    try:
-        from prefect.logging.handlers import APILogHandler
+    """Send the run logs and events Prefect still buffers while their server is up.
 
-        APILogHandler.flush()
-    except Exception:  # nothing buffered, or no server: nothing to lose
-        pass
+    Prefect ships them from background workers; stopping the server first makes
+    them fail at exit with "Error logging to API". drain_all waits for each
+    worker to finish its queue (and stops it: a later log starts a new one).
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=15)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome = asyncio.run(
             pipeline_flow(data_root=str(data), recipe=args.recipe, results_dir=str(results))
         )
+        _flush_prefect_logs()
         final = Path(outcome["written"]["final"])
         errors = [p for p in validate(read_submission(final), strict=True) if p.level == "error"]
         ui = os.environ["PREFECT_API_URL"].removesuffix("/api")

@@ -10,6 +10,7 @@ be mistaken for model output.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import logging
@@ -123,6 +124,8 @@ class SimState:
         self.latency_s = config.latency_s
         self.task_latency_s = dict(config.task_latency_s)
         self.scripts: dict[str, deque[Script]] = {}
+        # How often each unseeded request body was seen (by digest): see ``_prepare``.
+        self.repeats: Counter[str] = Counter()
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: asyncio.AbstractEventLoop | None = None
 
@@ -202,6 +205,7 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         state.stats.reset()
         state.faults.restart()  # and the fault sequence, so a test can replay it
         state.scripts.clear()
+        state.repeats.clear()
         return state.stats.as_dict()
 
     @app.get("/sim/script")
@@ -404,6 +408,17 @@ async def _prepare(state: SimState, request: Request) -> tuple[ChatRequest, Chat
         raise RequestError(400, str(exc)) from exc
     system_text = "\n".join(m.text() for m in req.messages if m.role in ("system", "developer"))
     kwargs = req.chat_template_kwargs or {}
+    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if "seed" not in raw:
+        # A sampling server answers a request without a seed afresh each time (the original's
+        # detector sends its 12 samples as 12 identical n=1 requests): the k-th identical body
+        # gets other choices. The first one answers as before; the answers stay a function of
+        # the body and how often it came.
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        repeat = state.repeats[digest]
+        state.repeats[digest] += 1
+        if repeat:
+            canonical += f"\x00repeat {repeat}"
     chat_input = ChatInput(
         text="\n".join(m.text() for m in req.messages),
         user_text="\n".join(m.text() for m in req.messages if m.role == "user"),
@@ -415,7 +430,7 @@ async def _prepare(state: SimState, request: Request) -> tuple[ChatRequest, Chat
         reasoning=bool(
             kwargs.get("enable_thinking") or kwargs.get("thinking") or req.reasoning_effort
         ) or bool(_REASONING_LEVEL.search(system_text)),
-        canonical=json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+        canonical=canonical,
     )
     return req, chat_input
 

@@ -354,7 +354,8 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     real = openai.AsyncOpenAI
 
     def recording_openai(**kwargs: Any) -> openai.AsyncOpenAI:
-        return real(**kwargs, http_client=httpx.AsyncClient(transport=httpx.MockTransport(rec.handle)))
+        # In place of the client's own (capped) HTTP client.
+        return real(**{**kwargs, "http_client": httpx.AsyncClient(transport=httpx.MockTransport(rec.handle))})
 
     monkeypatch.setattr(coool.llm, "AsyncOpenAI", recording_openai)
     return rec
@@ -376,6 +377,14 @@ async def test_extras_and_sampling_go_in_the_body(recorder: Recorder, role) -> N
         "response_format": {"type": "json_schema", "json_schema": {"name": "ensemble", "schema": schema, "strict": True}},
     }
     assert bare == {"model": "m", "messages": HELLO, "n": 1}  # nothing unasked is sent
+
+
+async def test_presence_and_frequency_penalties_go_in_the_body(recorder: Recorder, role) -> None:
+    # The original ensemble sends both (at 0.0); a value of 0.0 is still sent, as asked.
+    async with ChatClient("ensembler", role(urls=["http://rec/v1"], model="m")) as client:
+        await client.complete(HELLO, presence_penalty=0.0, frequency_penalty=0.5)
+    (body,) = recorder.bodies
+    assert (body["presence_penalty"], body["frequency_penalty"]) == (0.0, 0.5)
 
 
 async def test_image_files_are_sent_as_data_urls_and_the_callers_messages_keep_paths(

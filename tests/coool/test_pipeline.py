@@ -53,7 +53,8 @@ async def test_quick_recipe_end_to_end_and_resumed(sim, synthetic_data, tmp_path
         assert truth.event_frame <= detections[truth.video_id] <= truth.event_frame + 10
     assert (results / "failures.csv").read_text(encoding="utf-8").strip() == "video,stage,error,path"
     stats = sim.stats()
-    assert stats["tasks"]["frame_caption"] == 36 and stats["tasks"]["incident_frame"] == 3
+    # The original detector sends one request per sample (issue 14): 12 per video.
+    assert stats["tasks"]["frame_caption"] == 36 and stats["tasks"]["incident_frame"] == 3 * 12
     assert stats["rejected"] == 0
 
     # The keys the flows cache on are the keys the stage units recorded in their outputs.

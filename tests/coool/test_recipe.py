@@ -208,7 +208,13 @@ def test_second_place_plus_is_second_place_with_every_improvement() -> None:
         assert sorted(s for s in described if getattr(on, s)) == sorted(described)
         # Nothing but the switches differs.
         assert off.model_copy(update={s: True for s in described}) == on
-    shape = ("describe", "merges", "count_pass", "ensemble", "final")
+    shape = ("describe", "merges", "count_pass", "final")
     assert [getattr(faithful, f) for f in shape] == [getattr(plus, f) for f in shape]
+    # Stages 2, 3 and 5: every switch on, nothing else different.
+    for stage, field in (("caption", "caption"), ("detect", "detect"), ("ensemble", "ensemble")):
+        switches = {i.name for i in catalogue() if i.stage == stage}
+        off, on = getattr(faithful, field), getattr(plus, field)
+        assert switches and not any(getattr(off, s) for s in switches) and all(getattr(on, s) for s in switches)
+        assert off.model_copy(update={s: True for s in switches}) == on
     # The stages no switch changes are the same stages (same names, same parameters): shared in the cache.
     assert [s.name for s in faithful.stages()] == [s.name for s in plus.stages()]
