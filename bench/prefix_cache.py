@@ -42,12 +42,12 @@ from pathlib import Path
 from typing import Any
 
 from coool.describe import DescribePromptSet, describe_unit
+from coool.frames import extract_caption_frames
 from coool.improvements import resolve, with_improvements
 from coool.llm import ChatClient
 from coool.params import DescribeConfig, load_describe_configs
 from coool.settings import RoleSettings
 from coool.synthetic import make_clip
-from coool.frames import extract_caption_frames
 
 REPO = Path(__file__).resolve().parents[1]
 # The two configurations of the method that share a window (same frames, other prompts).
