@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -17,9 +17,13 @@ from coool.frames import FrameManifest, load_manifest
 from coool.llm import ChatClient, ModelRequestError
 from coool.params import CaptionParams
 from coool.parsing import coerce_caption, parse_json_lenient
-from coool.prompts import Prompt
-from coool.stage import StageError, sample_record
+from coool.prompts import Prompt, stage_prompt
+from coool.stage import Stage, StageError, sample_record
 from coool.workspace import cached_output
+
+if TYPE_CHECKING:
+    from coool.recipe import Recipe
+    from coool.run import Run
 
 TABLE_COLUMNS: tuple[str, ...] = ("frame", "image", *S.CAPTION_FIELDS)
 
@@ -170,6 +174,7 @@ async def caption_unit(
     out_dir: Path,
     prompt: Prompt,
     params: CaptionParams = CaptionParams(),
+    key: str | None = None,
 ) -> dict[str, Any]:
     """Stage 2 for one video, resumable: skipped when its saved output has the same key.
 
@@ -181,7 +186,8 @@ async def caption_unit(
     manifest = load_manifest(frames_dir)
     if manifest is None:
         raise StageError(f"video {video}: no frames manifest in {frames_dir} (run stage 1 first)")
-    key = caption_key(manifest, params, prompt, client.identity)
+    # A run passes its stage's key (coool.run.Run.stage_key): the one the cache uses too.
+    key = key or caption_key(manifest, params, prompt, client.identity)
     meta_path = Path(out_dir) / f"{video}.json"
     if (done := cached_output(meta_path, key)) is not None and table_path(out_dir, video).exists():
         return {**done, "cached": True}
@@ -190,3 +196,36 @@ async def caption_unit(
     meta = {"video": video, "key": key, "rows": len(result.table), "dropped": result.dropped, "model": client.model}
     atomic_write_json(meta_path, meta)
     return {**meta, "cached": False}
+
+
+class CaptionStage:
+    """Stage 2 as a stage kind (coool.stage.StageKind): one per run, role ``captioner``."""
+
+    kind = "caption"
+
+    def plan(self, recipe: Recipe) -> list[Stage]:
+        return [Stage("caption", self.kind, "captioner", ())]
+
+    def prompts(self, recipe: Recipe, stage: Stage) -> Prompt:
+        return stage_prompt(recipe.caption, recipe.prompts_dir)
+
+    def key(self, run: Run, stage: Stage, video: int) -> str | None:
+        manifest = load_manifest(run.ws.frames_dir(video))
+        if manifest is None:
+            return None
+        return caption_key(manifest, run.recipe.caption, run.prompt(stage), run.identity(stage))
+
+    def output(self, run: Run, stage: Stage, video: int) -> Path:
+        return run.ws.captions_path(video)
+
+    def done(self, run: Run, stage: Stage, video: int) -> bool:
+        return self.output(run, stage, video).exists()
+
+    async def run(self, run: Run, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
+        return await caption_unit(
+            run.client(stage.role), video, run.ws.frames_dir(video), run.ws.captions_dir, run.prompt(stage), run.recipe.caption,
+            key,
+        )
+
+
+CAPTION = CaptionStage()

@@ -7,20 +7,25 @@ import io
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from coool import schema as S
 from coool.captions import load_captions
 from coool.files import atomic_write_json, atomic_write_text, combined_hash, file_sha256, text_sha256
+from coool.frames import load_manifest
 from coool.llm import ChatClient, Sample, user_message
 from coool.params import DetectParams
 from coool.parsing import parse_json_strict
-from coool.prompts import Prompt
-from coool.stage import StageError, sample_record
+from coool.prompts import Prompt, stage_prompt
+from coool.stage import Stage, StageError, sample_record
 from coool.voting import decide_incident_frame
 from coool.workspace import cached_output
+
+if TYPE_CHECKING:
+    from coool.recipe import Recipe
+    from coool.run import Run
 
 # The table the detector reads: every caption field, not the image path.
 MARKDOWN_COLUMNS: tuple[str, ...] = ("frame", *S.CAPTION_FIELDS)
@@ -205,11 +210,12 @@ async def detect_unit(
     params: DetectParams = DetectParams(),
     *,
     last_frame: int | None = None,
+    key: str | None = None,
 ) -> dict[str, Any]:
     """Stage 3 for one video, resumable (skipped when ``<out>/<video>.json`` has the same key)."""
     if not Path(captions_path).exists():
         raise StageError(f"video {video}: no caption table at {captions_path} (run stage 2 first)")
-    key = detect_key(captions_path, params, prompt, client.identity)
+    key = key or detect_key(captions_path, params, prompt, client.identity)  # a run passes its stage key
     path = Path(out_dir) / f"{video}.json"
     if (done := cached_output(path, key)) is not None:
         return {"video": video, "frame": done["frame"], "cached": True}
@@ -219,3 +225,39 @@ async def detect_unit(
     atomic_write_json(path, {"key": key, "model": client.model, **result.as_dict()})
     reasks = result.attempts - 1 if result.attempts > 1 else 0
     return {"video": video, "frame": result.frame, "cached": False, "notes": result.notes, "reasks": reasks}
+
+
+class DetectStage:
+    """Stage 3 as a stage kind: run when a describe configuration or the count pass needs the frame."""
+
+    kind = "detect"
+
+    def plan(self, recipe: Recipe) -> list[Stage]:
+        configs = recipe.configs
+        used = any(configs[c].window == "detected-frame" for c in recipe.describe) or recipe.count_pass is not None
+        return [Stage("detect", self.kind, "detector", ("caption",))] if used else []
+
+    def prompts(self, recipe: Recipe, stage: Stage) -> Prompt:
+        return stage_prompt(recipe.detect, recipe.prompts_dir)
+
+    def key(self, run: Run, stage: Stage, video: int) -> str | None:
+        captions = run.ws.captions_path(video)
+        if load_manifest(run.ws.frames_dir(video)) is None or not captions.exists():
+            return None
+        return detect_key(captions, run.recipe.detect, run.prompt(stage), run.identity(stage))
+
+    def output(self, run: Run, stage: Stage, video: int) -> Path:
+        return run.ws.detect_path(video)
+
+    def done(self, run: Run, stage: Stage, video: int) -> bool:
+        return self.output(run, stage, video).exists()
+
+    async def run(self, run: Run, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
+        manifest = run.manifest(video)
+        return await detect_unit(
+            run.client(stage.role), video, run.ws.captions_path(video), run.ws.detect_dir, run.prompt(stage),
+            run.recipe.detect, last_frame=manifest.video.frames, key=key,
+        )
+
+
+DETECT = DetectStage()

@@ -7,21 +7,26 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from coool import schema as S
-from coool.files import atomic_write_json, combined_hash, json_sha256
+from coool.files import atomic_write_json, combined_hash, json_sha256, read_json
+from coool.frames import load_manifest
 from coool.llm import ChatClient, user_message
 from coool.params import EnsembleParams
 from coool.parsing import clean_text, coerce_int, parse_json_lenient
-from coool.prompts import Prompt
-from coool.stage import sample_record
+from coool.prompts import Prompt, stage_prompt
+from coool.stage import Stage, sample_record
 from coool.submission import is_english
 from coool.voting import most_common_frame
 from coool.workspace import cached_output
+
+if TYPE_CHECKING:
+    from coool.recipe import Recipe
+    from coool.run import Run
 
 _LEADING_NUMBER = re.compile(r"^\s*\d+\s*[.):\-]?\s+")
 _ORIGINAL_LEADING_NUMBER = re.compile(r"^\s*\d+\s+")
@@ -301,10 +306,11 @@ async def ensemble_unit(
     out_dir: Path,
     prompt: Prompt,
     params: EnsembleParams = EnsembleParams(),
+    key: str | None = None,
 ) -> dict[str, Any]:
     """Stage 5 for one video, resumable (skipped when ``<out>/<video>.json`` has the same key)."""
     candidates, _ = candidates_for(video, inputs, broad=params.broad_normalise)
-    key = ensemble_key(base_row, candidates, params, prompt, client.identity)
+    key = key or ensemble_key(base_row, candidates, params, prompt, client.identity)  # a run passes its stage key
     path = Path(out_dir) / f"{video}.json"
     if (done := cached_output(path, key)) is not None:
         return {"video": video, "row": done["row"], "cached": True}
@@ -312,3 +318,76 @@ async def ensemble_unit(
     atomic_write_json(path, {"key": key, "model": client.model, **result.as_dict()})
     reasks = max(len(result.samples) - 1, 0)
     return {"video": video, "row": result.row, "cached": False, "notes": result.notes, "reasks": reasks}
+
+
+class EnsembleStage:
+    """Stage 5 as a stage kind: after every submission it reads (role ``ensembler``)."""
+
+    kind = "ensemble"
+
+    def plan(self, recipe: Recipe) -> list[Stage]:
+        spec = recipe.ensemble
+        if spec is None:
+            return []
+        names = [spec.base, *spec.inputs]
+        deps = {f"describe:{c}" for n in names for c in recipe.describe_sources(n)}
+        if recipe.count_pass and recipe.count_pass.name in names:
+            deps.add("count-pass")
+        return [Stage("ensemble", self.kind, "ensembler", tuple(sorted(deps)))]
+
+    def prompts(self, recipe: Recipe, stage: Stage) -> Prompt:
+        assert recipe.ensemble is not None
+        return stage_prompt(recipe.ensemble, recipe.prompts_dir)
+
+    def _inputs(self, run: Run, video: int) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
+        spec = run.recipe.ensemble
+        assert spec is not None
+        base = run.row(spec.base, video) or S.fallback_row(video)
+        inputs = {n: pd.DataFrame([r], columns=list(S.COLUMNS)) for n in spec.inputs if (r := run.row(n, video))}
+        return base, inputs
+
+    def key(self, run: Run, stage: Stage, video: int) -> str | None:
+        if load_manifest(run.ws.frames_dir(video)) is None:
+            return None
+        assert run.recipe.ensemble is not None
+        base, inputs = self._inputs(run, video)
+        candidates, _ = candidates_for(video, inputs, broad=run.recipe.ensemble.broad_normalise)
+        return ensemble_key(base, candidates, run.recipe.ensemble, run.prompt(stage), run.identity(stage))
+
+    def output(self, run: Run, stage: Stage, video: int) -> Path:
+        return run.ws.ensemble_path(video)
+
+    def done(self, run: Run, stage: Stage, video: int) -> bool:
+        return self.output(run, stage, video).exists()
+
+    async def run(self, run: Run, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
+        run.manifest(video)
+        assert run.recipe.ensemble is not None
+        base, inputs = self._inputs(run, video)
+        return await ensemble_unit(
+            run.client(stage.role), video, base, inputs, run.ws.ensemble_dir, run.prompt(stage), run.recipe.ensemble,
+            key,
+        )
+
+
+class EnsembleSubmission:
+    """The ensemble's submission: its answer where it has one, else the base row."""
+
+    def names(self, recipe: Recipe) -> list[str]:
+        return [recipe.ensemble.name] if recipe.ensemble else []
+
+    def sources(self, recipe: Recipe, name: str) -> list[str]:
+        assert recipe.ensemble is not None
+        return [recipe.ensemble.base, *recipe.ensemble.inputs]
+
+    def row(self, run: Run, name: str, video: int) -> dict[str, Any] | None:
+        assert run.recipe.ensemble is not None
+        path = run.ws.ensemble_path(video)
+        return dict(read_json(path)["row"]) if path.exists() else run.row(run.recipe.ensemble.base, video)
+
+    def path(self, run: Run, name: str) -> Path:
+        return run.ws.ensemble_dir / "submission.csv"
+
+
+ENSEMBLE = EnsembleStage()
+ENSEMBLED = EnsembleSubmission()

@@ -1,6 +1,6 @@
 """Stage parameters: the spec's values as defaults, every one overridable.
 
-Recipes (deployments/recipes/*.yaml) and the CLI build these models; the
+Recipes (coool/recipes/*.yaml) and the CLI build these models; the
 stage functions take them. Each model's JSON form is part of the cache key
 of the work it parameterises.
 """

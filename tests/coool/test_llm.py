@@ -222,9 +222,10 @@ async def test_requests_in_flight_are_bounded_per_url(slow_sim: SimHandle, role,
 async def test_clients_of_one_url_share_its_bound(slow_sim: SimHandle, role) -> None:
     # The pipeline runs several stage flows at once, each with its own client of the same server.
     slow_sim.reset()
+    limits: dict = {}  # a run's table of bounds (Run.open_clients gives its clients one)
     async with (
-        ChatClient("describer", role(slow_sim, max_concurrency=2)) as first,
-        ChatClient("describer", role(slow_sim, max_concurrency=2)) as second,
+        ChatClient("describer", role(slow_sim, max_concurrency=2), url_limits=limits) as first,
+        ChatClient("describer", role(slow_sim, max_concurrency=2), url_limits=limits) as second,
     ):
         await asyncio.gather(*(c.complete(HELLO) for c in (first, second) for _ in range(6)))
     stats = slow_sim.stats()

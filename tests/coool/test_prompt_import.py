@@ -194,7 +194,7 @@ def test_the_reference_copy(original_dir: Path, tmp_path: Path) -> None:
 async def test_second_place_runs_with_the_authors_prompts(original_dir: Path, sim, synthetic_data, tmp_path: Path) -> None:
     """The imported folder as a recipe's prompts_dir: every stage's request is the authors' words, and the
     run ends in a valid submission (against the simulated server)."""
-    from coool.pipeline import Pipeline, run_plain
+    from coool.run import Run, run_plain
     from coool.recipe import load_recipe
     from coool.settings import ROLES, RoleSettings, Settings
     from coool.submission import read_submission, validate
@@ -203,9 +203,9 @@ async def test_second_place_runs_with_the_authors_prompts(original_dir: Path, si
     import_prompts(original_dir, prompts)
     recipe = load_recipe("second-place").model_copy(update={"prompts_dir": prompts})
     roles = {r: RoleSettings(model="sim-model", urls=[sim.url], backoff_s=0.0, max_attempts=2) for r in ROLES}
-    pipeline = Pipeline(Settings(results_dir=tmp_path / "results", **roles), recipe)
-    assert pipeline.caption_prompt.source == prompts / "caption.md"
-    assert pipeline.detect_prompt.source == prompts / "detect.md" and pipeline.ensemble_prompt.source == prompts / "ensemble.md"
+    pipeline = Run(Settings(results_dir=tmp_path / "results", **roles), recipe)
+    assert pipeline.prompts["caption"].source == prompts / "caption.md"
+    assert pipeline.prompts["detect"].source == prompts / "detect.md" and pipeline.prompts["ensemble"].source == prompts / "ensemble.md"
     outcome = await run_plain(pipeline, synthetic_data.videos, synthetic_data.heatmaps, concurrent=False)
     assert (outcome["videos"], outcome["failures"]) == (3, 0)
     submission = read_submission(tmp_path / "results" / "submission.csv")

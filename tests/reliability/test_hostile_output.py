@@ -29,9 +29,9 @@ from coool.frames import extract_caption_frames
 from coool.improvements import improvements_of
 from coool.llm import ChatClient
 from coool.params import CaptionParams, DetectParams, EnsembleParams, load_describe_configs
-from coool.pipeline import Pipeline, run_plain
 from coool.prompts import load_prompt
 from coool.recipe import load_recipe
+from coool.run import Run, run_plain
 from coool.settings import RoleSettings, load_settings
 from coool.sim.testing import SimHandle, running_sim_server
 from coool.submission import is_english, submission_text, validate
@@ -438,7 +438,7 @@ def test_every_answer_hostile_the_second_place_run_still_gives_a_valid_submissio
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("COOOL_DETECTOR__MAX_N", "4")  # several detect requests, several hostile variants
     results = tmp_path / "results"
-    pipeline = Pipeline(load_settings(results_dir=results), load_recipe("second-place"))
+    pipeline = Run(load_settings(results_dir=results), load_recipe("second-place"))
     outcome = asyncio.run(run_plain(pipeline, data / "videos", data / "heatmaps"))
     assert sim.stats()["scripted"] == sim.stats()["completed"]  # every answer was hostile
     frame = assert_valid_submission(results / "submission.csv", [0, 1])
