@@ -21,10 +21,12 @@ from coool.settings import RoleSettings
 pytestmark = pytest.mark.vllm
 
 
+# A server start (a minute idle, up to eight on a loaded machine) and three arms of one clip.
+@pytest.mark.timeout(2400)
 def test_plus_computes_fewer_prompt_tokens_than_faithful(vllm_vl_stats_role_settings: RoleSettings, tmp_path: Path) -> None:
     clips = make_clips(tmp_path / "clips", 1)
     root = vllm_vl_stats_role_settings.urls[0].removesuffix("/v1")
-    result = compare(root, vllm_vl_stats_role_settings, clips, tmp_path)
+    result = compare(root, vllm_vl_stats_role_settings, clips, tmp_path, arms=("faithful", "plus", "plus-text-first"))
     faithful, plus, text_first = (result["arms"][a] for a in ("faithful", "plus", "plus-text-first"))
     for arm in (faithful, plus, text_first):
         assert arm["failures"] == 0 and arm["requests"] >= 6  # three passes x two configurations
