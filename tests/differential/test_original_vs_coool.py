@@ -11,8 +11,10 @@ vLLM extras), and the stage's rows must be equal.
 The original's scripts address the server at a URL written into them (localhost:8000
 for captioning and detection): the simulated server is their HTTP proxy.
 
-Known, allowed differences are asserted where they arise (``ALLOWED`` below): the image
-path column of the caption table (file locations are the user's).
+Known, allowed differences are listed where they arise (``ALLOWED`` below) and compared as
+exactly that difference: the caption table's image path column (file locations are the
+user's: tables are compared cell by cell, paths by file name) and captioning's thinking flag.
+Equivalent spellings: a body without ``n`` asks for one choice.
 """
 
 from __future__ import annotations
@@ -91,8 +93,8 @@ def logged(world: World) -> list[dict[str, Any]]:
     return got
 
 
-def assert_same_requests(original: list[dict], coool: list[dict], prompt_text: bool) -> None:
-    diffs = compare_requests(original, coool, prompt_text=prompt_text)
+def assert_same_requests(original: list[dict], coool: list[dict], prompt_text: bool, equivalences: tuple = ()) -> None:
+    diffs = compare_requests(original, coool, prompt_text=prompt_text, equivalences=equivalences)
     assert not diffs, f"{len(diffs)} differences (original != coool):\n" + "\n".join(diffs[:40])
 
 
@@ -156,6 +158,23 @@ def reconcile_answers(vid: int, index: int) -> list[dict[str, Any]]:
 
 # ---- stage 2: captioning ------------------------------------------------------------
 
+THINK = {"enable_thinking": True}
+
+
+def _without(body: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """``body`` without ``key`` when it holds exactly ``value`` (anything else stays, and differs)."""
+    return {k: v for k, v in body.items() if not (k == key and v == value)}
+
+
+# ALLOWED (captioning): the original posts its payload with `requests`, so its "extra_body" is a
+# literal top-level key, which vLLM ignores: enable_thinking never reaches the chat template and
+# GLM-4.5V runs with its template's default, which is to think. coool sends
+# chat_template_kwargs {"enable_thinking": true}: the same template output, said explicitly.
+CAPTION_THINKING = (
+    lambda body: _without(body, "extra_body", {"chat_template_kwargs": THINK}),
+    lambda body: _without(body, "chat_template_kwargs", THINK),
+)
+
 
 def script_captions(world: World) -> None:
     for truth in world.truths:
@@ -187,15 +206,17 @@ def captions(world: World, prompts_dir: Path | None) -> dict[str, Any]:
 
 def test_captioning_requests_equal(captions: dict[str, Any], prompts_dir: Path | None) -> None:
     assert len(captions["original"]) == sum(len(range(1, t, 10)) for t in [90, 90])
-    assert_same_requests(captions["original"], captions["coool"], text_compared(prompts_dir))
+    assert_same_requests(captions["original"], captions["coool"], text_compared(prompts_dir), (CAPTION_THINKING,))
 
 
 def test_caption_tables_equal(world: World, captions: dict[str, Any]) -> None:
     for vid in world.ids:
         theirs = pd.read_csv(world.original / "002_frame_captioning" / CAPTION_DIR / f"{vid}.csv", dtype=str, keep_default_na=False)
         ours = pd.read_csv(captions["coool_dir"] / f"{vid}.csv", dtype=str, keep_default_na=False)
+        # ALLOWED: the frame image's path column (the original's "path", coool's "image"): the
+        # two runs keep their frames in different folders (the detector's table: requests_diff).
         theirs = theirs.drop(columns=["path"])
-        ours = ours.drop(columns=["image"])  # the frame image's path: folders differ by design
+        ours = ours.drop(columns=["image"])
         assert list(theirs["frame"]) == list(ours["frame"])
         for column in theirs.columns:
             assert list(theirs[column]) == list(ours[column]), f"video {vid}, column {column}"

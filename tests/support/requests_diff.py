@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -128,11 +129,30 @@ def differences(a: Any, b: Any, path: str = "") -> list[str]:
     return []
 
 
-def compare_requests(original: list[dict[str, Any]], coool: list[dict[str, Any]], *, prompt_text: bool = True) -> list[str]:
+Equivalence = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def compare_requests(
+    original: list[dict[str, Any]],
+    coool: list[dict[str, Any]],
+    *,
+    prompt_text: bool = True,
+    equivalences: tuple[tuple[Equivalence, Equivalence], ...] = (),
+) -> list[str]:
     """Every difference between two runs' requests, taken as multisets (coool sends some requests
-    together that the original sends one after another); [] when they are the same requests."""
-    a = sorted((normalise(r["body"], prompt_text=prompt_text) for r in original), key=_order)
-    b = sorted((normalise(r["body"], prompt_text=prompt_text) for r in coool), key=_order)
+    together that the original sends one after another); [] when they are the same requests.
+
+    ``equivalences``: (original side, coool side) rewrites of a body, each pair a listed spelling
+    difference with the same effect on the server (the caller says why)."""
+
+    def prepared(body: dict[str, Any], side: int) -> dict[str, Any]:
+        body = normalise(body, prompt_text=prompt_text)
+        for pair in equivalences:
+            body = pair[side](body)
+        return body
+
+    a = sorted((prepared(r["body"], 0) for r in original), key=_order)
+    b = sorted((prepared(r["body"], 1) for r in coool), key=_order)
     if dump := os.environ.get("COOOL_DIFF_DUMP"):  # for a human reading a failure
         Path(dump).write_text(json.dumps({"original": a, "coool": b}, indent=1))
     out = [f"{len(a)} original requests != {len(b)} coool requests"] if len(a) != len(b) else []
