@@ -121,6 +121,8 @@ def caption_answer(vid: int, frame: int, event: int | None) -> Any:
     }
     if (vid, frame) == (1, 31):
         del answer[S.GAZE]  # a missing key: a blank cell
+    if (vid, frame) == (1, 41):
+        answer["Incident_Detection"] = "n/a"  # not a number: never triggers the caption-trigger window
     return answer
 
 
@@ -273,10 +275,15 @@ def test_detected_frames_equal(world: World, detection: dict[str, Any]) -> None:
     assert dict(zip(theirs["video"], theirs["frame"])) == detection["frames"]
 
 
-# ---- stage 4: describe (a GLM and a Qwen configuration) ---------------------------------
+# ---- stage 4: describe (GLM: exp001, exp002; Qwen: v3-prompt2) ---------------------------------
 
 # configuration -> (the original's run script, its model, the CSV it aggregates to)
 DESCRIBE = {
+    "exp001": (
+        "scripts_glm45v/run_glm45v_multi_image_select_frames_from_csv_infer_vllm_v2.sh",
+        GLM,
+        "results/run_glm45v_multi_image_select_frames_from_csv_infer_vllm_v2/exp001_n_sample.csv",
+    ),
     "exp002": (
         "scripts_glm45v/run_glm45v_multi_image_select_frames_from_gptoss_csv_infer_vllm_v2.sh",
         GLM,
@@ -301,7 +308,7 @@ def script_describe(world: World) -> None:
         world.sim.script("describe_reconcile", contents=reconcile_answers(vid, index))
 
 
-def run_describe(world: World, name: str, detection: dict[str, Any], prompts_dir: Path | None) -> dict[str, Any]:
+def run_describe(world: World, name: str, captions: dict[str, Any], prompts_dir: Path | None) -> dict[str, Any]:
     script, model, csv_name = DESCRIBE[name]
     folder, sh = script.split("/")
     # The original's describe scripts read the detector's CSV where stage 3 wrote it.
@@ -325,8 +332,10 @@ def run_describe(world: World, name: str, detection: dict[str, Any], prompts_dir
         async with client(world, config.role, model, max_concurrency=1) as chat:
             prompts = DescribePromptSet.load(config, prompts_dir)
             for vid in world.ids:
+                # The caption-trigger window (exp001) reads coool's caption table (equal to the original's).
                 await describe_unit(
-                    chat, vid, config, prompts, frames_dir(world, vid), out, detected_frame=detected_frames[vid]
+                    chat, vid, config, prompts, frames_dir(world, vid), out,
+                    captions_path=captions["coool_dir"] / f"{vid}.csv", detected_frame=detected_frames[vid],
                 )
                 rows[vid] = load_description_row(out / f"{vid}.json")
 
@@ -335,8 +344,10 @@ def run_describe(world: World, name: str, detection: dict[str, Any], prompts_dir
 
 
 @pytest.fixture(scope="session", params=list(DESCRIBE))
-def described(request: pytest.FixtureRequest, world: World, detection: dict[str, Any], prompts_dir: Path | None) -> Iterator[tuple[str, dict[str, Any]]]:
-    yield request.param, run_describe(world, request.param, detection, prompts_dir)
+def described(
+    request: pytest.FixtureRequest, world: World, captions: dict[str, Any], detection: dict[str, Any], prompts_dir: Path | None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    yield request.param, run_describe(world, request.param, captions, prompts_dir)
 
 
 def test_describe_requests_equal(described: tuple[str, dict[str, Any]], prompts_dir: Path | None) -> None:
