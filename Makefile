@@ -83,3 +83,19 @@ clean: ## remove results, demo output, caches (keeps .venv)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 .PHONY: help setup test test-fast test-vllm demo run sim ui deploy worker studio bench lint lint-images clean
+
+# ---- per-model vLLM envs (issue #17): envs/<model>/ from images/<model>/requirements.lock, with uv ----
+ENV_MODELS := glm45v gpt-oss qwen3
+ENV_DIR ?= envs
+
+env-%: ## build one model's vLLM venv: make env-glm45v | env-gpt-oss | env-qwen3 (env-cpu: the CPU build for tests)
+	bash scripts/envs/build.sh $* $(ENV_DIR)/$*
+
+envs: $(addprefix env-,$(ENV_MODELS)) ## build the three models' vLLM venvs under $(ENV_DIR)/ (no Docker needed)
+
+lock-%: ## re-lock images/<model>/requirements.in with uv: make lock-qwen3 (lock-cpu too)
+	bash scripts/envs/lock.sh $*
+
+locks: $(addprefix lock-,$(ENV_MODELS) cpu) ## re-lock every model's requirements
+
+.PHONY: envs locks

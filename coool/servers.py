@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from coool.launch import env_name, launch_env, process_command, url_host_port
 from coool.settings import ROLES, RoleSettings, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -96,14 +97,39 @@ def safe_media_root(data_root: Path | None) -> Path | None:
     return root
 
 
-def process_argv(settings: RoleSettings, media_root: Path | None) -> list[str]:
-    """The process backend's command, with the allowed media path set to the data root."""
+def process_argv(settings: RoleSettings, media_root: Path | None, *, role: str = "", envs_dir: Path = Path("envs")) -> list[str]:
+    """The process backend's command.
+
+    ``server.command`` when given (with the data root as the allowed media
+    path and ``--revision`` added when missing); otherwise the role's env's
+    ``vllm serve`` with the launch flags of coool/configs/servers.yaml.
+    """
     argv = [str(a) for a in settings.server.command]
     if not argv:
-        raise ValueError("the process backend needs server.command (an argv list)")
+        if not role:
+            raise ValueError("the process backend needs server.command (an argv list) or a role to build it for")
+        return process_command(role, settings, envs_dir, media_root)
     if media_root is not None and "--allowed-local-media-path" not in argv and settings.image_transport == "file":
         argv += ["--allowed-local-media-path", str(media_root)]
+    if settings.revision and "--revision" not in argv:
+        argv += ["--revision", settings.revision]
     return argv
+
+
+def docker_command(role: str, settings: RoleSettings, media_root: Path | None) -> tuple[list[str], dict[str, str]]:
+    """Arguments and environment for a role's image: its serve.sh picks the launch
+    (COOOL_ROLE, COOOL_LAUNCH) and the settings' name, port, revision and media path are appended."""
+    port = settings.server.port or url_host_port(settings.urls[0])[1]
+    command = [*settings.server.flags, "--served-model-name", settings.model, "--port", str(port)]
+    if settings.revision:
+        command += ["--revision", settings.revision]
+    if media_root is not None:
+        command += ["--allowed-local-media-path", str(media_root)]
+    environment = {"COOOL_ROLE": role, "COOOL_LAUNCH": settings.server.launch}
+    if settings.server.weights:
+        environment["COOOL_WEIGHTS"] = settings.server.weights
+    environment.update(settings.server.env)
+    return command, environment
 
 
 @dataclass
@@ -143,13 +169,18 @@ class ServerManager:
         return self.running[role]
 
     async def _start_process(self, role: str, rs: RoleSettings) -> Running:
-        argv = process_argv(rs, safe_media_root(self.settings.data_root))
+        argv = process_argv(rs, safe_media_root(self.settings.data_root), role=role, envs_dir=self.settings.envs_dir)
+        if not Path(argv[0]).exists() and not rs.server.command:
+            raise ServerUnavailable(
+                f"{role}: no vLLM at {argv[0]}: build the env with `make env-{env_name(role)}` "
+                f"(or set {role}.server.venv / server.command)"
+            )
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{role}.log"
         with open(log_path, "ab") as out:
             # Own process group: stopping it stops the server's workers too.
             proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **rs.server.env}, start_new_session=True
+                argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **launch_env(role, rs)}, start_new_session=True
             )
         log.info("%s: started %s (pid %d, log %s)", role, argv[0], proc.pid, log_path)
         running = Running(role, owned=True, process=proc, log_path=log_path)
@@ -171,10 +202,7 @@ class ServerManager:
         if rs.server.model_cache:
             # Weights are hundreds of GB: keep them on the host across container restarts.
             volumes[str(Path(rs.server.model_cache).resolve())] = {"bind": "/root/.cache/huggingface", "mode": "rw"}
-        port = rs.server.port or int(rs.urls[0].rsplit(":", 1)[1].split("/")[0])
-        command = ["--port", str(port)]
-        if media_root is not None:
-            command += ["--allowed-local-media-path", str(media_root)]
+        command, environment = docker_command(role, rs, media_root)
         gpus = rs.server.gpus
         request = DeviceRequest(count=-1, capabilities=[["gpu"]]) if gpus == "all" else DeviceRequest(
             device_ids=gpus.split(","), capabilities=[["gpu"]]
@@ -182,7 +210,7 @@ class ServerManager:
         client = docker.from_env()
         container = client.containers.run(
             rs.server.image, command=command, detach=True, name=f"coool-{role}", network_mode="host",
-            device_requests=[request], volumes=volumes, environment=rs.server.env, ipc_mode="host", remove=True,
+            device_requests=[request], volumes=volumes, environment=environment, ipc_mode="host", remove=True,
         )
         running = Running(role, owned=True, container=container)
         try:

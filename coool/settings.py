@@ -33,9 +33,20 @@ class ServerSettings(BaseModel):
     # external: already running at the role's URLs; process: a command we
     # start and stop; docker: the role's image from images/ via the docker SDK.
     backend: Literal["external", "process", "docker"] = Field("external", description="how the server is obtained")
-    command: list[str] = Field(default_factory=list, description="argv for the process backend")
+    command: list[str] = Field(
+        default_factory=list,
+        description="argv for the process backend (default: the role's env's `vllm serve` with its launch flags)",
+    )
+    launch: Literal["original", "plus"] = Field(
+        "original", description="launch flags (coool/configs/servers.yaml): the original authors' or coool's plus variant"
+    )
+    weights: str = Field("", description="what vLLM loads: hub id or local folder (default: the launch's weights)")
+    flags: list[str] = Field(
+        default_factory=list, description="extra vLLM flags after the launch's (a repeated flag wins); both backends"
+    )
+    venv: str = Field("", description="process backend: the env whose bin/vllm serves (default: <envs_dir>/<role's env>)")
     image: str = Field("", description="image for the docker backend")
-    gpus: str = Field("all", description="GPUs requested by the docker backend")
+    gpus: str = Field("all", description="GPUs for the server: docker device request; process: CUDA_VISIBLE_DEVICES unless all")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment for the server")
     health_timeout_s: float = Field(1800.0, description="how long to wait for /health")
     port: int | None = Field(None, description="docker backend: port to serve on (default: the URL's)")
@@ -66,8 +77,16 @@ class RoleSettings(BaseModel):
 
     @property
     def identity(self) -> str:
-        """What the cache keys record of the model: its name, and its revision when pinned."""
-        return f"{self.model}@{self.revision}" if self.revision else self.model
+        """What the cache keys record of the model: its name, its revision when pinned and,
+        for a server coool launches, what it launches when that is not the default (the plus
+        launch's reasoning parser or other weights change the answers)."""
+        identity = f"{self.model}@{self.revision}" if self.revision else self.model
+        if self.server.backend != "external":
+            if self.server.launch != "original":
+                identity += f" launch={self.server.launch}"
+            if self.server.weights:
+                identity += f" weights={self.server.weights}"
+        return identity
 
     @field_validator("urls", mode="before")
     @classmethod
@@ -106,6 +125,7 @@ class Settings(BaseSettings):
     video_concurrency: int = Field(64, ge=1, description="videos in flight at once per stage (requests are bounded per URL too)")
     task_retries: int = Field(2, ge=0, description="Prefect retries of a (stage, video) task after the client's own retries")
     task_retry_delay_s: float = Field(10.0, ge=0, description="delay before a task retry")
+    envs_dir: Path = Field(Path("envs"), description="where `make env-...` builds the per-model vLLM envs (process backend)")
     result_storage_block: str | None = Field(None, description="Prefect filesystem block (e.g. 's3-bucket/coool') for cached results; default: <results>/.prefect")
 
     captioner: RoleSettings = Field(default_factory=RoleSettings)

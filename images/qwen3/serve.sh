@@ -1,29 +1,62 @@
 #!/bin/sh
-# Start vLLM for one Qwen3 role: `coool-qwen3-serve [describer|ensembler] [vLLM flags...]`.
-# Without a role argument, COOOL_QWEN3_ROLE names it (coool's docker backend
-# sets it through the role's server.env and passes only --port and
-# --allowed-local-media-path). The launch flags live in the Dockerfile's ENV.
+# Start vLLM for one role of this image:
+#   coool-serve [ROLE] [vLLM flags...]
+# ROLE (first argument, else COOOL_ROLE) is one of COOOL_ROLES; the launch
+# variant is COOOL_LAUNCH: original (default) or plus. The launch strings
+# are the Dockerfile's COOOL_<ROLE>_<VARIANT> (weights, then flags), with
+# COOOL_<ROLE>_<VARIANT>_ENV as extra environment; they are generated from
+# coool/configs/servers.yaml, the definition the venv backend uses too.
+# COOOL_WEIGHTS, when set, replaces the weights (a local folder, say).
+# Flags given here are appended: a repeated flag wins (coool's docker
+# backend passes the served name, port, revision and media path this way).
+# The same file is in every vLLM image (tests/test_images.py checks it).
 set -eu
 
-role="${COOOL_QWEN3_ROLE:-}"
-case "${1:-}" in
-    describer | ensembler)
+roles="${COOOL_ROLES:-}"
+# COOOL_QWEN3_ROLE: the name the qwen3 image read before the images shared this script.
+role="${COOOL_ROLE:-${COOOL_QWEN3_ROLE:-}}"
+for known in $roles; do
+    if [ "${1:-}" = "$known" ]; then
         role="$1"
         shift
-        ;;
+        break
+    fi
+done
+case " $roles " in
+    *" $role "*) ;;
+    *) role="" ;;
 esac
+if [ -z "$role" ]; then
+    echo "coool-serve: choose a role: first argument or COOOL_ROLE = $(echo "$roles" | sed 's/ / | /g') (got '${COOOL_ROLE:-}')" >&2
+    exit 64
+fi
 
-case "$role" in
-    describer) launch="${COOOL_QWEN3_DESCRIBER:?COOOL_QWEN3_DESCRIBER is not set}" ;;
-    ensembler) launch="${COOOL_QWEN3_ENSEMBLER:?COOOL_QWEN3_ENSEMBLER is not set}" ;;
+variant="${COOOL_LAUNCH:-original}"
+case "$variant" in
+    original | plus) ;;
     *)
-        echo "coool-qwen3-serve: choose a role: first argument or COOOL_QWEN3_ROLE = describer | ensembler (got '${role}')" >&2
+        echo "coool-serve: COOOL_LAUNCH must be original or plus (got '$variant')" >&2
         exit 64
         ;;
 esac
 
-# Word splitting of the launch strings is intended (model id, then flags);
+key="COOOL_$(echo "$role" | tr '[:lower:]' '[:upper:]')_$(echo "$variant" | tr '[:lower:]' '[:upper:]')"
+# The role and variant were checked against fixed lists: the names are safe to expand.
+eval "launch=\${$key:-}"
+eval "launch_env=\${${key}_ENV:-}"
+if [ -z "$launch" ]; then
+    echo "coool-serve: $key is not set" >&2
+    exit 64
+fi
+
+# Word splitting of the launch strings is intended (weights, then flags);
 # globbing is not.
 set -f
 # shellcheck disable=SC2086
-exec vllm serve $launch ${COOOL_QWEN3_COMMON:-} "$@"
+set -- $launch "$@"
+if [ -n "${COOOL_WEIGHTS:-}" ]; then
+    shift
+    set -- "$COOOL_WEIGHTS" "$@"
+fi
+# shellcheck disable=SC2086
+exec env $launch_env vllm serve "$@"

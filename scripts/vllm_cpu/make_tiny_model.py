@@ -33,8 +33,8 @@ strings are not empty. The answers stay random, short, non-empty and ASCII. ``--
 
 Usage (the vLLM venv has torch, transformers and tokenizers)::
 
-    .venv-vllm/bin/python scripts/vllm_cpu/make_tiny_model.py /tmp/tiny-text
-    .venv-vllm/bin/python scripts/vllm_cpu/make_tiny_model.py /tmp/tiny-vl --kind qwen2vl
+    envs/cpu/bin/python scripts/vllm_cpu/make_tiny_model.py /tmp/tiny-text
+    envs/cpu/bin/python scripts/vllm_cpu/make_tiny_model.py /tmp/tiny-vl --kind qwen2vl
 
 Deterministic: the same seed and versions give the same weights and files.
 Takes a few seconds. Prints a JSON summary (also saved as tiny_model.json).

@@ -122,3 +122,17 @@ def test_a_missing_settings_file_is_an_error(monkeypatch: pytest.MonkeyPatch, tm
     monkeypatch.setenv("COOOL_SETTINGS_FILE", str(tmp_path / "nope.yaml"))
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         Settings()
+
+
+def test_identity_changes_with_what_answers_and_nothing_else() -> None:
+    """The model part of every cache key: name, pinned revision, and what coool launches."""
+    from coool.settings import RoleSettings, ServerSettings
+
+    plain = RoleSettings(model="m")
+    assert plain.identity == "m"
+    assert RoleSettings(model="m", revision="abc").identity == "m@abc"
+    # The user's own server: coool does not launch it, so launch options say nothing about it.
+    assert RoleSettings(model="m", server=ServerSettings(launch="plus")).identity == "m"
+    launched = RoleSettings(model="m", server=ServerSettings(backend="process", launch="plus", weights="/w"))
+    assert launched.identity == "m launch=plus weights=/w"
+    assert RoleSettings(model="m", server=ServerSettings(backend="docker")).identity == "m"

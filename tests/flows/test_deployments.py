@@ -31,7 +31,7 @@ from coool.synthetic import make_dataset
 REPO = Path(__file__).resolve().parents[2]
 PREFECT_YAML = REPO / "prefect.yaml"
 SETTINGS_DIR = REPO / "deployments" / "settings"
-SETTINGS_FILES = ("local-sim.yaml", "gpu-single-node.yaml", "gpu-cluster.yaml")
+SETTINGS_FILES = ("local-sim.yaml", "gpu-single-node.yaml", "gpu-single-node-venv.yaml", "gpu-cluster.yaml")
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
 BIN = Path(sys.executable).parent
 

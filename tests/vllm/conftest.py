@@ -2,7 +2,7 @@
 
 Off by default: every test in this folder is skipped unless ``-m vllm`` is
 selected or ``COOOL_TEST_VLLM=1`` is set (``make test-vllm`` does both).
-They need ``.venv-vllm`` (``bash scripts/vllm_cpu/setup.sh``); when they
+They need ``envs/cpu`` (``make env-cpu``, or ``bash scripts/vllm_cpu/setup.sh``); when they
 are asked for and it is missing, they fail rather than skip.
 
 Fixtures a stage-level test needs (nothing else):

@@ -1,6 +1,6 @@
 """A real vLLM (CPU build) OpenAI-compatible server on a tiny model, for tests.
 
-The server runs from its own venv (``.venv-vllm``, made by
+The server runs from its own venv (``envs/cpu``, made by
 ``scripts/vllm_cpu/setup.sh``); this module only starts processes, so it
 runs under the project venv and imports nothing from vLLM.
 
@@ -38,7 +38,7 @@ MAX_IMAGES = 24
 
 
 def vllm_venv() -> Path:
-    return Path(os.environ.get("COOOL_VLLM_VENV", REPO / ".venv-vllm"))
+    return Path(os.environ.get("COOOL_VLLM_VENV", REPO / "envs" / "cpu"))
 
 
 def vllm_python() -> Path:
