@@ -63,7 +63,7 @@ class SimConfig(BaseModel):
     api_key: str | None = Field(None, repr=False)
     # How many chat requests /sim/requests keeps (the most recent; 0: none). Bodies carry
     # their images, so the log is bounded.
-    request_log: int = Field(1000, ge=0)
+    request_log: int = Field(100, ge=0)
 
     @field_validator("models", mode="before")
     @classmethod
