@@ -206,8 +206,8 @@ def captions(world: World, prompts_dir: Path | None) -> dict[str, Any]:
     return {"original": original, "coool": logged(world), "coool_dir": out}
 
 
-def test_captioning_requests_equal(captions: dict[str, Any], prompts_dir: Path | None) -> None:
-    assert len(captions["original"]) == sum(len(range(1, t, 10)) for t in [90, 90])
+def test_captioning_requests_equal(world: World, captions: dict[str, Any], prompts_dir: Path | None) -> None:
+    assert len(captions["original"]) == sum(len(range(1, t.frames + 1, 10)) for t in world.truths)  # frames 1, 11, ...
     assert_same_requests(captions["original"], captions["coool"], text_compared(prompts_dir), (CAPTION_THINKING,))
 
 
