@@ -50,10 +50,10 @@ sim: $(STAMP) ## start one SIMULATED model server on :8000 (test double, no mode
 	$(VENV)/bin/coool sim-server --port 8000
 
 serve-%: $(STAMP) ## start a role's model server with docker: make serve-captioner (roles: captioner detector describer ensembler)
-	$(PY) -m coool.servers start $* $(if $(SETTINGS),--settings $(SETTINGS))
+	$(VENV)/bin/coool $(if $(SETTINGS),--settings $(SETTINGS)) server start $*
 
 stop-%: $(STAMP) ## stop a role's docker model server: make stop-captioner
-	$(PY) -m coool.servers stop $* $(if $(SETTINGS),--settings $(SETTINGS))
+	$(VENV)/bin/coool $(if $(SETTINGS),--settings $(SETTINGS)) server stop $*
 
 ui: $(STAMP) ## start a local Prefect server and UI on :$(PREFECT_PORT)
 	$(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)

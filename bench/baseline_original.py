@@ -10,7 +10,7 @@ FFmpeg command line (its stated tool):
 4. every frame of the stacked clip to PNG        ``<out>/stacked/<frame:06d>.png``
 
 Only every 10th stacked frame is ever read by the captioner; coool's stage 1
-writes just those (``coool.video.extract_caption_frames``). This script is
+writes just those (``coool.frames.extract_caption_frames``). This script is
 written from the published description, not copied: it exists to be timed.
 
     python -m bench.baseline_original VIDEO HEATMAP OUT_DIR

@@ -215,11 +215,12 @@ class SimServer:
 def sim_server(*, latency_s: float = 0.0, capacity: int = 64, per_token_latency_s: float = 0.0,
                log_path: Path | None = None, memo: bool = True) -> Iterator[SimServer]:
     """A SIMULATED server process for every role; ``memo``: bench.simserver (image analysis memoised)."""
-    from coool.sim.testing import wait_for_health
+    from coool.servers import wait_until_healthy
+    from coool.sim.testing import SIM_SERVER_COMMAND
 
     port = free_port()
-    module = "bench.simserver" if memo else "coool.sim"
-    args = [sys.executable, "-m", module, "--port", str(port), "--latency", str(latency_s),
+    command = [sys.executable, "-m", "bench.simserver"] if memo else list(SIM_SERVER_COMMAND)
+    args = [*command, "--port", str(port), "--latency", str(latency_s),
             "--per-token-latency", str(per_token_latency_s), "--capacity", str(capacity)]
     for role in ROLES:
         args += ["--model", f"simulated-{role}"]
@@ -233,7 +234,7 @@ def sim_server(*, latency_s: float = 0.0, capacity: int = 64, per_token_latency_
         if log_path:
             out.close()  # type: ignore[union-attr]
     try:
-        wait_for_health(f"http://127.0.0.1:{port}", timeout_s=60, alive=lambda: proc.poll() is None)
+        wait_until_healthy(f"http://127.0.0.1:{port}", 60, alive=lambda: proc.poll() is None, name="simulated server")
         yield SimServer(proc, port)
     finally:
         proc.terminate()
@@ -274,18 +275,12 @@ def prefect_server(home: Path, log_path: Path) -> Iterator[PrefectServer]:
         )
     api = f"http://127.0.0.1:{port}/api"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"prefect server exited ({proc.returncode}); see {log_path}")
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"prefect server not healthy after 180 s; see {log_path}")
-            time.sleep(0.5)
+        from coool.servers import ServerUnavailable, wait_until_healthy
+
+        try:
+            wait_until_healthy(api, 180, alive=lambda: proc.poll() is None, name="prefect server")
+        except ServerUnavailable as exc:
+            raise RuntimeError(f"{exc}; see {log_path}") from None
         yield PrefectServer(proc, api, home)
     finally:
         # Only the process group we started (start_new_session): the server and its workers.
@@ -368,7 +363,7 @@ def warm_sim_memo(quick: bool) -> None:
 
     from bench.data import ensure_pool, make_dataset
     from coool.files import json_sha256
-    from coool.video import IMAGE_FORMATS
+    from coool.frames import IMAGE_FORMATS
 
     pool, specs = ensure_pool(quick)
     marker = cache_root() / f"sim-memo-warm-{json_sha256([pool.name, repr(IMAGE_FORMATS), cv2.__version__])[:12]}"

@@ -5,7 +5,7 @@ For the same N videos, each approach runs on a pool of 2 worker processes
 
 - floor:      decode every frame of video and heatmap to pixels, nothing written
 - floor_grab: decode every frame without converting to BGR (the strictest floor)
-- ours:       ``coool.video.extract_caption_frames`` (stage 1 as the pipeline runs it)
+- ours:       ``coool.frames.extract_caption_frames`` (stage 1 as the pipeline runs it)
 - ours_before_png_fix: the same with the PNG settings stage 1 had before
   profiling (libpng's adaptive row filter), to show what the fix bought
 - ours_jpg:   stage 1 with ``image_format="jpg"`` (a setting; PNG is the
@@ -37,7 +37,7 @@ def _init_worker() -> None:
     import cv2  # noqa: F401  (imports are paid once per worker, before timing)
 
     import bench.baseline_original  # noqa: F401
-    import coool.video  # noqa: F401
+    import coool.frames  # noqa: F401
 
 
 def _cpu() -> float:
@@ -66,11 +66,11 @@ def _job(approach: str, video: str, heatmap: str, out: str) -> dict[str, Any]:
                     frames += 1
             cap.release()
     elif approach == "ours_jpg":
-        from coool.video import extract_caption_frames
+        from coool.frames import extract_caption_frames
 
         extract_caption_frames(video, heatmap, out, every=10, image_format="jpg")
     elif approach in ("ours", "ours_before_png_fix"):
-        import coool.video as V
+        import coool.frames as V
 
         saved = V.IMAGE_FORMATS["png"]
         if approach == "ours_before_png_fix":

@@ -57,7 +57,7 @@ async def _caption_all(pipeline: Any, videos: list[int]) -> None:
 async def _one_at_a_time(pipeline: Any, video: int, count: int) -> float:
     """Seconds per request when each waits for the previous one (the original's loop)."""
     from coool.captions import caption_frame
-    from coool.video import load_manifest
+    from coool.frames import load_manifest
 
     frames = sorted(load_manifest(pipeline.ws.frames_dir(video)).paths(pipeline.ws.frames_dir(video)).items())[:count]
     async with pipeline.open_clients(["captioner"]) as clients:

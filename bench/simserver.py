@@ -1,6 +1,6 @@
 """The SIMULATED model server for benchmarks, with its image analysis memoised.
 
-``python -m bench.simserver [coool.sim options]`` runs ``python -m coool.sim``
+``python -m bench.simserver [sim-server options]`` runs ``coool sim-server``
 (the test double, no model inside) with one change: the simulation's own
 per-image work (PNG decode plus colour rules, 20-65 ms of CPU per image) is
 remembered by the image's content hash. In production that work belongs to
@@ -120,9 +120,9 @@ def main(argv: list[str] | None = None) -> None:
         memo_file = Path(args[i + 1])
         del args[i : i + 2]
     install(memo_file)
-    from coool.sim.__main__ import main as sim_main
+    from coool.cli import app
 
-    sim_main(args)
+    app(["sim-server", *args], prog_name="python -m bench.simserver")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 The task both do in coool: select every 10th frame (frames 1, 11, 21, ...,
 1-based, in decode order) of a video. Readers:
 
-- coool:            ``coool.video.probe`` (the verified frame count) then one
+- coool:            ``coool.decode.probe`` (the verified frame count) then one
                     forward pass as stage 1 makes it (``grab()`` for skipped
                     frames, ``retrieve()`` for wanted ones), BGR
 - moviepy_get_frame: ``VideoFileClip(path).get_frame((n - 1) / fps)`` for
@@ -97,20 +97,21 @@ def ensure_clips(quick: bool) -> list[Clip]:
 
 def coool_path() -> str:
     """How read_coool decodes: stage 1's way (one probe, one pass) when the module still has it."""
-    import coool.video as V
+    import coool.decode as decoding
 
-    return "probe + one pass" if hasattr(V, "_sequential") else "probe + read_frames (probes again)"
+    return "probe + one pass" if hasattr(decoding, "_sequential") else "probe + read_frames (probes again)"
 
 
 def read_coool(path: str) -> tuple[int, Iterator[tuple[int, np.ndarray]]]:
-    import coool.video as V
+    import coool.decode as decoding
+    from coool.frames import caption_frame_numbers
 
-    frames = V.probe(path).frames
-    wanted = V.caption_frame_numbers(frames, EVERY)
+    frames = decoding.probe(path).frames
+    wanted = caption_frame_numbers(frames, EVERY)
     # Stage 1 probes once and then makes one pass; read_frames would probe a second
     # time (on a VFR clip that is a second counting decode), which coool never pays.
-    one_pass = getattr(V, "_sequential", None)
-    return frames, (one_pass(Path(path), wanted) if one_pass else V.read_frames(path, wanted))
+    one_pass = getattr(decoding, "_sequential", None)
+    return frames, (one_pass(Path(path), wanted) if one_pass else decoding.read_frames(path, wanted))
 
 
 def _clip(path: str) -> Any:

@@ -13,12 +13,12 @@ import pandas as pd
 
 from coool import schema as S
 from coool.files import atomic_write_json, atomic_write_text, combined_hash
+from coool.frames import FrameManifest, load_manifest
 from coool.llm import ChatClient, ModelRequestError, user_message
 from coool.params import CaptionParams
 from coool.parsing import coerce_caption, parse_json_lenient
 from coool.prompts import Prompt
 from coool.stage import StageError, sample_record
-from coool.video import FrameManifest, load_manifest
 from coool.workspace import cached_output
 
 TABLE_COLUMNS: tuple[str, ...] = ("frame", "image", *S.CAPTION_FIELDS)

@@ -7,11 +7,15 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from coool import schema as S
+
+if TYPE_CHECKING:
+    from coool.frames import FrameManifest
+    from coool.inputs import InputProblem
 
 app = typer.Typer(
     help="Dashcam videos + gaze heatmaps to a validated 2COOOL submission.csv.",
@@ -83,6 +87,35 @@ def merge(
 # -- stage 1 and test data ----------------------------------------------------------
 
 
+def extract_all(
+    videos_dir: str | os.PathLike[str],
+    heatmaps_dir: str | os.PathLike[str],
+    out_root: str | os.PathLike[str],
+    every: int = 10,
+) -> tuple[dict[int, FrameManifest], list[InputProblem]]:
+    """Stage 1 for a whole folder: ``out_root/<id>/`` per video.
+
+    A video that cannot be used (corrupt, empty, no or undecodable heatmap)
+    becomes an InputProblem naming the bad file; the others are processed.
+    """
+    from coool.decode import VideoError
+    from coool.frames import extract_caption_frames
+    from coool.inputs import InputProblem, scan_inputs
+
+    pairs, problems = scan_inputs(videos_dir, heatmaps_dir)
+    manifests: dict[int, FrameManifest] = {}
+    for pair in pairs:
+        if pair.heatmap is None:
+            continue  # already reported by scan_inputs
+        try:
+            manifests[pair.video_id] = extract_caption_frames(
+                pair.video, pair.heatmap, Path(out_root) / str(pair.video_id), every
+            )
+        except VideoError as exc:
+            problems.append(InputProblem(exc.path, exc.problem))
+    return manifests, problems
+
+
 @app.command()
 def frames(
     videos_dir: Path,
@@ -90,10 +123,30 @@ def frames(
     out_dir: Path,
     every: int = typer.Option(10, help="stack every k-th frame (1, 1+k, ...)"),
 ) -> None:
-    """Stage 1: write the stacked heatmap-over-video frames that captioning reads."""
-    from coool.video import frames_command
+    """Stage 1: write the stacked heatmap-over-video frames that captioning reads.
 
-    raise typer.Exit(frames_command(videos_dir, heatmaps_dir, out_dir, every))
+    Exit 0 all done, 1 some problems, 2 nothing done.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    try:
+        manifests, problems = extract_all(videos_dir, heatmaps_dir, out_dir, every)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    table = Table(title=f"stage 1: frames -> {out_dir}")
+    for col in ("video", "frames", "heatmap frames", "stacked images", "heatmap rule"):
+        table.add_column(col)
+    for vid, m in manifests.items():
+        rule = m.heatmap_rule.detail if m.heatmap_rule.applied else "-"
+        table.add_row(str(vid), str(m.video.frames), str(m.heatmap.frames), str(len(m.frames)), rule)
+    console.print(table)
+    for p in problems:
+        console.print(f"[yellow]problem:[/yellow] {p.path}: {p.problem}", soft_wrap=True)
+    console.print(f"{len(manifests)} videos done, {len(problems)} problems")
+    raise typer.Exit(2 if not manifests else 1 if problems else 0)
 
 
 @app.command()
@@ -111,15 +164,20 @@ def synth(
 
 @app.command("sim-server")
 def sim_server(
-    host: str = "127.0.0.1",
+    host: str = typer.Option("127.0.0.1", help="bind address"),
     port: int = 8000,
     latency: float = typer.Option(0.0, help="seconds per request"),
     per_token_latency: float = typer.Option(0.0, help="seconds per completion token"),
     capacity: int = typer.Option(64, help="requests processed at once; more queue"),
     faults: str = typer.Option("", help='e.g. "5xx=0.1,hang=0.05,malformed=0.05,empty=0.02,nonenglish=0.02"'),
     seed: int = 0,
-    model: list[str] = typer.Option(["sim-model"], help="served model name(s)"),
+    model: list[str] = typer.Option(["sim-model"], help="served model name (repeat for several)"),
     allowed_local_media_path: Path | None = typer.Option(None, help="file:// images allowed under this folder"),
+    max_n: int = typer.Option(16, help="largest n (samples per request) accepted"),
+    hang_s: float = typer.Option(3600.0, help="how long a 'hang' fault holds a request"),
+    api_key: str | None = typer.Option(
+        None, help="require 'Authorization: Bearer KEY' on /v1 (as vLLM --api-key); default: $COOOL_SIM_API_KEY"
+    ),
 ) -> None:
     """Start the SIMULATED OpenAI-compatible server (a test double: no model inside)."""
     from coool.sim.serve import sim_server_command
@@ -127,6 +185,9 @@ def sim_server(
     sim_server_command(
         host=host, port=port, latency=latency, per_token_latency=per_token_latency, capacity=capacity,
         faults=faults, seed=seed, model=model, allowed_local_media_path=allowed_local_media_path,
+        max_n=max_n, hang_s=hang_s,
+        # From the environment by default, so the key never has to appear in a process listing.
+        api_key=api_key or os.environ.get("COOOL_SIM_API_KEY") or None,
     )
 
 
@@ -446,6 +507,54 @@ def studio(
     except ValueError as exc:
         _fail(str(exc))
 
+
+
+# == model servers: `coool server start|stop ROLE` (a typer sub-app) ======================================
+
+server_app = typer.Typer(help="Start or stop a role's model server (docker).", no_args_is_help=True)
+app.add_typer(server_app, name="server")
+
+ROLE_HELP = "captioner, detector, describer or ensembler"
+
+
+def _known_role(role: str) -> str:
+    from coool.settings import ROLES
+
+    if role not in ROLES:
+        _fail(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+    return role
+
+
+@server_app.command("start")
+def server_start(role: str = typer.Argument(..., help=ROLE_HELP)) -> None:
+    """Start ROLE's model server in docker (the role's image) and wait for /health; a healthy one is kept."""
+    from coool.servers import ServerManager, ServerUnavailable
+    from coool.settings import load_settings
+
+    role = _known_role(role)
+    settings = load_settings()
+    role_settings = settings.role(role)
+    role_settings.server.backend = "docker"
+    try:
+        running = asyncio.run(ServerManager(settings).ensure(role))
+    except (ServerUnavailable, ValueError) as exc:
+        _fail(f"error: {exc}", 1)
+    except Exception as exc:  # docker missing or refusing: one line, no traceback
+        _fail(f"error: {role}: docker: {exc}", 1)
+    typer.echo(f"{role}: up at {', '.join(role_settings.urls)} ({'started' if running.owned else 'already running'})")
+
+
+@server_app.command("stop")
+def server_stop(role: str = typer.Argument(..., help=ROLE_HELP)) -> None:
+    """Stop ROLE's docker model server (the container coool-ROLE)."""
+    from coool.servers import container_name, stop_container
+
+    role = _known_role(role)
+    try:
+        stop_container(role)
+    except Exception as exc:  # no docker, or no such container
+        _fail(f"error: {role}: cannot stop container {container_name(role)}: {exc}", 1)
+    typer.echo(f"{role}: stopped")
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

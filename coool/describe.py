@@ -26,6 +26,7 @@ import pandas as pd
 from coool import schema as S
 from coool.captions import load_captions
 from coool.files import atomic_write_json, combined_hash, read_json
+from coool.frames import FrameManifest, extract_raw_frames, extract_stacked_frames, load_manifest
 from coool.llm import ChatClient, ImageFile, ModelRequestError, user_message
 from coool.params import DescribeConfig
 from coool.parsing import (
@@ -41,7 +42,6 @@ from coool.parsing import (
 from coool.prompts import Prompt, load_prompt, load_snippet
 from coool.stage import StageError, sample_record
 from coool.submission import is_english
-from coool.video import FrameManifest, extract_raw_frames, extract_stacked_frames, load_manifest
 from coool.voting import consistent, empty_fields, vote_original, vote_samples
 from coool.windows import caption_trigger_window, detected_frame_window, window_index_to_frame
 from coool.workspace import cached_output

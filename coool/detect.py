@@ -12,7 +12,7 @@ import pandas as pd
 
 from coool import schema as S
 from coool.captions import load_captions
-from coool.files import atomic_write_json, atomic_write_text, combined_hash, file_sha256, read_json
+from coool.files import atomic_write_json, atomic_write_text, combined_hash, file_sha256, read_json, text_sha256
 from coool.llm import ChatClient, user_message
 from coool.params import DetectParams
 from coool.parsing import parse_json_strict
@@ -142,8 +142,18 @@ def read_detections(path: Path) -> dict[int, int]:
     return {int(v): int(f) for v, f in zip(table["video"], table["frame"])}
 
 
+def captions_content_sha256(captions_path: Path) -> str:
+    """The caption table's content without its image column: the paths in it are absolute,
+    and where the results folder lives must not change a key (a copied folder is cached)."""
+    try:
+        table = pd.read_csv(captions_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return file_sha256(captions_path)  # not a table: its bytes, and the unit reports it
+    return text_sha256(table.drop(columns=["image"], errors="ignore").to_csv(index=False))
+
+
 def detect_key(captions_path: Path, params: DetectParams, prompt: Prompt, model: str) -> str:
-    return combined_hash([file_sha256(captions_path), params.model_dump_json(), prompt.sha256, model])
+    return combined_hash([captions_content_sha256(captions_path), params.model_dump_json(), prompt.sha256, model])
 
 
 async def detect_unit(

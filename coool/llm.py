@@ -11,7 +11,11 @@ What it adds over the bare SDK, and why:
   fields, or the text before ``</think>``);
 - vLLM's sampling extras (top_k, min_p, repetition_penalty, chat_template_kwargs)
   passed through ``extra_body``;
-- images as base64 data URLs or ``file://`` URLs restricted to a media root.
+- images as base64 data URLs or ``file://`` URLs restricted to a media root;
+- ``timeout_s`` as a deadline for the whole attempt (the SDK's timeouts are per
+  read: a server that drips a byte a second would never time out);
+- a cap on the size of a response, enforced while it is read: a larger one is
+  an unusable answer (empty samples), as the stages treat an unparsable one.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx2  # the openai SDK's HTTP client: its transports and types
 import openai
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -49,6 +54,53 @@ class MediaPathError(ValueError):
 
 class ModelRequestError(RuntimeError):
     """A request that failed for good (retries exhausted or a 4xx)."""
+
+
+class ResponseTooLarge(openai.OpenAIError):
+    """A response body larger than the role's ``max_response_bytes`` (cut off while read).
+
+    An OpenAIError, so the SDK passes it on as it is instead of making it a
+    (retried) connection error.
+    """
+
+
+class _CappedBody(httpx2.AsyncByteStream):
+    """A response body that raises ResponseTooLarge once more than ``limit`` bytes came."""
+
+    def __init__(self, stream: httpx2.AsyncByteStream, limit: int, url: httpx2.URL) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._url = url
+
+    async def __aiter__(self) -> Any:
+        seen = 0
+        async for chunk in self._stream:
+            seen += len(chunk)
+            if seen > self._limit:
+                raise ResponseTooLarge(f"the response from {self._url} is larger than {self._limit} bytes (max_response_bytes)")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+def capped_http_client(timeout_s: float, max_bytes: int) -> httpx2.AsyncClient:
+    """The SDK's default HTTP client (its pool, proxies from the environment) with every
+    response body capped at ``max_bytes`` as it is read."""
+
+    async def uncompressed(request: httpx2.Request) -> None:
+        request.headers["Accept-Encoding"] = "identity"  # so the bytes counted are the bytes kept
+
+    async def capped(response: httpx2.Response) -> None:
+        # Called before the body is read: a declared size is refused at once, the rest is counted.
+        url = response.request.url
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise ResponseTooLarge(f"the response from {url} declares {declared} bytes, more than {max_bytes} (max_response_bytes)")
+        assert isinstance(response.stream, httpx2.AsyncByteStream)
+        response.stream = _CappedBody(response.stream, max_bytes, url)
+
+    return DefaultAsyncHttpxClient(timeout=timeout_s, event_hooks={"request": [uncompressed], "response": [capped]})
 
 
 @dataclass(frozen=True)
@@ -97,7 +149,7 @@ def split_reasoning(content: str | None, reasoning: str | None = None) -> tuple[
 
 def is_transient(exc: BaseException) -> bool:
     """Errors worth retrying: the server may answer next time."""
-    if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError, asyncio.TimeoutError)):
+    if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError, TimeoutError)):
         return True
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code == 429 or exc.status_code >= 500
@@ -190,7 +242,13 @@ class ChatClient:
         self.stats = RequestStats()
         key = settings.api_key.get_secret_value()
         self._clients = [
-            AsyncOpenAI(base_url=url, api_key=key, max_retries=0, timeout=settings.timeout_s)
+            AsyncOpenAI(
+                base_url=url,
+                api_key=key,
+                max_retries=0,
+                timeout=settings.timeout_s,
+                http_client=capped_http_client(settings.timeout_s, settings.max_response_bytes),
+            )
             for url in settings.urls
         ]
         self._limits = [_url_limit(url, settings.max_concurrency) for url in settings.urls]
@@ -320,9 +378,24 @@ class ChatClient:
             async with self._limits[i]:
                 self.stats.requests += 1
                 # Images are encoded here, inside the in-flight bound, and dropped after.
-                response = await self._clients[i].chat.completions.create(
-                    **self._with_image_urls(kwargs), extra_body=extra or None
-                )
+                request = self._with_image_urls(kwargs)
+                # The deadline starts once the request may go (not while it queues for the bound).
+                try:
+                    async with asyncio.timeout(self.settings.timeout_s):
+                        response = await self._clients[i].chat.completions.create(**request, extra_body=extra or None)
+                except TimeoutError as exc:
+                    url = self._clients[i].base_url.join("chat/completions")
+                    raise openai.APITimeoutError(request=httpx2.Request("POST", url)) from exc
+        except (ResponseTooLarge, openai.APIConnectionError) as exc:
+            # (An SDK that wraps what its HTTP client raises gives a connection error caused by it.)
+            too_large = exc if isinstance(exc, ResponseTooLarge) else exc.__cause__
+            if not isinstance(too_large, ResponseTooLarge):
+                raise
+            # An unusable answer, not a failed request: each stage does with empty
+            # samples what it does with unparsable ones (drop, re-ask, fall back).
+            self.stats.errors[type(too_large).__name__] += 1
+            log.warning("%s: %s; its %d sample(s) count as unusable answers", self.role, too_large, kwargs["n"])
+            return [Sample(content="", finish_reason="too_large") for _ in range(kwargs["n"])]
         finally:
             self._in_flight[i] -= 1
         if response.usage:
@@ -354,6 +427,8 @@ def _describe(exc: BaseException | None) -> str:
         return "unknown error"
     if isinstance(exc, openai.APIStatusError):
         return f"HTTP {exc.status_code} from {exc.request.url}: {exc.message}"
+    if isinstance(exc, openai.APITimeoutError):  # a kind of connection error: say which
+        return f"timed out: no whole answer from {exc.request.url} within timeout_s"
     if isinstance(exc, openai.APIConnectionError):
         return f"cannot reach {exc.request.url}: {exc.__cause__ or exc}"
     return f"{type(exc).__name__}: {exc}"

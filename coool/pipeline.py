@@ -19,10 +19,13 @@ import pandas as pd
 from coool import schema as S
 from coool.captions import caption_key, caption_unit, load_captions
 from coool.countpass import clip_counts, needs_count_pass
+from coool.decode import VideoError
 from coool.describe import DescribePromptSet, describe_key, describe_unit, load_description_row, select_window
 from coool.detect import detect_key, detect_unit, write_detections
 from coool.ensemble import candidates_for, ensemble_key, ensemble_unit
 from coool.files import atomic_write_text, clean_stale_temp_files, combined_hash, json_sha256, read_json
+from coool.frames import FrameManifest, extract_caption_frames, load_manifest
+from coool.inputs import VideoPair, scan_inputs, video_id_of
 from coool.llm import ChatClient, MediaPathError
 from coool.params import DescribeConfig
 from coool.prompts import Prompt, load_prompt
@@ -31,7 +34,6 @@ from coool.servers import ServerManager
 from coool.settings import Settings
 from coool.stage import StageError
 from coool.submission import merge_row, write_submission
-from coool.video import FrameManifest, VideoError, VideoPair, extract_caption_frames, load_manifest, scan_inputs, video_id_of
 from coool.workspace import Workspace
 
 

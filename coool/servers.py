@@ -16,22 +16,22 @@ A server that is already healthy is used as it is and never stopped by us.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from coool.launch import env_name, launch_env, process_command, url_host_port
-from coool.settings import ROLES, RoleSettings, Settings, load_settings
+from coool.settings import RoleSettings, Settings
 
 if TYPE_CHECKING:
     from coool.recipe import Phase
@@ -40,51 +40,134 @@ log = logging.getLogger(__name__)
 
 
 class ServerUnavailable(RuntimeError):
-    """A role's server that did not become healthy."""
+    """A server that did not become healthy."""
+
+
+class HealthTimeout(ServerUnavailable, TimeoutError):
+    """A server that did not answer /health in time (it may still be starting)."""
+
+
+class ServedModelMismatch(ServerUnavailable):
+    """A healthy server that does not serve the role's model name: every request would be a 404."""
 
 
 def health_url(base_url: str) -> str:
-    """``http://host:port/v1`` -> ``http://host:port/health`` (vLLM's health route)."""
+    """``http://host:port/v1`` -> ``http://host:port/health`` (vLLM's health route); other roots get ``/health``."""
     root = base_url.rstrip("/")
     if root.endswith("/v1"):
         root = root[: -len("/v1")]
     return f"{root}/health"
 
 
-async def is_healthy(base_url: str, timeout_s: float = 2.0) -> bool:
+def _client(url: str, timeout_s: float) -> httpx.Client:
+    # No TLS context for plain http: loading the CA certificates costs ~50 ms a client.
+    return httpx.Client(timeout=timeout_s, verify=url.startswith("https://"))
+
+
+def is_healthy(base_url: str, timeout_s: float = 2.0) -> bool:
+    """One look: does ``health_url(base_url)`` answer 200 now?"""
+    url = health_url(base_url)
     try:
-        async with httpx.AsyncClient(timeout=timeout_s) as client:
-            response = await client.get(health_url(base_url))
-        return response.status_code == 200
+        with _client(url, timeout_s) as client:
+            return client.get(url).status_code == 200
     except httpx.HTTPError:
         return False
 
 
-async def wait_healthy(role: str, settings: RoleSettings, timeout_s: float, *, alive: Any = None) -> None:
+def wait_until_healthy(
+    base_url: str,
+    timeout_s: float,
+    *,
+    alive: Callable[[], bool] | None = None,
+    name: str = "server",
+    announce: bool = False,
+) -> float:
+    """Poll ``health_url(base_url)`` until it answers 200; the seconds waited.
+
+    The one "wait for /health" of the project (model servers, the simulated
+    server, a Prefect server: pass ``http://host:port/api``). ``alive()``
+    returning False (the process we started died) fails at once with
+    ServerUnavailable; no answer within ``timeout_s`` raises HealthTimeout.
+    Polls fast at first (a simulated server is up in milliseconds), then
+    backs off to every few seconds (a model takes minutes to load).
+    ``announce`` logs once that we wait, or a long wait looks like a hang.
+    """
+    url = health_url(base_url)
+    start = time.monotonic()
+    deadline = start + timeout_s
+    delay = 0.05
+    with _client(url, 2.0) as client:
+        while True:
+            try:
+                if client.get(url).status_code == 200:
+                    return time.monotonic() - start
+            except httpx.HTTPError:
+                pass
+            if alive is not None and not alive():
+                raise ServerUnavailable(f"{name}: the server process exited before {url} answered")
+            now = time.monotonic()
+            if now >= deadline:
+                raise HealthTimeout(f"{name}: no answer from {url} after {timeout_s:.0f}s")
+            if announce:
+                log.warning("%s: waiting up to %.0fs for %s", name, timeout_s, url)
+                announce = False
+            time.sleep(min(delay, deadline - now))
+            delay = min(delay * 1.5, 5.0)
+
+
+async def wait_healthy(role: str, settings: RoleSettings, timeout_s: float, *, alive: Callable[[], bool] | None = None) -> None:
     """Wait until every URL of ``role`` answers /health; raise ServerUnavailable naming role and URL.
 
     ``alive`` (optional) is polled: a started process that died fails fast.
+    The polling runs in a thread; a cancelled wait stops it at its next poll.
     """
+    cancelled = threading.Event()
+
+    def running() -> bool:
+        return not cancelled.is_set() and (alive is None or alive())
+
     deadline = time.monotonic() + timeout_s
-    pending = list(settings.urls)
-    delay = 0.2
-    told = False
-    while pending:
-        pending = [u for u in pending if not await is_healthy(u)]
-        if not pending:
-            return
-        if not told:  # say what we wait for, or a long wait looks like a hang
-            log.warning("%s: waiting up to %.0fs for %s", role, timeout_s, ", ".join(health_url(u) for u in pending))
-            told = True
-        if alive is not None and not alive():
-            raise ServerUnavailable(f"{role}: the server process exited before {health_url(pending[0])} answered")
-        if time.monotonic() >= deadline:
-            raise ServerUnavailable(
-                f"{role}: no healthy model server at {health_url(pending[0])} after {timeout_s:.0f}s "
-                f"(backend {settings.server.backend}; model {settings.model})"
+    for url in settings.urls:
+        try:
+            await asyncio.to_thread(
+                wait_until_healthy, url, max(0.0, deadline - time.monotonic()), alive=running, name=role, announce=True
             )
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.5, 5.0)
+        except HealthTimeout:
+            raise ServerUnavailable(
+                f"{role}: no healthy model server at {health_url(url)} after {timeout_s:.0f}s "
+                f"(backend {settings.server.backend}; model {settings.model})"
+            ) from None
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+
+async def served_models(base_url: str, api_key: str = "", timeout_s: float = 10.0) -> list[str] | None:
+    """The model names ``GET <base_url>/models`` lists, or None when it can't tell
+    (an older server without the route, a refused key, an unreadable answer)."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            response = await client.get(f"{base_url.rstrip('/')}/models", headers=headers)
+        if response.status_code != 200:
+            return None
+        data = response.json().get("data")
+        return [str(m["id"]) for m in data] if isinstance(data, list) else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+async def check_served_model(role: str, settings: RoleSettings) -> None:
+    """Raise ServedModelMismatch, naming role, URL, expected and served names, when a URL
+    of ``role`` serves other models than ``settings.model``; a URL that can't say passes."""
+    key = settings.api_key.get_secret_value()
+    for url in settings.urls:
+        names = await served_models(url, key)
+        if names is not None and settings.model not in names:
+            raise ServedModelMismatch(
+                f"{role}: {url} serves {', '.join(repr(n) for n in names) or 'no model'}, "
+                f"not the configured {settings.model!r} (COOOL_{role.upper()}__MODEL); every request would be refused"
+            )
 
 
 def safe_media_root(data_root: Path | None) -> Path | None:
@@ -139,7 +222,6 @@ class Running:
     process: subprocess.Popen[bytes] | None = None
     container: Any = None
     log_path: Path | None = None
-    started_at: float = field(default_factory=time.time)
 
 
 class ServerManager:
@@ -151,10 +233,21 @@ class ServerManager:
         self.running: dict[str, Running] = {}
 
     async def ensure(self, role: str) -> Running:
+        """The role's server, healthy and serving the role's model name (checked each
+        time: a phase starts with this, and the server may have changed between phases)."""
+        running = await self._healthy(role)
+        try:
+            await check_served_model(role, self.settings.role(role))
+        except ServedModelMismatch:
+            await self.stop(role)  # a server we started for nothing; not one we found running
+            raise
+        return running
+
+    async def _healthy(self, role: str) -> Running:
         if role in self.running:
             return self.running[role]
         rs = self.settings.role(role)
-        if all([await is_healthy(u) for u in rs.urls]):
+        if all([await asyncio.to_thread(is_healthy, u) for u in rs.urls]):
             log.info("%s: already healthy at %s", role, ", ".join(rs.urls))
             self.running[role] = Running(role, owned=False)
             return self.running[role]
@@ -209,7 +302,7 @@ class ServerManager:
         )
         client = docker.from_env()
         container = client.containers.run(
-            rs.server.image, command=command, detach=True, name=f"coool-{role}", network_mode="host",
+            rs.server.image, command=command, detach=True, name=container_name(role), network_mode="host",
             device_requests=[request], volumes=volumes, environment=environment, ipc_mode="host", remove=True,
         )
         running = Running(role, owned=True, container=container)
@@ -267,38 +360,21 @@ class ServerManager:
             log.warning("%s: stopping container: %s", running.role, exc)
 
 
+def container_name(role: str) -> str:
+    """The docker container a role's server runs in (one per role and machine)."""
+    return f"coool-{role}"
+
+
+def stop_container(role: str) -> None:
+    """Stop a role's docker container, whoever started it (``coool server stop ROLE``)."""
+    import docker
+
+    docker.from_env().containers.get(container_name(role)).stop(timeout=30)
+
+
 def _container_alive(container: Any) -> bool:
     try:
         container.reload()
         return container.status in ("created", "running")
     except Exception:
         return False
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m coool.servers start|stop ROLE``: the Makefile's serve-/stop- targets (docker)."""
-    parser = argparse.ArgumentParser(prog="python -m coool.servers")
-    parser.add_argument("action", choices=["start", "stop"])
-    parser.add_argument("role", choices=ROLES)
-    parser.add_argument("--settings", help="YAML settings file")
-    args = parser.parse_args(argv)
-    if args.settings:
-        os.environ["COOOL_SETTINGS_FILE"] = args.settings
-    settings = load_settings()
-    if args.action == "stop":
-        import docker
-
-        try:
-            docker.from_env().containers.get(f"coool-{args.role}").stop(timeout=30)
-        except Exception as exc:
-            raise SystemExit(f"{args.role}: {exc}") from exc
-        return
-    role = settings.role(args.role)
-    role.server.backend = "docker"
-    manager = ServerManager(settings)
-    running = asyncio.run(manager.ensure(args.role))
-    print(f"{args.role}: up at {', '.join(role.urls)} ({'started' if running.owned else 'already running'})")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -67,7 +67,15 @@ class RoleSettings(BaseModel):
     )
     api_key: SecretStr = Field(SecretStr("EMPTY"), description="bearer token (vLLM --api-key); never logged")
     max_concurrency: int = Field(64, ge=1, description="requests in flight per URL")
-    timeout_s: float = Field(900.0, gt=0, description="per request")
+    timeout_s: float = Field(
+        900.0, gt=0, description="deadline of one request attempt, whole (connect, wait, read); retried like any timeout"
+    )
+    # The largest real answer: max_n=16 samples of max_tokens=8192, at most ~32 bytes a token
+    # as JSON (a long token, or non-ASCII escaped as \uXXXX), is 16*8192*32 = 4 MiB plus a few
+    # KB of fields per choice; 16 MiB leaves 4x that. Typical English answers are ~4 bytes a token.
+    max_response_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="larger responses are cut off while read and count as unusable answers"
+    )
     max_attempts: int = Field(6, ge=1, description="tries per request on transient errors")
     backoff_s: float = Field(1.0, ge=0, description="first retry delay; doubles each try")
     max_n: int = Field(16, ge=1, description="largest n one request may ask; larger n is split")

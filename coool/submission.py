@@ -49,9 +49,53 @@ def read_submission(path: str | os.PathLike[str]) -> pd.DataFrame:
     if not path.is_file():
         raise SubmissionError(f"{path}: no such file")
     try:
+        # pandas merges a cut-off quoted field into the last cell, and shifts the
+        # columns of a row with an extra cell: check the shape of every row first.
+        shape = shape_problems(path.read_text(encoding="utf-8-sig"))
+        if shape:
+            shown = "\n  ".join(shape[:20])
+            more = f"\n  ... and {len(shape) - 20} more" if len(shape) > 20 else ""
+            raise SubmissionError(f"{path}: not a well-formed CSV:\n  {shown}{more}")
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise SubmissionError(f"{path}: not a readable CSV ({exc})") from exc
+
+
+# A line no CSV cell holds: it comes back as a row of its own only if every quote was closed.
+_END = "\x1e\x1fcoool-end-of-file"
+
+
+def shape_problems(text: str) -> list[str]:
+    """Rows whose cell count differs from the header's, and a quoted field never
+    closed (a file cut short), as "row N has 13 cells, expected 12 (line L)".
+    Rows are numbered as ``Problem`` numbers them: 1 is the first data row."""
+    reader = csv.reader(io.StringIO(text + "\n" + _END + "\n"))
+    problems: list[str] = []
+    expected: int | None = None
+    row = 0
+    line = 1  # where the next record starts
+    closed = False
+    for record in reader:
+        start, line = line, reader.line_num + 1
+        if not record:  # a blank line: pandas skips it too
+            continue
+        if record == [_END]:
+            closed = True
+            break
+        if _END in record[-1]:
+            where = "the header" if expected is None else f"row {row + 1}"
+            problems.append(f"{where}: a quoted field opened on line {start} or after is never closed "
+                            "(the file may be cut short)")
+            break
+        if expected is None:
+            expected = len(record)
+            continue
+        row += 1
+        if len(record) != expected:
+            problems.append(f"row {row} has {len(record)} cells, expected {expected} (line {start})")
+    if not closed and not problems:
+        problems.append("a quoted field is never closed (the file may be cut short)")
+    return problems
 
 
 def typed(frame: pd.DataFrame) -> pd.DataFrame:

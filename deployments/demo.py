@@ -17,29 +17,13 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-
+from coool.servers import ServerUnavailable, is_healthy, wait_until_healthy
 from coool.sim.testing import free_port, start_sim_process
 from coool.synthetic import make_dataset
 
 ROLES = ("captioner", "detector", "describer", "ensembler")
-
-
-def _wait(url: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise SystemExit(f"demo: the process serving {url} exited ({proc.returncode})")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"demo: {url} did not answer within {timeout_s:.0f}s")
 
 
 def start_prefect(port: int, home: Path, log: Path) -> subprocess.Popen[bytes] | None:
@@ -48,13 +32,10 @@ def start_prefect(port: int, home: Path, log: Path) -> subprocess.Popen[bytes] |
         print(f"demo: using the Prefect server at {os.environ['PREFECT_API_URL']}")
         return None
     url = f"http://127.0.0.1:{port}/api"
-    try:
-        if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-            print(f"demo: a Prefect server already runs at {url}")
-            os.environ["PREFECT_API_URL"] = url
-            return None
-    except httpx.HTTPError:
-        pass
+    if is_healthy(url):
+        print(f"demo: a Prefect server already runs at {url}")
+        os.environ["PREFECT_API_URL"] = url
+        return None
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     log.parent.mkdir(parents=True, exist_ok=True)
     prefect = Path(sys.executable).with_name("prefect")
@@ -63,7 +44,10 @@ def start_prefect(port: int, home: Path, log: Path) -> subprocess.Popen[bytes] |
             [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
-    _wait(f"{url}/health", 120, proc)
+    try:
+        wait_until_healthy(url, 120, alive=lambda: proc.poll() is None, name="demo: the Prefect server")
+    except ServerUnavailable as exc:
+        raise SystemExit(f"{exc} (log {log})") from None
     os.environ["PREFECT_API_URL"] = url
     print(f"demo: started a Prefect server at {url} (log {log})")
     return proc

@@ -9,8 +9,9 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
+from coool.decode import VideoError
+from coool.inputs import VideoPair
 from coool.pipeline import Pipeline
-from coool.video import VideoError, VideoPair
 from flows.common import build_pipeline
 
 

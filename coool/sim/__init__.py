@@ -16,7 +16,7 @@ of a task title are a given content: hostile or broken model output on demand),
 ensemble), else from keywords in the prompt.
 
 - ``SimConfig``: settings; ``create_app(config)``: the FastAPI app;
-  ``serve`` / ``sim_server_command``: run it; ``python -m coool.sim``: the same from a shell.
+  ``serve`` / ``sim_server_command``: run it; ``coool sim-server``: the same from a shell.
 - ``coool.sim.testing``: ``running_sim_server`` (in-process, for tests) and
   ``start_sim_process`` (a separate process).
 """

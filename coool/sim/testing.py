@@ -1,8 +1,8 @@
 """Helpers to run the SIMULATED model server (no model inside) from tests.
 
 - ``running_sim_server``: in this process, uvicorn on a background thread, a free port.
-- ``start_sim_process``: ``python -m coool.sim`` as a separate process (crash tests,
-  the process backend).
+- ``start_sim_process``: ``coool sim-server`` as a separate process (crash tests,
+  the process backend); ``SIM_SERVER_COMMAND`` is its argv without options.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -21,8 +20,12 @@ from typing import Any
 import httpx
 import uvicorn
 
+from coool.servers import wait_until_healthy
 from coool.sim.config import SimConfig
 from coool.sim.server import create_app
+
+# ``coool sim-server`` with this interpreter: works without the installed ``coool`` script.
+SIM_SERVER_COMMAND: tuple[str, ...] = (sys.executable, "-m", "coool.cli", "sim-server")
 
 # Python-friendly spellings of the "5xx" fault mode for keyword arguments.
 _MODE_ALIASES = {"five_xx": "5xx", "server_error": "5xx", "http_5xx": "5xx"}
@@ -131,22 +134,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_health(base_url: str, timeout_s: float = 30.0, alive: Any = None) -> None:
-    """Poll ``base_url/health`` until 200; ``alive()`` False stops early (the server died)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if alive is not None and not alive():
-            raise RuntimeError(f"simulated server at {base_url} exited before it was healthy")
-        try:
-            if httpx.get(f"{base_url}/health", timeout=1.0, verify=False).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"simulated server at {base_url} not healthy after {timeout_s}s")
-        time.sleep(0.05)
-
-
 @contextmanager
 def running_sim_server(config: SimConfig | None = None, **overrides: Any) -> Iterator[SimHandle]:
     """A simulated server on 127.0.0.1 and a free port for the duration of the block.
@@ -178,7 +165,7 @@ def running_sim_server(config: SimConfig | None = None, **overrides: Any) -> Ite
     thread.start()
     handle = SimHandle(base_url=f"http://127.0.0.1:{port}", config=config)
     try:
-        wait_for_health(handle.base_url, timeout_s=15, alive=thread.is_alive)
+        wait_until_healthy(handle.base_url, 15, alive=thread.is_alive, name="simulated server")
         yield handle
     finally:
         server.should_exit = True
@@ -195,7 +182,7 @@ def start_sim_process(
     env: Mapping[str, str] | None = None,
     **options: Any,
 ) -> subprocess.Popen[bytes]:
-    """``python -m coool.sim --port PORT ...`` as a child process; waits for /health unless ``wait=False``.
+    """``coool sim-server --port PORT ...`` as a child process; waits for /health unless ``wait=False``.
 
     ``options`` are the CLI's: host, latency, per_token_latency, capacity, faults
     (a string or a dict of rates), seed, model (a name or a list), allowed_local_media_path,
@@ -205,7 +192,7 @@ def start_sim_process(
     unknown = set(options) - _PROCESS_OPTIONS
     if unknown:
         raise TypeError(f"unknown simulated-server options: {sorted(unknown)}")
-    args = [sys.executable, "-m", "coool.sim", "--port", str(port)]
+    args = [*SIM_SERVER_COMMAND, "--port", str(port)]
     for key, value in options.items():
         if value is None:
             continue
@@ -225,7 +212,7 @@ def start_sim_process(
     if wait:
         host = options.get("host") or "127.0.0.1"
         try:
-            wait_for_health(f"http://{host}:{port}", timeout_s=timeout_s, alive=lambda: process.poll() is None)
+            wait_until_healthy(f"http://{host}:{port}", timeout_s, alive=lambda: process.poll() is None, name="simulated server")
         except BaseException:
             process.kill()
             process.wait()

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 
 from coool import schema as S
+from coool.inputs import VIDEO_EXTENSIONS
 from coool.submission import Problem, SubmissionError, read_submission, validate
-from coool.video import VIDEO_EXTENSIONS
 
 # Folders that never hold submissions; pruning frames/ keeps the walk fast (tens of thousands of PNGs).
 SKIP_DIRS = frozenset({"frames", "studio", "ensemble"})

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
+import imageio_ffmpeg
 import numpy as np
 
+from coool.decode import VideoError, check_file, probe, read_frames
 from coool.files import atomic_write_bytes
-from coool.video import VideoError, probe, read_frames, transcode_h264
 
 THUMB_WIDTH = 192
 STRIP_THUMBS = 8
@@ -25,9 +30,59 @@ class VideoMeta:
     frames: int
     fps: float
 
-    def time_of(self, frame: int) -> float:
-        """Seconds at which a 1-based frame is shown."""
-        return (frame - 1) / self.fps if self.fps > 0 else 0.0
+
+# --- H.264 for browsers ------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _h264_encoder() -> tuple[str, tuple[str, ...]]:
+    """The best H.264 encoder this ffmpeg build has, with its quality options."""
+    out = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-encoders"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    names = {line.split()[1] for line in out.splitlines() if len(line.split()) > 1}
+    if "libx264" in names:
+        return "libx264", ("-preset", "veryfast", "-crf", "23")
+    if "libopenh264" in names:
+        return "libopenh264", ("-b:v", "2M")
+    raise RuntimeError("the bundled ffmpeg has no H.264 encoder (libx264 or libopenh264)")
+
+
+def transcode_h264(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """Re-encode a video to H.264 MP4 (yuv420p, +faststart, no audio) browsers can play.
+
+    Written to a temp file beside ``dst`` and renamed, so ``dst`` is never partial.
+    """
+    src, dst = Path(src), Path(dst)
+    check_file(src)
+    encoder, options = _h264_encoder()
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    # Named like coool.files temp files (writer pid inside) so a later run can sweep a killed one's.
+    tmp = dst.parent / f".{dst.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    cmd = [
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+        "-i", str(src),
+        "-map", "0:v:0", "-an",
+        # yuv420p needs even sizes; odd ones are cropped by one pixel.
+        "-vf", "crop=trunc(iw/2)*2:trunc(ih/2)*2",
+        "-c:v", encoder, *options,
+        "-pix_fmt", "yuv420p",
+        "-movflags", "+faststart",
+        "-f", "mp4", str(tmp),
+    ]  # fmt: skip
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            tail = " | ".join(result.stderr.strip().splitlines()[-3:]) or f"exit code {result.returncode}"
+            raise VideoError(src, f"ffmpeg could not transcode to H.264: {tail}")
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dst
 
 
 def strip_frames(frames: int, k: int = STRIP_THUMBS) -> list[int]:

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from coool import schema as S
+from coool.decode import VideoError
 from coool.studio import intermediates as I
 from coool.studio import render, security
 from coool.studio.context import Studio, studio
 from coool.studio.media import strip_frames
-from coool.video import VideoError
 
 router = APIRouter()
 

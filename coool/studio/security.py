@@ -14,7 +14,6 @@ from pathlib import Path
 
 SECRET_BYTES = 32
 COOKIE = "coool_studio"  # the browser session id; CSRF tokens are derived from it
-HOSTS_LOCAL = ("localhost", "127.0.0.1", "::1")
 
 
 def load_or_create_secret(path: Path) -> bytes:

@@ -136,12 +136,26 @@ def tally(session: Session, votes: dict[int, Vote]) -> dict[str, int]:
     return out
 
 
+# What a spreadsheet reads as the start of a formula (OWASP's list for CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: object) -> object:
+    """A text cell that starts like a formula, prefixed with ``'`` so a spreadsheet shows
+    it as text; numbers are data and pass unchanged (a -1 stays -1)."""
+    if isinstance(cell, str) and cell.startswith(_FORMULA_START):
+        return "'" + cell
+    return cell
+
+
 def votes_csv(votes: dict[int, Vote]) -> str:
+    """The votes of a session, for a spreadsheet: the submission keys are file names a
+    user chose (``=HYPERLINK(...).csv``), so every text cell is made formula-safe."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_HEADER)
     for v in _sorted(votes):
-        writer.writerow((v.video, v.shown_a, v.shown_b, v.choice, v.winner, v.ts))
+        writer.writerow([spreadsheet_safe(c) for c in (v.video, v.shown_a, v.shown_b, v.choice, v.winner, v.ts)])
     return buf.getvalue()
 
 

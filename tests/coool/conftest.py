@@ -9,7 +9,8 @@
 - ``sim_captions``: the stage-2 tables of the synthetic clips, captioned
   once by the simulated server;
 - ``scripted_client``: a stand-in for ChatClient whose answers are scripted
-  and whose requests are recorded.
+  and whose requests are recorded;
+- ``messy_inputs``: input folders with good videos beside every kind of bad input.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ import pytest_asyncio
 from references import REFERENCE_DIR
 
 from coool.captions import caption_video
+from coool.frames import FrameManifest, extract_caption_frames
 from coool.llm import ChatClient, Sample, json_schema_format
 from coool.prompts import load_prompt
 from coool.settings import RoleSettings
 from coool.sim.testing import SimHandle, running_sim_server
-from coool.video import FrameManifest, extract_caption_frames
 
 SIM_MODEL = "sim-model"
 
@@ -264,3 +265,32 @@ class ScriptedClient:
 @pytest.fixture
 def scripted_client() -> Callable[..., ScriptedClient]:
     return ScriptedClient
+
+
+# -- input folders with bad files ----------------------------------------------------
+
+
+@pytest.fixture
+def messy_inputs(tmp_path, synthetic_data):
+    """Good videos 0, 1 and 8 (.MOV) beside every kind of bad input."""
+    videos, heatmaps = tmp_path / "videos", tmp_path / "heatmaps"
+    videos.mkdir()
+    heatmaps.mkdir()
+    good = {0: "0.mp4", 1: "1.mp4", 8: "8.MOV"}
+    for vid, name in good.items():
+        shutil.copy(synthetic_data.video(vid % 3), videos / name)
+        shutil.copy(synthetic_data.heatmap(vid % 3), heatmaps / f"{vid}.mp4")
+    (videos / "2.mp4").write_bytes(b"\x00\x01not a video at all" * 500)  # corrupt
+    shutil.copy(synthetic_data.heatmap(0), heatmaps / "2.mp4")
+    (videos / "3.mp4").write_bytes(b"")  # zero bytes
+    shutil.copy(synthetic_data.heatmap(0), heatmaps / "3.mp4")
+    shutil.copy(synthetic_data.video(0), videos / "4.mp4")  # no heatmap
+    shutil.copy(synthetic_data.video(0), videos / "5.mp4")
+    (heatmaps / "5.mp4").write_bytes(b"garbage" * 100)  # undecodable heatmap
+    shutil.copy(synthetic_data.video(0), videos / "clip.mp4")  # not an id
+    shutil.copy(synthetic_data.video(0), videos / "7.mp4")  # duplicate ids
+    shutil.copy(synthetic_data.video(0), videos / "007.MP4")
+    shutil.copy(synthetic_data.heatmap(0), heatmaps / "7.mp4")
+    (videos / "notes.txt").write_text("ignored")
+    (videos / ".DS_Store").write_bytes(b"x")
+    return videos, heatmaps

@@ -9,15 +9,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from coool import schema as S
-from coool.cli import app
+from coool.cli import app, extract_all
 from coool.detect import read_detections
+from coool.frames import load_manifest
+from coool.servers import wait_until_healthy
+from coool.sim.testing import SIM_SERVER_COMMAND, free_port
 from coool.submission import load_submission, merge, read_submission, submission_text, validate
-from coool.video import load_manifest
 
 COOOL = Path(sys.executable).parent / "coool"
 runner = CliRunner()
@@ -302,3 +305,89 @@ def test_stages_need_their_inputs(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "run `coool frames` first" in result.stderr
     result = runner.invoke(app, ["detect", str(tmp_path), str(tmp_path / "d.csv")])
     assert result.exit_code == 2 and "no <id>.csv caption tables" in result.stderr
+
+
+# -- frames: the stage-1 body that lives in the CLI --------------------------------------------------------
+
+
+def frames_command(videos_dir: Path, heatmaps_dir: Path, out_dir: Path, every: int = 10) -> int:
+    """``coool frames`` in process: its exit code; its output goes to stdout (capsys)."""
+    result = runner.invoke(app, ["frames", str(videos_dir), str(heatmaps_dir), str(out_dir), "--every", str(every)])
+    print(result.output)
+    return result.exit_code
+
+
+def test_extract_all_reports_bad_files_and_does_the_rest(tmp_path, messy_inputs) -> None:
+    videos, heatmaps = messy_inputs
+    manifests, problems = extract_all(videos, heatmaps, tmp_path / "frames", every=30)
+    assert sorted(manifests) == [0, 1, 8]
+    for vid, m in manifests.items():
+        assert (tmp_path / "frames" / str(vid) / "manifest.json").is_file()
+        assert [f.frame for f in m.frames] == [1, 31, 61, 91]
+    named = {p.path: p.problem for p in problems}
+    assert "cannot be opened" in named[videos / "2.mp4"]
+    assert "empty" in named[videos / "3.mp4"]
+    assert "no heatmap" in named[videos / "4.mp4"]
+    assert "cannot be opened" in named[heatmaps / "5.mp4"]  # the heatmap is named, not the video
+    assert {videos / "clip.mp4", videos / "7.mp4", videos / "007.MP4"} <= set(named)
+    assert len(problems) == 7
+    assert not (tmp_path / "frames" / "2").exists()
+
+
+def test_frames_command_exit_codes(tmp_path, synthetic_data, messy_inputs, capsys) -> None:
+    assert frames_command(synthetic_data.videos, synthetic_data.heatmaps, tmp_path / "a", 40) == 0
+    videos, heatmaps = messy_inputs
+    assert frames_command(videos, heatmaps, tmp_path / "b", 40) == 1
+    out = capsys.readouterr().out
+    assert "clip.mp4" in out and "3 videos done" in out
+    assert frames_command(tmp_path / "nothing", heatmaps, tmp_path / "c") == 2
+    only_bad = tmp_path / "only_bad"
+    only_bad.mkdir()
+    (only_bad / "1.mp4").write_bytes(b"")
+    assert frames_command(only_bad, heatmaps, tmp_path / "d") == 2
+
+
+# -- model servers: coool server start|stop, coool sim-server ---------------------------------------------------
+
+
+def test_server_start_refuses_an_unknown_role() -> None:
+    done = shell("server", "start", "painter")
+    assert done.returncode == 2
+    assert "unknown role 'painter'" in done.stderr and "captioner" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_server_start_keeps_a_healthy_server(sim_server) -> None:
+    done = shell("server", "start", "captioner", env={"COOOL_CAPTIONER__URLS": sim_server.url})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"captioner: up at {sim_server.url} (already running)"
+
+
+def test_server_stop_without_its_container_is_one_clear_line() -> None:
+    done = shell("server", "stop", "detector")  # no docker here, or no coool-detector container
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: detector: cannot stop container coool-detector:")
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", [SIM_SERVER_COMMAND, (sys.executable, "-m", "coool.sim")], ids=["cli", "python-m"])
+def test_sim_server_takes_every_option_of_the_simulated_server(tmp_path: Path, command: tuple[str, ...]) -> None:
+    """``coool sim-server`` (and ``python -m coool.sim``, which delegates to it) with the options tests use."""
+    port = free_port()
+    args = [*command, "--port", str(port), "--model", "a", "--model", "b", "--max-n", "2", "--hang-s", "5",
+            "--latency", "0", "--per-token-latency", "0", "--capacity", "4", "--faults", "5xx=0", "--seed", "3",
+            "--allowed-local-media-path", str(tmp_path)]
+    env = {**os.environ, "COOOL_SIM_API_KEY": "k-123"}
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", 30, alive=lambda: process.poll() is None)
+        base = f"http://127.0.0.1:{port}/v1"
+        assert httpx.get(f"{base}/models", timeout=10).status_code == 401  # the key came from the environment
+        auth = {"Authorization": "Bearer k-123"}
+        models = httpx.get(f"{base}/models", headers=auth, timeout=10).json()
+        assert [m["id"] for m in models["data"]] == ["a", "b"]
+        body = {"model": "a", "n": 3, "messages": [{"role": "user", "content": "hi"}]}
+        refused = httpx.post(f"{base}/chat/completions", json=body, headers=auth, timeout=10)
+        assert refused.status_code == 400 and "limit of 2" in refused.text  # --max-n
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

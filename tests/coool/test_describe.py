@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from coool import schema as S
 from coool.captions import TABLE_COLUMNS, CaptionResult, save_captions
+from coool.decode import read_frames
 from coool.describe import (
     PASS_FIELDS,
     DescribePromptSet,
@@ -28,6 +29,7 @@ from coool.describe import (
     select_window,
 )
 from coool.detect import detect_video
+from coool.frames import extract_stacked_frames, stack
 from coool.improvements import improvements_of
 from coool.llm import ChatClient
 from coool.params import DescribeConfig, load_describe_configs
@@ -36,7 +38,6 @@ from coool.prompts import load_prompt, load_snippet
 from coool.stage import StageError
 from coool.submission import submission_text, validate
 from coool.synthetic import read_stamp
-from coool.video import extract_stacked_frames, read_frames, stack
 
 CONFIGS = load_describe_configs()
 V4 = CONFIGS["v4"]

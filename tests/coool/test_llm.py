@@ -354,7 +354,8 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     real = openai.AsyncOpenAI
 
     def recording_openai(**kwargs: Any) -> openai.AsyncOpenAI:
-        return real(**kwargs, http_client=httpx.AsyncClient(transport=httpx.MockTransport(rec.handle)))
+        # In place of the client's own (capped) HTTP client.
+        return real(**{**kwargs, "http_client": httpx.AsyncClient(transport=httpx.MockTransport(rec.handle))})
 
     monkeypatch.setattr(coool.llm, "AsyncOpenAI", recording_openai)
     return rec

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from coool import clip_variants as cv
+from coool.decode import probe, read_frames
+from coool.frames import caption_frame_numbers, extract_caption_frames
 from coool.synthetic import make_clip, read_stamp
-from coool.video import caption_frame_numbers, extract_caption_frames, probe, read_frames
 
 FRAMES = 150
 FPS = 30

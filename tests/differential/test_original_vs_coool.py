@@ -36,11 +36,11 @@ from coool.captions import caption_unit
 from coool.describe import DescribePromptSet, describe_unit, load_description_row
 from coool.detect import detect_unit
 from coool.ensemble import ensemble_unit
+from coool.frames import extract_caption_frames
 from coool.llm import ChatClient
 from coool.params import CaptionParams, DetectParams, EnsembleParams, load_describe_configs
 from coool.prompts import load_prompt
 from coool.settings import RoleSettings
-from coool.video import extract_caption_frames
 
 pytestmark = [pytest.mark.reference, pytest.mark.slow]
 

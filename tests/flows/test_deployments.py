@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import yaml
 from pydantic import BaseModel
 from roles import point_roles_at
 
+from coool.servers import ServerUnavailable, wait_until_healthy
 from coool.settings import ROLE_DEFAULTS, ROLES, RoleSettings, ServerSettings, Settings, load_settings
 from coool.sim.testing import free_port, start_sim_process
 from coool.submission import read_submission, validate
@@ -296,16 +296,10 @@ def test_pipeline_deployment_runs_on_a_real_prefect_server(tmp_path: Path) -> No
     try:
         server = start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, logs["server"])
         started.append(server)
-        deadline = time.monotonic() + 90
-        while True:
-            assert server.poll() is None, "the Prefect server exited\n" + tail(logs["server"])
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "no /api/health after 90 s\n" + tail(logs["server"])
-            time.sleep(0.5)
+        try:
+            wait_until_healthy(api, 90, alive=lambda: server.poll() is None, name="the Prefect server")
+        except ServerUnavailable as exc:
+            pytest.fail(f"{exc}\n" + tail(logs["server"]))
 
         for pool, kind in (("coool-process", "process"), ("coool-docker", "docker")):
             created = prefect(["work-pool", "create", pool, "--type", kind], env, 60)

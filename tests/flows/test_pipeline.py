@@ -4,7 +4,7 @@ against the SIMULATED model server (a test double: no model inside)."""
 from __future__ import annotations
 
 import asyncio
-import sys
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +15,7 @@ from roles import point_roles_at
 
 from coool import schema as S
 from coool.recipe import load_recipe
-from coool.sim.testing import free_port
+from coool.sim.testing import SIM_SERVER_COMMAND, free_port
 from coool.submission import read_submission, validate
 from flows.pipeline import pipeline_flow
 
@@ -141,7 +141,7 @@ def test_process_backend_starts_and_stops_servers(prefect_api, synthetic_data, t
         monkeypatch.setenv(f"COOOL_{role}__SERVER__BACKEND", "process")
         monkeypatch.setenv(
             f"COOOL_{role}__SERVER__COMMAND",
-            f'["{sys.executable}", "-m", "coool.sim", "--port", "{port}", "--model", "sim-model"]',
+            json.dumps([*SIM_SERVER_COMMAND, "--port", str(port), "--model", "sim-model"]),
         )
         monkeypatch.setenv(f"COOOL_{role}__SERVER__HEALTH_TIMEOUT_S", "60")
     out = run_flow(data_root=str(synthetic_data.root), recipe="quick", results_dir=str(tmp_path))

@@ -29,12 +29,12 @@ from reliability_support import (
 )
 
 from coool import schema as S
+from coool.frames import load_manifest
 from coool.pipeline import Pipeline, run_plain
 from coool.recipe import load_recipe
 from coool.settings import load_settings
 from coool.sim.testing import SimHandle, running_sim_server
 from coool.synthetic import make_clip
-from coool.video import load_manifest
 from flows.pipeline import pipeline_flow
 
 GOOD = [0, 1, 2, 3]  # the clips4 fixture's videos

@@ -25,6 +25,7 @@ from coool.captions import caption_unit, load_captions
 from coool.describe import DescribePromptSet, describe_unit
 from coool.detect import caption_markdown, detect_unit
 from coool.ensemble import ensemble_unit
+from coool.frames import extract_caption_frames
 from coool.improvements import improvements_of
 from coool.llm import ChatClient
 from coool.params import CaptionParams, DetectParams, EnsembleParams, load_describe_configs
@@ -34,7 +35,6 @@ from coool.recipe import load_recipe
 from coool.settings import RoleSettings, load_settings
 from coool.sim.testing import SimHandle, running_sim_server
 from coool.submission import is_english, submission_text, validate
-from coool.video import extract_caption_frames
 
 VIDEO = 0
 FRAMES = 60

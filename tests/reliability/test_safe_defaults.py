@@ -37,8 +37,8 @@ from coool.pipeline import Pipeline
 from coool.recipe import load_recipe
 from coool.servers import ServerManager, process_argv, safe_media_root
 from coool.settings import RoleSettings, load_settings
-from coool.sim.testing import free_port, running_sim_server, start_sim_process
-from coool.video import transcode_h264
+from coool.sim.testing import SIM_SERVER_COMMAND, free_port, running_sim_server, start_sim_process
+from coool.studio.media import transcode_h264
 from flows.pipeline import pipeline_flow
 
 SECRET = "sk-coool-test-7f3a9c1e5d2b4a68"
@@ -110,7 +110,7 @@ async def test_process_backend_serves_images_from_the_data_root_only(media: dict
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
     role = {"urls": [url], "model": "sim-model", "image_transport": "file",
-            "server": {"backend": "process", "command": [sys.executable, "-m", "coool.sim", "--port", str(port)],
+            "server": {"backend": "process", "command": [*SIM_SERVER_COMMAND, "--port", str(port)],
                        "health_timeout_s": 60}}
     settings = load_settings(results_dir=tmp_path / "r", data_root=media["root"], describer=role)
     manager = ServerManager(settings, log_dir=tmp_path / "logs")
@@ -269,12 +269,13 @@ def _listening(pid: int) -> set[str]:
 
 
 def test_the_simulated_server_binds_loopback_by_default(tmp_path: Path) -> None:
-    from coool.sim import __main__ as sim_main
+    from coool.cli import sim_server
     from coool.sim.serve import serve, sim_server_command
 
     assert inspect.signature(serve).parameters["host"].default == "127.0.0.1"
     assert inspect.signature(sim_server_command).parameters["host"].default == "127.0.0.1"
-    assert "--host\", default=\"127.0.0.1\"" in inspect.getsource(sim_main)
+    # The command line (``coool sim-server``; ``python -m coool.sim`` delegates to it).
+    assert inspect.signature(sim_server).parameters["host"].default.default == "127.0.0.1"
     port = free_port()
     proc = start_sim_process(port)  # no host given
     try:
@@ -331,7 +332,7 @@ def test_the_demo_starts_prefect_on_loopback(tmp_path: Path, monkeypatch: pytest
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setattr(demo.subprocess, "Popen", popen)
-    monkeypatch.setattr(demo, "_wait", lambda *a, **k: None)
+    monkeypatch.setattr(demo, "wait_until_healthy", lambda *a, **k: 0.0)
     demo.start_prefect(free_port(), tmp_path / "home", tmp_path / "prefect.log")
     (argv,) = started
     assert argv[argv.index("--host") + 1] == "127.0.0.1"

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from coool.decode import read_frames
+from coool.frames import stack, write_images
 from coool.sim.testing import SimHandle
 from coool.synthetic import ClipTruth
-from coool.video import read_frames, stack, write_images
 
 # The served model names the original's scripts send (their defaults and run_*.sh):
 # coool's roles are given the same names, so the bodies compare whole.

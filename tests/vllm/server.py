@@ -21,10 +21,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from coool.servers import HealthTimeout, ServerUnavailable, wait_until_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 BUILDER = REPO / "scripts" / "vllm_cpu" / "make_tiny_model.py"
@@ -167,22 +167,19 @@ class VllmServer:
     def wait_healthy(self, timeout_s: float = 600.0) -> float:
         """Poll /health; the seconds from start to healthy. Raises with the log's tail."""
         assert self.process is not None and self.started_at is not None, "start() first"
-        deadline = self.started_at + timeout_s
-        url = f"http://127.0.0.1:{self.port}/health"
-        while time.monotonic() < deadline:
-            code = self.process.poll()
-            if code is not None:
-                raise RuntimeError(f"vLLM exited with {code} before it was healthy; log {self.log_path}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status == 200:
-                        self.healthy_after_s = time.monotonic() - self.started_at
-                        return self.healthy_after_s
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                pass
-            time.sleep(1.0)
-        self.stop()
-        raise TimeoutError(f"vLLM not healthy after {timeout_s:.0f} s; log {self.log_path}:\n{self.log_tail()}")
+        process = self.process
+        remaining = max(0.0, self.started_at + timeout_s - time.monotonic())
+        try:
+            wait_until_healthy(f"http://127.0.0.1:{self.port}", remaining, alive=lambda: process.poll() is None, name="vLLM")
+        except HealthTimeout:
+            self.stop()
+            raise TimeoutError(f"vLLM not healthy after {timeout_s:.0f} s; log {self.log_path}:\n{self.log_tail()}") from None
+        except ServerUnavailable:
+            raise RuntimeError(
+                f"vLLM exited with {process.poll()} before it was healthy; log {self.log_path}:\n{self.log_tail()}"
+            ) from None
+        self.healthy_after_s = time.monotonic() - self.started_at
+        return self.healthy_after_s
 
     def stop(self, grace_s: float = 30.0) -> None:
         process, self.process = self.process, None

@@ -19,13 +19,13 @@ from coool.captions import TABLE_COLUMNS, caption_video
 from coool.describe import DescribePromptSet, describe_video
 from coool.detect import detect_video
 from coool.ensemble import ensemble_video
+from coool.frames import extract_caption_frames, extract_raw_frames
 from coool.llm import ChatClient
 from coool.params import CaptionParams, DetectParams, EnsembleParams, load_describe_configs
 from coool.prompts import load_prompt
 from coool.settings import RoleSettings
 from coool.submission import load_submission, validate
 from coool.synthetic import make_clip
-from coool.video import extract_caption_frames, extract_raw_frames
 
 pytestmark = pytest.mark.vllm
 

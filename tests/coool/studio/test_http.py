@@ -15,11 +15,11 @@ from fastapi.testclient import TestClient
 from studio_support import DESCRIBED, FINAL, N_VIDEOS, StudioDirs, caption, csrf_from, raw_get, reason
 
 from coool import schema as S
+from coool.decode import probe
 from coool.studio import create_app, studio_command
 from coool.studio.security import check_bind_host
 from coool.studio.votes import CSV_HEADER
 from coool.submission import read_submission, write_submission
-from coool.video import probe
 
 BASE = "http://127.0.0.1"  # the studio answers loopback Host names only
 
