@@ -11,9 +11,12 @@ RESULTS ?= results
 SETTINGS ?=
 PREFECT_PORT ?= 4200
 STUDIO_PORT ?= 8765
+SIM_PORT ?= 8000
 PYTEST_ARGS ?=
 
 export PREFECT_HOME ?= $(CURDIR)/.prefect
+# The Prefect API of `make ui` / `make demo`; deploy, worker and run-deployment talk to it.
+PREFECT_API := $(or $(PREFECT_API_URL),http://127.0.0.1:$(PREFECT_PORT)/api)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
@@ -46,8 +49,8 @@ demo: $(STAMP) ## the whole pipeline on synthetic videos against SIMULATED model
 run: $(STAMP) ## run a recipe: make run DATA=/data RECIPE=second-place RESULTS=results [SETTINGS=deployments/settings/gpu-single-node.yaml]
 	$(if $(SETTINGS),COOOL_SETTINGS_FILE=$(SETTINGS)) $(VENV)/bin/coool run --data $(DATA) --recipe $(RECIPE) --results $(RESULTS)
 
-sim: $(STAMP) ## start one SIMULATED model server on :8000 (test double, no model)
-	$(VENV)/bin/coool sim-server --port 8000
+sim: $(STAMP) ## start one SIMULATED model server on 127.0.0.1:$(SIM_PORT) (test double, no model)
+	$(VENV)/bin/coool sim-server --host 127.0.0.1 --port $(SIM_PORT)
 
 serve-%: $(STAMP) ## start a role's model server with docker: make serve-captioner (roles: captioner detector describer ensembler)
 	$(VENV)/bin/coool $(if $(SETTINGS),--settings $(SETTINGS)) server start $*
@@ -55,16 +58,40 @@ serve-%: $(STAMP) ## start a role's model server with docker: make serve-caption
 stop-%: $(STAMP) ## stop a role's docker model server: make stop-captioner
 	$(VENV)/bin/coool $(if $(SETTINGS),--settings $(SETTINGS)) server stop $*
 
-ui: $(STAMP) ## start a local Prefect server and UI on :$(PREFECT_PORT)
-	$(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+# --port alone leaves the UI calling :4200 (its /ui-settings): name its own API.
+ui: $(STAMP) ## start a local Prefect server and UI on 127.0.0.1:$(PREFECT_PORT)
+	PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=$(PREFECT_PORT) PREFECT_UI_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api \
+	  $(VENV)/bin/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
 
 DEPLOY ?=
 POOL ?= coool-process
-deploy: $(STAMP) ## register prefect.yaml's deployments (DEPLOY='*-local' for one machine; default all)
-	$(VENV)/bin/prefect --no-prompt deploy $(if $(DEPLOY),--name '$(DEPLOY)',--all)
+DEPLOYMENT ?= coool-pipeline/coool-pipeline-local
+# The settings file the -local deployments' runs load (their settings_file
+# parameter). Default: deployments/settings/local-sim.yaml pointed at SIM_PORT.
+SIM_SETTINGS := build/settings/local-sim-$(SIM_PORT).yaml
+DEPLOY_SETTINGS = $(abspath $(or $(SETTINGS),$(SIM_SETTINGS)))
 
-worker: $(STAMP) ## start a worker for POOL (coool-process, or coool-docker)
-	$(VENV)/bin/prefect worker start --pool $(POOL) --type $(if $(findstring docker,$(POOL)),docker,process)
+build/settings/local-sim-%.yaml: deployments/settings/local-sim.yaml
+	@mkdir -p $(@D)
+	sed 's#127\.0\.0\.1:8000/#127.0.0.1:$*/#' $< > $@.tmp && mv $@.tmp $@
+
+pools: $(STAMP) ## create the work pools coool-process and coool-docker if missing (make deploy does it)
+	@for pool in coool-process:process coool-docker:docker; do \
+	  PREFECT_API_URL=$(PREFECT_API) $(VENV)/bin/prefect work-pool inspect $${pool%%:*} >/dev/null 2>&1 \
+	    || PREFECT_API_URL=$(PREFECT_API) $(VENV)/bin/prefect work-pool create $${pool%%:*} --type $${pool#*:}; \
+	done
+
+deploy: $(STAMP) pools $(if $(SETTINGS),,$(SIM_SETTINGS)) ## register prefect.yaml's deployments on the `make ui` server (DEPLOY='*-local' for one machine; default all) [SETTINGS=, SIM_PORT=]
+	PREFECT_API_URL=$(PREFECT_API) COOOL_LOCAL_SETTINGS_FILE=$(DEPLOY_SETTINGS) \
+	  $(VENV)/bin/prefect --no-prompt deploy $(if $(DEPLOY),--name '$(DEPLOY)',--all)
+
+worker: $(STAMP) ## start a worker for POOL (coool-process, or coool-docker) on the `make ui` server
+	PREFECT_API_URL=$(PREFECT_API) $(VENV)/bin/prefect worker start --pool $(POOL) --type $(if $(findstring docker,$(POOL)),docker,process)
+
+run-deployment: $(STAMP) ## run a deployment and wait: make run-deployment DATA=demo/data RECIPE=quick [RESULTS=] [DEPLOYMENT=coool-pipeline/coool-pipeline-local]
+	PREFECT_API_URL=$(PREFECT_API) $(VENV)/bin/prefect deployment run '$(DEPLOYMENT)' \
+	  --param data_root=$(abspath $(DATA)) --param recipe=$(RECIPE) \
+	  $(if $(filter command line environment,$(origin RESULTS)),--param results_dir=$(abspath $(RESULTS))) --watch
 
 studio: $(STAMP) ## the web studio over RESULTS on 127.0.0.1:$(STUDIO_PORT)
 	$(VENV)/bin/coool studio $(RESULTS) --port $(STUDIO_PORT)
@@ -79,10 +106,10 @@ lint-images: $(STAMP) ## lint the Dockerfiles with hadolint
 	$(PY) -m pytest tests/test_images.py -q
 
 clean: ## remove results, demo output, caches (keeps .venv)
-	rm -rf results demo .pytest_cache .hypothesis .prefect
+	rm -rf results demo build/settings .pytest_cache .hypothesis .prefect
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help setup test test-fast test-vllm demo run sim ui deploy worker studio bench lint lint-images clean
+.PHONY: help setup test test-fast test-vllm demo run sim ui pools deploy worker run-deployment studio bench lint lint-images clean
 
 # ---- per-model vLLM envs (issue #17): envs/<model>/ from images/<model>/requirements.lock, with uv ----
 ENV_MODELS := glm45v gpt-oss qwen3

@@ -1,8 +1,8 @@
 """Figure 3, orchestration overhead: the whole pipeline through Prefect vs without it.
 
-Both runs execute the same library calls (``coool.pipeline.Pipeline``): once
+Both runs execute the same library calls (``coool.run.Run``): once
 as ``flows.pipeline.pipeline_flow`` against a real ``prefect server start``
-on loopback (what users run), once as ``coool.pipeline.run_plain``. The
+on loopback (what users run), once as ``coool.run.run_plain``. The
 simulated server answers with zero latency, so what remains is our own work
 plus Prefect's. Each run is a fresh process with a fresh results folder;
 the modes alternate. Wall time is the pipeline call itself (imports are

@@ -2,8 +2,8 @@
 
 A SIMULATED server with batch capacity C and a fixed per-request latency L
 can at best complete C/L requests per second. We run the caption stage
-(stage 2) over the data set exactly as the pipeline does (``Pipeline.run_stage``
-for every video at once, requests bounded by the client's per-URL limit)
+(stage 2) over the data set exactly as the pipeline does (``coool.schedule.Scheduler.stage``
+for every video, requests bounded by the client's per-URL limit)
 and compare the achieved rate with C/L, and with one request at a time (how
 the original scripts called the server).
 
@@ -31,27 +31,23 @@ GOAL_EFFICIENCY = 0.90
 
 
 def _pipeline(results: Path, sim_url: str) -> Any:
-    from coool.pipeline import Pipeline
     from coool.recipe import load_recipe
+    from coool.run import Run
     from coool.settings import load_settings
 
     settings = load_settings(results_dir=results)
     settings.captioner.urls = [sim_url]
     settings.captioner.model = "simulated-captioner"
-    return Pipeline(settings, load_recipe("quick"))
+    return Run(settings, load_recipe("quick"))
 
 
 async def _caption_all(pipeline: Any, videos: list[int]) -> None:
-    """Stage 2 for every video, as run_plain runs it (one coroutine per video)."""
+    """Stage 2 for every video, through the run's own scheduler (as run_plain runs it)."""
+    from coool.run import plain_scheduler
+
     stage = next(s for s in pipeline.recipe.stages() if s.kind == "caption")
-    limit = asyncio.Semaphore(pipeline.settings.video_concurrency)
-
-    async def one(video: int) -> None:
-        async with limit:
-            await pipeline.run_stage(stage, video)
-
     async with pipeline.open_clients([stage.role]):
-        await asyncio.gather(*(one(v) for v in videos))
+        await plain_scheduler(pipeline).stage(stage, videos)
 
 
 async def _one_at_a_time(pipeline: Any, video: int, count: int) -> float:
@@ -64,7 +60,7 @@ async def _one_at_a_time(pipeline: Any, video: int, count: int) -> float:
         client = clients["captioner"]
         start = time.perf_counter()
         for frame, path in frames:
-            await caption_frame(client, pipeline.caption_prompt, frame, path, pipeline.recipe.caption)
+            await caption_frame(client, pipeline.prompts["caption"], frame, path, pipeline.recipe.caption)
         return (time.perf_counter() - start) / len(frames)
 
 

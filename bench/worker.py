@@ -28,8 +28,8 @@ def _count_tasks(outcome: dict[str, Any], frames_tasks: int) -> int:
 
 def run_pipeline(mode: str, data: Path, results: Path, recipe: str, concurrent: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
-    from coool.pipeline import Pipeline, run_plain
     from coool.recipe import load_recipe
+    from coool.run import Run, run_plain
     from coool.settings import load_settings
 
     if mode == "prefect":
@@ -45,7 +45,7 @@ def run_pipeline(mode: str, data: Path, results: Path, recipe: str, concurrent: 
         tasks = _count_tasks(outcome, frames_tasks=outcome["videos"])
     else:
         settings = load_settings(results_dir=results)
-        pipeline = Pipeline(settings, load_recipe(recipe))
+        pipeline = Run(settings, load_recipe(recipe))
         outcome = asyncio.run(run_plain(pipeline, data / "videos", data / "heatmaps", concurrent=concurrent))
         stage_count = len(pipeline.recipe.stages())
         tasks = outcome["videos"] * (1 + stage_count)

@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,9 @@ from coool import schema as S
 if TYPE_CHECKING:
     from coool.frames import FrameManifest
     from coool.inputs import InputProblem
+    from coool.llm import ChatClient
+    from coool.schedule import StageReport
+    from coool.settings import Settings
 
 app = typer.Typer(
     help="Dashcam videos + gaze heatmaps to a validated 2COOOL submission.csv.",
@@ -29,12 +33,47 @@ VIDEO_ID = "a video id: the integer stem of <id>.mp4"
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     settings: Path | None = typer.Option(
         None, "--settings", help="YAML settings file (same as COOOL_SETTINGS_FILE)", exists=True, dir_okay=False
     ),
 ) -> None:
-    if settings is not None:
-        os.environ["COOOL_SETTINGS_FILE"] = str(settings)
+    # No telemetry from the Prefect servers coool starts (and no "Failed to send
+    # telemetry" on a closed network); a user's explicit setting wins.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    ctx.obj = settings  # the commands load it: coool.settings.load_settings(settings_file)
+
+
+def _settings(ctx: typer.Context, **overrides: Any) -> Settings:
+    """The command's Settings: the --settings file, else COOOL_SETTINGS_FILE, the environment, the defaults."""
+    from coool.settings import load_settings
+
+    return load_settings(ctx.find_root().obj, **overrides)
+
+
+def _one_stage(
+    settings: Settings,
+    name: str,
+    role: str,
+    unit: Callable[[ChatClient, int], Awaitable[dict[str, Any]]],
+    videos: list[int],
+    media_root: Path | None = None,
+) -> StageReport:
+    """A one-stage plan through the run's scheduler, with a progress bar; ``unit(client, video)``."""
+    from coool.llm import ChatClient
+    from coool.schedule import Scheduler
+    from coool.stage import Stage
+    from coool.terminal import rich_progress
+
+    async def go() -> StageReport:
+        async with ChatClient(role, settings.role(role), media_root=media_root) as client:
+            scheduler = Scheduler(
+                settings, lambda stage, video: unit(client, video), clients={role: client}, progress=rich_progress
+            )
+            return await scheduler.stage(Stage(name, name, role, ()), videos)
+
+    return asyncio.run(go())
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -118,6 +157,7 @@ def extract_all(
 
 @app.command()
 def frames(
+    ctx: typer.Context,
     videos_dir: Path,
     heatmaps_dir: Path,
     out_dir: Path,
@@ -130,12 +170,31 @@ def frames(
     from rich.console import Console
     from rich.table import Table
 
+    from coool.frames import extract_caption_frames, load_manifest
+    from coool.inputs import VideoPair, scan_inputs
+    from coool.schedule import Scheduler
+    from coool.terminal import rich_progress
+
     console = Console()
     try:
-        manifests, problems = extract_all(videos_dir, heatmaps_dir, out_dir, every)
+        pairs, problems = scan_inputs(videos_dir, heatmaps_dir)
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    settings = _settings(ctx)
+
+    async def unit(pair: VideoPair) -> dict[str, Any]:
+        assert pair.heatmap is not None
+        await asyncio.to_thread(extract_caption_frames, pair.video, pair.heatmap, out_dir / str(pair.video_id), every)
+        return {"video": pair.video_id}
+
+    scheduler = Scheduler(settings, lambda stage, video: unit(video), unit, progress=rich_progress)
+    report = asyncio.run(scheduler.frames([p for p in pairs if p.heatmap is not None]))
+    failed = {f.video for f in report.failed}
+    manifests: dict[int, FrameManifest] = {
+        p.video_id: m for p in pairs if p.heatmap is not None and p.video_id not in failed
+        if (m := load_manifest(out_dir / str(p.video_id))) is not None
+    }
     table = Table(title=f"stage 1: frames -> {out_dir}")
     for col in ("video", "frames", "heatmap frames", "stacked images", "heatmap rule"):
         table.add_column(col)
@@ -143,10 +202,11 @@ def frames(
         rule = m.heatmap_rule.detail if m.heatmap_rule.applied else "-"
         table.add_row(str(vid), str(m.video.frames), str(m.heatmap.frames), str(len(m.frames)), rule)
     console.print(table)
-    for p in problems:
-        console.print(f"[yellow]problem:[/yellow] {p.path}: {p.problem}", soft_wrap=True)
-    console.print(f"{len(manifests)} videos done, {len(problems)} problems")
-    raise typer.Exit(2 if not manifests else 1 if problems else 0)
+    lines = [f"{p.path}: {p.problem}" for p in problems] + [f.error for f in report.failed]
+    for line in lines:
+        console.print(f"[yellow]problem:[/yellow] {line}", soft_wrap=True)
+    console.print(f"{len(manifests)} videos done, {len(lines)} problems")
+    raise typer.Exit(2 if not manifests else 1 if lines else 0)
 
 
 @app.command()
@@ -209,72 +269,62 @@ def _run(coro: Any) -> Any:
 
 @app.command()
 def caption(
+    ctx: typer.Context,
     frames_dir: Path = typer.Argument(..., help="output of `coool frames` (<id>/manifest.json)"),
     out_dir: Path = typer.Argument(..., help="captions folder: <id>.csv, <id>.raw.jsonl"),
     prompts: Path | None = typer.Option(None, help="folder of prompt files overriding the built-in ones"),
 ) -> None:
     """Stage 2: caption every k-th stacked frame (role: captioner)."""
-    from coool.batch import report, run_batch
     from coool.captions import caption_unit
-    from coool.llm import ChatClient
     from coool.params import CaptionParams
     from coool.prompts import load_prompt
-    from coool.settings import load_settings
+    from coool.terminal import report
 
-    settings = load_settings()
+    settings = _settings(ctx)
     videos = _ids_in(frames_dir, "*/manifest.json")
     if not videos:
         _fail(f"{frames_dir}: no <id>/manifest.json (run `coool frames` first)")
     prompt, params = load_prompt("caption", prompts), CaptionParams()
-
-    async def go() -> int:
-        async with ChatClient("captioner", settings.captioner, media_root=settings.data_root or frames_dir) as client:
-            result = await run_batch(
-                "caption", videos,
-                lambda v: caption_unit(client, v, frames_dir / str(v), out_dir, prompt, params),
-                concurrency=settings.video_concurrency,
-            )
-        return report("caption", result)
-
-    raise typer.Exit(_run(go()))
+    result = _one_stage(
+        settings, "caption", "captioner",
+        lambda client, v: caption_unit(client, v, frames_dir / str(v), out_dir, prompt, params), videos,
+        media_root=settings.data_root or frames_dir,
+    )
+    raise typer.Exit(report("caption", result))
 
 
 @app.command()
 def detect(
+    ctx: typer.Context,
     captions_dir: Path = typer.Argument(..., help="output of `coool caption`"),
     output: Path = typer.Argument(..., help="CSV video,frame"),
     work: Path | None = typer.Option(None, help="per-video votes (default: <output dir>/detect)"),
     prompts: Path | None = typer.Option(None),
 ) -> None:
     """Stage 3: the frame where each video's incident begins (role: detector)."""
-    from coool.batch import report, run_batch
     from coool.detect import detect_unit, write_detections
-    from coool.llm import ChatClient
+    from coool.files import read_json
     from coool.params import DetectParams
     from coool.prompts import load_prompt
-    from coool.settings import load_settings
+    from coool.terminal import report
 
-    settings = load_settings()
+    settings = _settings(ctx)
     videos = _ids_in(captions_dir, "*.csv")
     if not videos:
         _fail(f"{captions_dir}: no <id>.csv caption tables")
-    work = work or output.parent / "detect"
+    out = work or output.parent / "detect"
     prompt = load_prompt("detect", prompts)
-
-    async def go() -> int:
-        async with ChatClient("detector", settings.detector) as client:
-            result = await run_batch(
-                "detect", videos,
-                lambda v: detect_unit(client, v, captions_dir / f"{v}.csv", work, prompt, DetectParams()),
-                concurrency=settings.video_concurrency,
-            )
-        write_detections({v: int(o["frame"]) for v, o in result.outcomes.items()}, output)
-        return report("detect", result)
-
-    raise typer.Exit(_run(go()))
+    result = _one_stage(
+        settings, "detect", "detector",
+        lambda client, v: detect_unit(client, v, captions_dir / f"{v}.csv", out, prompt, DetectParams()), videos,
+    )
+    failed = {f.video for f in result.failed}
+    write_detections({v: int(read_json(out / f"{v}.json")["frame"]) for v in videos if v not in failed}, output)
+    raise typer.Exit(report("detect", result))
 
 
 def _describe_rows(
+    settings: Settings,
     config_name: str,
     videos: list[int],
     frames_dir: Path,
@@ -283,14 +333,11 @@ def _describe_rows(
     work: Path,
     prompts: Path | None,
 ) -> tuple[dict[int, dict[str, Any]], int]:
-    from coool.batch import report, run_batch
     from coool.describe import DescribePromptSet, describe_unit, load_description_row
     from coool.detect import read_detections
-    from coool.llm import ChatClient
     from coool.params import load_describe_configs
-    from coool.settings import load_settings
+    from coool.terminal import report
 
-    settings = load_settings()
     configs = load_describe_configs()
     if config_name not in configs:
         _fail(f"unknown describe configuration {config_name!r}; known: {', '.join(configs)}")
@@ -302,27 +349,22 @@ def _describe_rows(
     if config.window == "caption-trigger" and not captions_dir:
         _fail(f"{config_name} uses the caption-trigger window: give --captions (output of `coool caption`)")
 
-    async def go() -> int:
-        role = settings.role(config.role)
-        async with ChatClient(config.role, role, media_root=settings.data_root or frames_dir) as client:
-            result = await run_batch(
-                f"describe {config_name}", videos,
-                lambda v: describe_unit(
-                    client, v, config, prompt_set, frames_dir / str(v), work,
-                    captions_path=captions_dir / f"{v}.csv" if captions_dir else None,
-                    detected_frame=frames_by_video.get(v),
-                ),
-                concurrency=settings.video_concurrency,
-            )
-        return report(f"describe {config_name}", result)
-
-    code = _run(go())
+    result = _one_stage(
+        settings, f"describe {config_name}", config.role,
+        lambda client, v: describe_unit(
+            client, v, config, prompt_set, frames_dir / str(v), work,
+            captions_path=captions_dir / f"{v}.csv" if captions_dir else None, detected_frame=frames_by_video.get(v),
+        ),
+        videos, media_root=settings.data_root or frames_dir,
+    )
+    code = report(f"describe {config_name}", result)
     rows = {v: load_description_row(work / f"{v}.json") for v in videos if (work / f"{v}.json").exists()}
     return rows, code
 
 
 @app.command()
 def describe(
+    ctx: typer.Context,
     config: str = typer.Option(..., "--config", help="exp001, exp002, exp004, exp005, v3, v3-prompt2, v4, v5 ..."),
     frames_dir: Path = typer.Option(..., "--frames", help="output of `coool frames`"),
     output: Path = typer.Option(..., "-o", "--output", help="submission CSV"),
@@ -338,7 +380,7 @@ def describe(
     if not videos:
         _fail(f"{frames_dir}: no <id>/manifest.json (run `coool frames` first)")
     work = work or output.parent / "describe" / config
-    rows, code = _describe_rows(config, videos, frames_dir, captions_dir, detections, work, prompts)
+    rows, code = _describe_rows(_settings(ctx), config, videos, frames_dir, captions_dir, detections, work, prompts)
     write_submission([rows.get(v) or S.fallback_row(v) for v in videos], output, expected_videos=videos)
     typer.echo(f"{output}: {len(videos)} rows ({len(videos) - len(rows)} fallback)")
     raise typer.Exit(code)
@@ -346,6 +388,7 @@ def describe(
 
 @app.command("count-pass")
 def count_pass(
+    ctx: typer.Context,
     submission: Path,
     frames_dir: Path = typer.Option(..., "--frames"),
     detections: Path = typer.Option(..., "--detections"),
@@ -357,7 +400,7 @@ def count_pass(
     prompts: Path | None = typer.Option(None),
 ) -> None:
     """The count sanity pass: re-describe rows with implausible counts, then clip."""
-    from coool.countpass import apply_count_pass, videos_needing_count_pass
+    from coool.count_pass import apply_count_pass, videos_needing_count_pass
     from coool.submission import SubmissionError, load_submission, write_submission
 
     try:
@@ -366,7 +409,9 @@ def count_pass(
         _fail(str(exc), 1)
     videos = videos_needing_count_pass(frame, threshold)
     work = work or output.parent / "describe" / config
-    rows, code = _describe_rows(config, videos, frames_dir, None, detections, work, prompts) if videos else ({}, 0)
+    rows, code = (
+        _describe_rows(_settings(ctx), config, videos, frames_dir, None, detections, work, prompts) if videos else ({}, 0)
+    )
     write_submission(apply_count_pass(frame, rows, threshold, clip), output, strict=False)
     typer.echo(f"{output}: {len(videos)} row(s) re-described ({', '.join(map(str, videos)) or 'none'})")
     raise typer.Exit(code)
@@ -374,6 +419,7 @@ def count_pass(
 
 @app.command()
 def ensemble(
+    ctx: typer.Context,
     inputs: list[Path] = typer.Argument(..., help="the submissions to ensemble"),
     base: Path = typer.Option(..., "--base", help="submission whose other columns are kept"),
     output: Path = typer.Option(..., "-o", "--output"),
@@ -381,15 +427,14 @@ def ensemble(
     prompts: Path | None = typer.Option(None),
 ) -> None:
     """Stage 5: one caption, reason and start frame per video from several submissions (role: ensembler)."""
-    from coool.batch import report, run_batch
     from coool.ensemble import ensemble_unit
-    from coool.llm import ChatClient
+    from coool.files import read_json
     from coool.params import EnsembleParams
     from coool.prompts import load_prompt
-    from coool.settings import load_settings
     from coool.submission import SubmissionError, load_submission, write_submission
+    from coool.terminal import report
 
-    settings = load_settings()
+    settings = _settings(ctx)
     # Inputs are named by file stem; when stems collide (two folders' submission.csv)
     # by path, or one input would silently replace the other.
     stems = [p.stem for p in inputs]
@@ -399,20 +444,16 @@ def ensemble(
         frames = {name: load_submission(p) for name, p in zip(names, inputs)}
     except SubmissionError as exc:
         _fail(str(exc), 1)
-    work = work or output.parent / "ensemble"
+    out = work or output.parent / "ensemble"
     prompt = load_prompt("ensemble", prompts)
     base_rows = {int(r[S.VIDEO]): r for r in base_frame.to_dict("records")}
-
-    async def go() -> tuple[int, dict[int, dict[str, Any]]]:
-        async with ChatClient("ensembler", settings.ensembler) as client:
-            result = await run_batch(
-                "ensemble", sorted(base_rows),
-                lambda v: ensemble_unit(client, v, base_rows[v], frames, work, prompt, EnsembleParams()),
-                concurrency=settings.video_concurrency,
-            )
-        return report("ensemble", result), {v: o["row"] for v, o in result.outcomes.items()}
-
-    code, rows = _run(go())
+    result = _one_stage(
+        settings, "ensemble", "ensembler",
+        lambda client, v: ensemble_unit(client, v, base_rows[v], frames, out, prompt, EnsembleParams()), sorted(base_rows),
+    )
+    code = report("ensemble", result)
+    failed = {f.video for f in result.failed}
+    rows = {v: read_json(out / f"{v}.json")["row"] for v in base_rows if v not in failed}
     write_submission([rows.get(v, base_rows[v]) for v in sorted(base_rows)], output, strict=False)
     typer.echo(f"{output}: {len(base_rows)} rows ({len(base_rows) - len(rows)} kept from the base)")
     raise typer.Exit(code)
@@ -423,17 +464,17 @@ def ensemble(
 
 @app.command()
 def run(
+    ctx: typer.Context,
     data: Path = typer.Option(..., "--data", help="folder with videos/ and heatmaps/"),
-    recipe: str = typer.Option("second-place", help="recipe name (deployments/recipes) or YAML path"),
+    recipe: str = typer.Option("second-place", help="recipe name (coool/recipes) or YAML path"),
     results: Path | None = typer.Option(None, help="results folder (default: settings results_dir)"),
     concurrent: bool = typer.Option(False, help="all role servers up at once: no stage barriers"),
     prefect: bool = typer.Option(True, help="run as Prefect flows (--no-prefect: plain asyncio)"),
 ) -> None:
     """The whole recipe, from videos to submission.csv; rerun to resume."""
-    from coool.pipeline import Pipeline, run_plain
     from coool.recipe import RecipeError, load_recipe
+    from coool.run import Run, run_plain
     from coool.servers import ServerUnavailable
-    from coool.settings import load_settings
 
     try:
         loaded = load_recipe(recipe)
@@ -443,17 +484,19 @@ def run(
         if prefect:
             from flows.pipeline import pipeline_flow
 
+            settings_file = ctx.find_root().obj
             outcome = asyncio.run(
                 pipeline_flow(
-                    data_root=str(data), recipe=recipe, results_dir=str(results) if results else None, concurrent=concurrent
+                    data_root=str(data), recipe=recipe, results_dir=str(results) if results else None, concurrent=concurrent,
+                    settings_file=str(settings_file) if settings_file else None,
                 )
             )
         else:
-            settings = load_settings(**({"results_dir": results} if results else {}))
+            settings = _settings(ctx, **({"results_dir": results} if results else {}))
             if settings.data_root is None:  # as the flow does: file:// images may come from under it
                 settings.data_root = data.resolve()
             outcome = asyncio.run(
-                run_plain(Pipeline(settings, loaded), data / "videos", data / "heatmaps", concurrent=concurrent)
+                run_plain(Run(settings, loaded), data / "videos", data / "heatmaps", concurrent=concurrent)
             )
     except (ServerUnavailable, ValueError) as exc:
         # Inputs that can't be used at all (no videos) or a model server that is not
@@ -508,6 +551,30 @@ def studio(
         _fail(str(exc))
 
 
+# -- coool prompts ... (the authors' prompts from a user's own checkout; coool/prompt_import.py) --
+
+prompts_app = typer.Typer(help="Prompt folders for a recipe's prompts_dir:.", no_args_is_help=True)
+app.add_typer(prompts_app, name="prompts")
+
+
+@prompts_app.command("import")
+def prompts_import(
+    checkout: Path = typer.Argument(..., help="your checkout of the original 2nd-place repository"),
+    out_dir: Path = typer.Option(..., "-o", "--out", help="folder to write the prompts to (a recipe's prompts_dir:)"),
+) -> None:
+    """Write the authors' own prompts, read from their Python files, as a prompts folder."""
+    from coool.prompt_import import PromptImportError, import_prompts
+
+    try:
+        written = import_prompts(checkout, out_dir)
+    except (PromptImportError, OSError) as exc:
+        _fail(str(exc))
+    for path in written:
+        typer.echo(str(path))
+    typer.echo(f"{out_dir}: {len(written)} prompt files; name it as prompts_dir: in a recipe")
+
+
+
 
 # == model servers: `coool server start|stop ROLE` (a typer sub-app) ======================================
 
@@ -526,13 +593,12 @@ def _known_role(role: str) -> str:
 
 
 @server_app.command("start")
-def server_start(role: str = typer.Argument(..., help=ROLE_HELP)) -> None:
+def server_start(ctx: typer.Context, role: str = typer.Argument(..., help=ROLE_HELP)) -> None:
     """Start ROLE's model server in docker (the role's image) and wait for /health; a healthy one is kept."""
     from coool.servers import ServerManager, ServerUnavailable
-    from coool.settings import load_settings
 
     role = _known_role(role)
-    settings = load_settings()
+    settings = _settings(ctx)
     role_settings = settings.role(role)
     role_settings.server.backend = "docker"
     try:

@@ -19,7 +19,7 @@ import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -40,11 +40,15 @@ from coool.parsing import (
     parse_json_lenient,
 )
 from coool.prompts import Prompt, load_prompt, load_snippet
-from coool.stage import StageError, sample_record
+from coool.stage import Stage, StageError, sample_record
 from coool.submission import is_english
 from coool.voting import consistent, empty_fields, vote_original, vote_samples
 from coool.windows import caption_trigger_window, detected_frame_window, window_index_to_frame
 from coool.workspace import cached_output
+
+if TYPE_CHECKING:
+    from coool.recipe import Recipe
+    from coool.run import Run
 
 PASS_FIELDS: dict[str, tuple[str, ...]] = {
     "counts": S.ANSWER_FIELDS[:9],
@@ -127,7 +131,7 @@ def select_window(
     if config.window == "caption-trigger":
         if captions is None or captions.empty:
             raise ValueError(f"{config.name}: the caption-trigger window needs the video's caption table")
-        return caption_trigger_window(captions, config.pre, config.post)
+        return caption_trigger_window(captions, config.pre, config.post, lenient=config.lenient_trigger)
     if detected_frame is None:
         raise ValueError(f"{config.name}: the detected-frame window needs the stage-3 frame")
     return detected_frame_window(detected_frame, 1, frame_count, config.pre, config.post, config.step)
@@ -495,6 +499,7 @@ async def describe_unit(
     *,
     captions_path: Path | None = None,
     detected_frame: int | None = None,
+    key: str | None = None,
 ) -> dict[str, Any]:
     """Stage 4 for one (video, configuration), resumable.
 
@@ -506,12 +511,12 @@ async def describe_unit(
     manifest = load_manifest(frames_dir)
     if manifest is None:
         raise StageError(f"video {video}: no frames manifest in {frames_dir} (run stage 1 first)")
-    captions = load_captions(captions_path) if captions_path is not None and Path(captions_path).exists() else None
+    captions = load_captions(captions_path, coerce=False) if captions_path is not None and Path(captions_path).exists() else None
     try:
         window = select_window(config, frame_count=manifest.video.frames, captions=captions, detected_frame=detected_frame)
     except ValueError as exc:
         raise StageError(f"video {video}: {exc}") from exc
-    key = describe_key(manifest.video_sha256, window, config, prompts, client.identity)
+    key = key or describe_key(manifest.video_sha256, window, config, prompts, client.identity)  # a run passes its stage key
     path = Path(out_dir) / f"{video}.json"
     if (done := cached_output(path, key)) is not None:
         return {"video": video, "frame": done["frame"], "window": done["window"], "cached": True}
@@ -526,3 +531,74 @@ async def describe_unit(
 def load_description_row(path: Path) -> dict[str, Any]:
     """The final row saved by ``describe_unit``."""
     return dict(read_json(path)["row"])
+
+
+class DescribeStage:
+    """Stage 4 as a stage kind: one stage per describe configuration of the recipe."""
+
+    kind = "describe"
+
+    def plan(self, recipe: Recipe) -> list[Stage]:
+        out = []
+        for name in recipe.describe:
+            config = recipe.configs[name]
+            deps = ("caption",) if config.window == "caption-trigger" else ("caption", "detect")
+            out.append(Stage(f"describe:{name}", self.kind, config.role, deps, config=name))
+        return out
+
+    def prompts(self, recipe: Recipe, stage: Stage) -> DescribePromptSet:
+        assert stage.config is not None
+        return DescribePromptSet.load(recipe.configs[stage.config], recipe.prompts_dir)
+
+    def key(self, run: Run, stage: Stage, video: int) -> str | None:
+        assert stage.config is not None
+        manifest = load_manifest(run.ws.frames_dir(video))
+        if manifest is None:
+            return None
+        config = run.recipe.configs[stage.config]
+        captions_path = run.ws.captions_path(video)
+        captions = load_captions(captions_path, coerce=False) if captions_path.exists() else None
+        try:
+            window = select_window(
+                config, frame_count=manifest.video.frames, captions=captions, detected_frame=run.detected_frame(video)
+            )
+        except ValueError:
+            return None
+        return describe_key(manifest.video_sha256, window, config, run.prompt(stage), run.identity(stage))
+
+    def output(self, run: Run, stage: Stage, video: int) -> Path:
+        assert stage.config is not None
+        return run.ws.describe_path(stage.config, video)
+
+    def done(self, run: Run, stage: Stage, video: int) -> bool:
+        return self.output(run, stage, video).exists()
+
+    async def run(self, run: Run, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
+        assert stage.config is not None
+        run.manifest(video)  # a clear error when stage 1 did not give the video frames
+        return await describe_unit(
+            run.client(stage.role), video, run.recipe.configs[stage.config], run.prompt(stage), run.ws.frames_dir(video),
+            run.ws.describe_dir(stage.config), captions_path=run.ws.captions_path(video),
+            detected_frame=run.detected_frame(video), key=key,
+        )
+
+
+class DescribeSubmission:
+    """Each describe configuration of a recipe is a submission of its own."""
+
+    def names(self, recipe: Recipe) -> list[str]:
+        return list(recipe.describe)
+
+    def sources(self, recipe: Recipe, name: str) -> list[str]:
+        return []
+
+    def row(self, run: Run, name: str, video: int) -> dict[str, Any] | None:
+        path = run.ws.describe_path(name, video)
+        return load_description_row(path) if path.exists() else None
+
+    def path(self, run: Run, name: str) -> Path:
+        return run.ws.describe_submission(name)
+
+
+DESCRIBE = DescribeStage()
+DESCRIBED = DescribeSubmission()

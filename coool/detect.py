@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from coool import schema as S
 from coool.captions import load_captions
-from coool.files import atomic_write_json, atomic_write_text, combined_hash, file_sha256, read_json, text_sha256
-from coool.llm import ChatClient, user_message
+from coool.files import atomic_write_json, atomic_write_text, combined_hash, file_sha256, text_sha256
+from coool.frames import load_manifest
+from coool.llm import ChatClient, Sample, user_message
 from coool.params import DetectParams
 from coool.parsing import parse_json_strict
-from coool.prompts import Prompt
-from coool.stage import StageError, sample_record
+from coool.prompts import Prompt, stage_prompt
+from coool.stage import Stage, StageError, sample_record
 from coool.voting import decide_incident_frame
 from coool.workspace import cached_output
+
+if TYPE_CHECKING:
+    from coool.recipe import Recipe
+    from coool.run import Run
 
 # The table the detector reads: every caption field, not the image path.
 MARKDOWN_COLUMNS: tuple[str, ...] = ("frame", *S.CAPTION_FIELDS)
@@ -36,13 +42,36 @@ def caption_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def parse_frame(content: str) -> int | None:
-    """The spec's strict parse: a JSON object whose ``frame`` is an integer."""
+# The original's caption CSV columns, in its order: frame, the image path, then the fields.
+ORIGINAL_COLUMNS: tuple[str, ...] = (
+    "frame", "path", S.SCENE, S.HAZARD_CLUES, S.GAZE, S.CAP_DETECTION, S.CAP_SEVERITY, S.CAP_EGO, S.CAP_LABEL,
+    *S.CAPTION_COUNT_FIELDS,
+)
+
+
+def original_markdown(table: pd.DataFrame) -> str:
+    """The caption table as the original showed it: pandas' markdown of its caption CSV read back with
+    ``pd.read_csv`` (so blanks are NaN and numbers typed as pandas types them).
+
+    The table goes through CSV text as the saved file does; its ``image`` column is the original's ``path``.
+    """
+    reread = pd.read_csv(io.StringIO(table.to_csv(index=False))).rename(columns={"image": "path"})
+    return reread[[c for c in ORIGINAL_COLUMNS if c in reread.columns]].to_markdown(index=False)
+
+
+def parse_frame(content: str, *, original: bool = False) -> int | None:
+    """The spec's strict parse: a JSON object whose ``frame`` is an integer.
+
+    ``original``: as the original reads it, where ``true``/``false`` are
+    integers too (Python's bool is an int): they vote as 1 and 0.
+    """
     obj = parse_json_strict(content)
     if obj is None:
         return None
     value = obj.get("frame")
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool):
+        return int(value) if original else None
+    if not isinstance(value, int):
         return None
     return value
 
@@ -53,6 +82,7 @@ class DetectResult:
     frame: int
     votes: list[int] = field(default_factory=list)
     attempts: int = 0
+    requests: int = 0  # sent (a batched request counts once)
     samples: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -62,9 +92,32 @@ class DetectResult:
             "frame": self.frame,
             "votes": self.votes,
             "attempts": self.attempts,
+            "requests": self.requests,
             "notes": self.notes,
             "samples": self.samples,
         }
+
+
+async def _samples(client: ChatClient, messages: list[dict[str, Any]], prompt: Prompt, params: DetectParams) -> list[Sample]:
+    """``params.samples`` answers: one request per sample as the original, or one request (``batched_samples``)."""
+    sampling: dict[str, Any] = {
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "max_tokens": params.max_tokens,
+        "top_k": params.top_k,
+        "repetition_penalty": params.repetition_penalty,
+        "response_format": client.response_format(prompt.title, prompt.schema or {}) if params.json_schema else None,
+    }
+    if params.batched_samples:
+        return await client.complete(messages, n=params.samples, **sampling)
+    # Every request settles before a failure is raised: none is left running unaccounted.
+    batches = await asyncio.gather(
+        *(client.complete(messages, n=1, **sampling) for _ in range(params.samples)), return_exceptions=True
+    )
+    for batch in batches:
+        if isinstance(batch, BaseException):
+            raise batch
+    return [sample for batch in batches if not isinstance(batch, BaseException) for sample in batch]
 
 
 async def detect_video(
@@ -79,10 +132,12 @@ async def detect_video(
 ) -> DetectResult:
     """Majority / upper-median / frame-1 decision over ``params.samples`` answers.
 
-    When no sample parses, the whole video is asked again (up to
-    ``video_attempts`` times, ``retry_delay_s`` apart). Improvement over the
-    original: a decided frame outside the video is clamped into it (noted),
-    and a video with no caption rows gets frame 1 without a request.
+    The prompt shows ``table`` as the original did (``original_markdown``),
+    or coool's compact rendering with ``compact_table``. When no sample
+    parses, the whole video is asked again (up to ``video_attempts`` times, ``retry_delay_s`` apart).
+    Guards where the original would write a frame outside the video or crash:
+    a decided frame outside the video is clamped into it (noted), and a
+    video with no caption rows gets frame 1 without a request.
     """
     result = DetectResult(video=video, frame=1)
     if table.empty:
@@ -91,19 +146,13 @@ async def detect_video(
     messages: list[dict[str, Any]] = []
     if prompt.system:
         messages.append({"role": "system", "content": prompt.system})
-    messages.append(user_message(prompt.render(table=caption_markdown(table))))
+    markdown = caption_markdown(table) if params.compact_table else original_markdown(table)
+    messages.append(user_message(prompt.render(table=markdown)))
     for attempt in range(1, params.video_attempts + 1):
         result.attempts = attempt
-        samples = await client.complete(
-            messages,
-            n=params.samples,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            max_tokens=params.max_tokens,
-            response_format=client.response_format(prompt.title, prompt.schema or {}),
-        )
-        for sample in samples:
-            frame = parse_frame(sample.content)
+        result.requests += 1 if params.batched_samples else params.samples
+        for sample in await _samples(client, messages, prompt, params):
+            frame = parse_frame(sample.content, original=not params.json_schema)
             result.samples.append(sample_record(sample, attempt=attempt, frame=frame))
             if frame is not None:
                 result.votes.append(frame)
@@ -123,10 +172,6 @@ async def detect_video(
         decided = last_frame
     result.frame = decided
     return result
-
-
-def load_detection(path: Path) -> int:
-    return int(read_json(path)["frame"])
 
 
 def write_detections(frames: dict[int, int], path: Path) -> Path:
@@ -165,15 +210,54 @@ async def detect_unit(
     params: DetectParams = DetectParams(),
     *,
     last_frame: int | None = None,
+    key: str | None = None,
 ) -> dict[str, Any]:
     """Stage 3 for one video, resumable (skipped when ``<out>/<video>.json`` has the same key)."""
     if not Path(captions_path).exists():
         raise StageError(f"video {video}: no caption table at {captions_path} (run stage 2 first)")
-    key = detect_key(captions_path, params, prompt, client.identity)
+    key = key or detect_key(captions_path, params, prompt, client.identity)  # a run passes its stage key
     path = Path(out_dir) / f"{video}.json"
     if (done := cached_output(path, key)) is not None:
         return {"video": video, "frame": done["frame"], "cached": True}
-    result = await detect_video(client, video, load_captions(captions_path), prompt, params, last_frame=last_frame)
+    # The original reads its caption CSV as text (pandas types it again for the markdown).
+    table = load_captions(captions_path, coerce=params.compact_table)
+    result = await detect_video(client, video, table, prompt, params, last_frame=last_frame)
     atomic_write_json(path, {"key": key, "model": client.model, **result.as_dict()})
     reasks = result.attempts - 1 if result.attempts > 1 else 0
     return {"video": video, "frame": result.frame, "cached": False, "notes": result.notes, "reasks": reasks}
+
+
+class DetectStage:
+    """Stage 3 as a stage kind: run when a describe configuration or the count pass needs the frame."""
+
+    kind = "detect"
+
+    def plan(self, recipe: Recipe) -> list[Stage]:
+        configs = recipe.configs
+        used = any(configs[c].window == "detected-frame" for c in recipe.describe) or recipe.count_pass is not None
+        return [Stage("detect", self.kind, "detector", ("caption",))] if used else []
+
+    def prompts(self, recipe: Recipe, stage: Stage) -> Prompt:
+        return stage_prompt(recipe.detect, recipe.prompts_dir)
+
+    def key(self, run: Run, stage: Stage, video: int) -> str | None:
+        captions = run.ws.captions_path(video)
+        if load_manifest(run.ws.frames_dir(video)) is None or not captions.exists():
+            return None
+        return detect_key(captions, run.recipe.detect, run.prompt(stage), run.identity(stage))
+
+    def output(self, run: Run, stage: Stage, video: int) -> Path:
+        return run.ws.detect_path(video)
+
+    def done(self, run: Run, stage: Stage, video: int) -> bool:
+        return self.output(run, stage, video).exists()
+
+    async def run(self, run: Run, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
+        manifest = run.manifest(video)
+        return await detect_unit(
+            run.client(stage.role), video, run.ws.captions_path(video), run.ws.detect_dir, run.prompt(stage),
+            run.recipe.detect, last_frame=manifest.video.frames, key=key,
+        )
+
+
+DETECT = DetectStage()

@@ -25,7 +25,6 @@ import base64
 import itertools
 import logging
 import mimetypes
-import weakref
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -211,20 +210,11 @@ def split_n(n: int, max_n: int) -> list[int]:
     return sizes
 
 
-# One in-flight bound per (event loop, URL, limit), shared by every client of the loop:
+# One in-flight bound per (URL, limit), shared by the clients given the same ``url_limits``:
 # the pipeline flow runs several stage flows at once (eight describe configurations),
-# each with its own client, and the bound is per server, not per client.
-_URL_LIMITS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], asyncio.Semaphore]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _url_limit(url: str, limit: int) -> asyncio.Semaphore:
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # made outside a loop: a bound of its own
-        return asyncio.Semaphore(limit)
-    return _URL_LIMITS.setdefault(loop, {}).setdefault((url, limit), asyncio.Semaphore(limit))
+# each with its own client, and the bound is per server, not per client. A run owns
+# its table (coool.run.Run.open_clients); nothing is kept between runs.
+UrlLimits = dict[tuple[str, int], asyncio.Semaphore]
 
 
 class ChatClient:
@@ -235,7 +225,9 @@ class ChatClient:
     must not be cached on it.
     """
 
-    def __init__(self, role: str, settings: RoleSettings, *, media_root: str | Path | None = None) -> None:
+    def __init__(
+        self, role: str, settings: RoleSettings, *, media_root: str | Path | None = None, url_limits: UrlLimits | None = None
+    ) -> None:
         self.role = role
         self.settings = settings
         self.media_root = Path(media_root) if media_root else None
@@ -251,7 +243,11 @@ class ChatClient:
             )
             for url in settings.urls
         ]
-        self._limits = [_url_limit(url, settings.max_concurrency) for url in settings.urls]
+        limits = url_limits if url_limits is not None else {}
+        self._limits = [
+            limits.setdefault((url, settings.max_concurrency), asyncio.Semaphore(settings.max_concurrency))
+            for url in settings.urls
+        ]
         self._in_flight = [0 for _ in settings.urls]
         self._turn = itertools.count()
 
@@ -313,6 +309,8 @@ class ChatClient:
         min_p: float | None = None,
         repetition_penalty: float | None = None,
         chat_template_kwargs: dict[str, Any] | None = None,
+        presence_penalty: float | None = None,
+        frequency_penalty: float | None = None,
     ) -> list[Sample]:
         """``n`` samples for ``messages``; raises ModelRequestError when it can't."""
         extra: dict[str, Any] = {}
@@ -330,6 +328,8 @@ class ChatClient:
             ("top_p", top_p),
             ("max_tokens", max_tokens),
             ("response_format", response_format),
+            ("presence_penalty", presence_penalty),
+            ("frequency_penalty", frequency_penalty),
         ):
             if value is not None:
                 base[key] = value

@@ -1,6 +1,6 @@
 """Stage parameters: the spec's values as defaults, every one overridable.
 
-Recipes (deployments/recipes/*.yaml) and the CLI build these models; the
+Recipes (coool/recipes/*.yaml) and the CLI build these models; the
 stage functions take them. Each model's JSON form is part of the cache key
 of the work it parameterises.
 """
@@ -29,6 +29,24 @@ class CaptionParams(_Strict):
     max_tokens: int = 8192
     thinking: bool = True
     prompt: str = "caption"
+    # -- coool's improvements (coool/improvements.py), off in second-place --
+    json_schema: bool = switch(
+        "caption requests carry the caption JSON schema as response_format (json_object where the server "
+        "enforces no schemas); the original sends no response format",
+        "every answer parses and every field holds an allowed value, so no frame is lost to a malformed answer",
+    )
+    plus_prompts: bool = switch(
+        "coool's caption prompt (coool/prompts/plus/caption.md): counts of the participants of a collision or "
+        "hazard only, digits, a gaze of 'none' when the marks overlap nothing",
+        "the detector and the caption-trigger window read counts of involved participants, as the submission "
+        "counts them, instead of everything visible",
+    )
+    clean_captions: bool = switch(
+        "caption answers parsed leniently (code fences, first balanced object, curly quotes) and coerced before "
+        "they are stored (counts >= 0, detection in -1/0/1, canonical severity and label); the original keeps "
+        "the values as the model wrote them and drops only answers whose JSON does not load",
+        "the detector and the windows read clean numbers and canonical strings",
+    )
 
 
 class DetectParams(_Strict):
@@ -38,7 +56,29 @@ class DetectParams(_Strict):
     max_tokens: int = 512
     video_attempts: int = Field(30, ge=1, description="whole-video retries when no sample parses")
     retry_delay_s: float = Field(3.0, ge=0)
+    top_k: int = 0  # the original's command-line default (0: off)
+    repetition_penalty: float = 1.0
     prompt: str = "detect"
+    # -- coool's improvements (coool/improvements.py), off in second-place --
+    json_schema: bool = switch(
+        "detection requests carry the {\"frame\": integer} JSON schema as response_format; the original sends none",
+        "every sample parses, so no sample is lost and whole-video retries are rare",
+    )
+    plus_prompts: bool = switch(
+        "coool's detector prompt (coool/prompts/plus/detect.md): single frames can be wrong, the start is where the "
+        "event is under way rather than the impact, -1 when nothing happens",
+        "fewer answers that pick an isolated misread frame or the frame of impact",
+    )
+    batched_samples: bool = switch(
+        "the samples asked in one request with n = samples (split by the role's max_n); the original sends one "
+        "request per sample",
+        "the server shares the prompt's prefill between samples: 12 times less prompt processing",
+    )
+    compact_table: bool = switch(
+        "the caption table shown to the detector without the image path column, cells escaped, no padding; the "
+        "original shows pandas' markdown rendering of its caption CSV, path included",
+        "fewer prompt tokens, and the path (a file name) says nothing about the scene",
+    )
 
 
 class DescribePrompts(_Strict):
@@ -128,6 +168,15 @@ class DescribeConfig(_Strict):
         "a model's line breaks or invisible characters do not reach the submission's one-sentence fields",
     )
 
+    # -- caption-trigger window switch (owned with coool/windows.py; kept apart for merges) --
+    lenient_trigger: bool = switch(
+        "caption-trigger window: a missing or non-numeric Incident_Detection reads 0 (and so triggers), numbers "
+        "are read as answers are (leading integer, floats rounded, negative counts 0), and a Hazard_Clues of "
+        "'none.' or '\"n/a\"' is no clue (punctuation stripped); the original never triggers on a missing or "
+        "non-numeric detection, truncates numbers, and treats only ''/none/null/na/n/a/node as no clue",
+        "a row the captioner left half-filled still counts, and 'None.' is not mistaken for a clue",
+    )
+
     @model_validator(mode="after")
     def _known_role(self) -> DescribeConfig:
         if self.role not in ROLES:
@@ -153,7 +202,32 @@ class EnsembleParams(_Strict):
     max_tokens: int = 4096
     seed: int = 42
     english_retries: int = Field(1, ge=0, description="re-asks when a text has non-ASCII characters")
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     prompt: str = "ensemble"
+    # -- coool's improvements (coool/improvements.py), off in second-place --
+    json_schema: bool = switch(
+        "ensemble requests carry a JSON schema (caption_before, reason, incident_start_frame) as response_format "
+        "and the answer is read as JSON; the original asks for XML-like tags and sends no response format",
+        "the answer always parses",
+    )
+    plus_prompts: bool = switch(
+        "coool's ensemble prompt (coool/prompts/plus/ensemble.md): reports grouped by the event of their reason, "
+        "caption and reason rules, a JSON answer",
+        "a shorter prompt written for a JSON answer",
+    )
+    broad_normalise: bool = switch(
+        "input texts normalised more broadly: a leading number with punctuation ('1. ', '2) ') dropped and "
+        "'ego-car' rewritten in any letter case; the original drops only a number followed by a space and "
+        "rewrites 'ego-car' and 'ego-vehicle' as written",
+        "list numbering and capitalised 'Ego-car' do not reach the ensembler",
+    )
+    strict_english: bool = switch(
+        "an answer whose texts are empty, unparsable or not ASCII is asked again up to english_retries times with a "
+        "new seed each time, and the base row's texts stay if none is usable; the original asks a non-ASCII row "
+        "again once with the same request and takes that answer",
+        "the same seed tends to give the same answer, and a non-English text would reach the submission",
+    )
 
 
 def load_describe_configs(path: str | Path | None = None, extra: dict | None = None) -> dict[str, DescribeConfig]:

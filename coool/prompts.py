@@ -20,6 +20,7 @@ BUILTIN_DIR = Path(__file__).parent / "prompts"
 _LISTS: dict[str, tuple[str, ...]] = {
     "severities": S.SEVERITIES,
     "severities_unknown": S.CAPTION_SEVERITIES,
+    "collision_severities": tuple(s for s in S.SEVERITIES if s != S.NO_CRASH),
     "labels": S.LABELS,
     "hazard_labels": S.HAZARD_LABELS,
 }
@@ -113,3 +114,10 @@ def load_prompt(name: str, override_dir: str | Path | None = None, *, variant: s
 def load_snippet(name: str, override_dir: str | Path | None = None, *, variant: str | None = None) -> str:
     """A text fragment inserted into prompts (e.g. ``ignore_image_text``)."""
     return load_prompt(name, override_dir, variant=variant).text
+
+
+def stage_prompt(params: Any, override_dir: str | Path | None = None) -> Prompt:
+    """The prompt a stage's parameters name (``params.prompt``), coool's ``plus`` variant when
+    ``params.plus_prompts`` is on (CaptionParams, DetectParams, EnsembleParams)."""
+    variant = "plus" if getattr(params, "plus_prompts", False) else None
+    return load_prompt(params.prompt, override_dir, variant=variant)

@@ -1,6 +1,6 @@
 """Recipes: which stages, configurations, merges, count pass and ensemble make a run.
 
-A recipe is a YAML file (``deployments/recipes/*.yaml``), validated on
+A recipe is a YAML file (``coool/recipes/*.yaml``, package data), validated on
 load. It names submissions: every describe configuration is one, a merge
 makes one from two others, the count pass and the ensemble make one each;
 ``final`` names the one written as ``submission.csv``.
@@ -25,8 +25,10 @@ from coool.params import (
     EnsembleParams,
     load_describe_configs,
 )
+from coool.stage import Stage, SubmissionKind
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "deployments" / "recipes"
+# Shipped as package data: an installed wheel finds them without the source tree.
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 
 class RecipeError(ValueError):
@@ -114,62 +116,31 @@ class Recipe(BaseModel):
         """The describe configurations: built-in ones plus the recipe's own (loaded once)."""
         return dict(self._configs)
 
+    def submission_kind(self, name: str) -> SubmissionKind:
+        """The kind (coool.registry) that defines submission ``name``."""
+        from coool.registry import SUBMISSION_KINDS
+
+        for kind in SUBMISSION_KINDS:
+            if name in kind.names(self):
+                return kind
+        raise KeyError(name)
+
     def submissions(self) -> list[str]:
         """Every submission the recipe defines, in definition order."""
-        names = list(self.describe) + list(self.merges)
-        if self.count_pass:
-            names.append(self.count_pass.name)
-        if self.ensemble:
-            names.append(self.ensemble.name)
-        return names
+        from coool.registry import SUBMISSION_KINDS
+
+        return [n for kind in SUBMISSION_KINDS for n in kind.names(self)]
 
     def describe_sources(self, name: str) -> set[str]:
         """The describe configurations a submission is made from."""
-        if name in self.describe:
-            return {name}
-        if name in self.merges:
-            spec = self.merges[name]
-            return self.describe_sources(spec.primary) | self.describe_sources(spec.fallback)
-        if self.count_pass and name == self.count_pass.name:
-            return self.describe_sources(self.count_pass.input)
-        if self.ensemble and name == self.ensemble.name:
-            out = self.describe_sources(self.ensemble.base)
-            for i in self.ensemble.inputs:
-                out |= self.describe_sources(i)
-            return out
-        raise KeyError(name)
+        sources = self.submission_kind(name).sources(self, name)
+        return set().union(*(self.describe_sources(s) for s in sources)) if sources else {name}
 
     def stages(self) -> list[Stage]:
         """The model stages with their roles and dependencies, in a valid order."""
-        configs = self.configs
-        uses_detect = any(configs[c].window == "detected-frame" for c in self.describe) or self.count_pass is not None
-        out = [Stage("caption", "caption", "captioner", ())]
-        if uses_detect:
-            out.append(Stage("detect", "detect", "detector", ("caption",)))
-        for name in self.describe:
-            config = configs[name]
-            deps = ("caption",) if config.window == "caption-trigger" else ("caption", "detect")
-            out.append(Stage(f"describe:{name}", "describe", config.role, deps, config=name))
-        if self.count_pass:
-            deps = tuple(f"describe:{c}" for c in sorted(self.describe_sources(self.count_pass.input))) + ("detect",)
-            role = configs[self.count_pass.config].role
-            out.append(Stage("countpass", "countpass", role, deps, config=self.count_pass.config))
-        if self.ensemble:
-            names = [self.ensemble.base, *self.ensemble.inputs]
-            deps_set = {f"describe:{c}" for n in names for c in self.describe_sources(n)}
-            if self.count_pass and self.count_pass.name in names:
-                deps_set.add("countpass")
-            out.append(Stage("ensemble", "ensemble", "ensembler", tuple(sorted(deps_set))))
-        return out
+        from coool.registry import STAGE_KINDS
 
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    kind: str  # caption | detect | describe | countpass | ensemble
-    role: str
-    deps: tuple[str, ...]
-    config: str | None = None
+        return [stage for kind in STAGE_KINDS.values() for stage in kind.plan(self)]
 
 
 @dataclass
@@ -230,7 +201,7 @@ def waves(stages: list[Stage]) -> list[list[Stage]]:
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    """A recipe from a path, or from a name in ``deployments/recipes/`` (``quick``)."""
+    """A recipe from a path, or from a name in ``coool/recipes/`` (``quick``)."""
     candidate = Path(path)
     if not candidate.exists() and (RECIPES_DIR / f"{path}.yaml").exists():
         candidate = RECIPES_DIR / f"{path}.yaml"

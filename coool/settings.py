@@ -12,6 +12,7 @@ by ``COOOL_SETTINGS_FILE``, the defaults below.
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -131,6 +132,7 @@ class Settings(BaseSettings):
     data_root: Path | None = Field(None, description="folder holding videos/ and heatmaps/; file:// images must lie under it")
     image_format: Literal["png", "jpg"] = Field("png", description="stacked frame images (png lossless, jpg smaller)")
     video_concurrency: int = Field(64, ge=1, description="videos in flight at once per stage (requests are bounded per URL too)")
+    frames_concurrency: int = Field(4, ge=1, description="videos decoded at once in stage 1 (CPU work: a few threads are plenty)")
     task_retries: int = Field(2, ge=0, description="Prefect retries of a (stage, video) task after the client's own retries")
     task_retry_delay_s: float = Field(10.0, ge=0, description="delay before a task retry")
     envs_dir: Path = Field(Path("envs"), description="where `make env-...` builds the per-model vLLM envs (process backend)")
@@ -161,7 +163,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        settings_file = os.environ.get("COOOL_SETTINGS_FILE")
+        settings_file = _settings_file.get() or os.environ.get("COOOL_SETTINGS_FILE")
         if settings_file:
             path = Path(settings_file)
             if not path.is_file():
@@ -175,5 +177,14 @@ class Settings(BaseSettings):
         return getattr(self, name)
 
 
-def load_settings(**overrides: Any) -> Settings:
-    return Settings(**overrides)
+# The file of the Settings being built (load_settings), scoped to that call: no process-wide state.
+_settings_file: ContextVar[str | None] = ContextVar("settings_file", default=None)
+
+
+def load_settings(settings_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, ``settings_file`` (else COOOL_SETTINGS_FILE) and ``overrides``."""
+    token = _settings_file.set(str(settings_file) if settings_file else None)
+    try:
+        return Settings(**overrides)
+    finally:
+        _settings_file.reset(token)

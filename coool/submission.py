@@ -11,12 +11,16 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
 from coool import schema as S
 from coool.files import atomic_write_text
+
+if TYPE_CHECKING:
+    from coool.recipe import Recipe
+    from coool.run import Run
 
 
 class SubmissionError(ValueError):
@@ -319,3 +323,25 @@ def merge(primary: pd.DataFrame, fallback: pd.DataFrame) -> tuple[pd.DataFrame, 
         merged.append(chosen)
     out = pd.DataFrame(merged, columns=list(S.COLUMNS)).sort_values(S.VIDEO).reset_index(drop=True)
     return out, taken
+
+
+class MergeSubmission:
+    """A recipe's ``merges``: ``merge_row`` of two earlier submissions, per video."""
+
+    def names(self, recipe: Recipe) -> list[str]:
+        return list(recipe.merges)
+
+    def sources(self, recipe: Recipe, name: str) -> list[str]:
+        spec = recipe.merges[name]
+        return [spec.primary, spec.fallback]
+
+    def row(self, run: Run, name: str, video: int) -> dict[str, Any] | None:
+        spec = run.recipe.merges[name]
+        merged = merge_row(run.row(spec.primary, video), run.row(spec.fallback, video))
+        return dict(merged) if merged is not None else None
+
+    def path(self, run: Run, name: str) -> Path:
+        return run.ws.merge_csv(name)
+
+
+MERGED = MergeSubmission()

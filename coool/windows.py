@@ -5,6 +5,7 @@ All frame numbers are 1-based and returned in ascending order.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pandas as pd
@@ -20,20 +21,62 @@ def _check_pre_post(pre: int, post: int) -> None:
         raise ValueError(f"pre and post must be >= 0, got pre={pre}, post={post}")
 
 
-def _detection_triggers(value: object) -> bool:
-    """Whether a row's Incident_Detection is "not -1".
+# What the original reads as "no hazard clue" (stripped, lower-cased; nothing else is stripped).
+NO_CLUE: frozenset[str] = frozenset({"", "none", "null", "na", "n/a", "node"})
 
-    Choice: the value is read with ``coerce_int`` like any answer number, so
-    a blank cell (NaN) counts as 0 and triggers, as ``coerce_caption`` and
-    the saved-table loader also make it 0.
+
+def _missing(value: object) -> bool:
+    # A blank CSV cell: None, or NaN when pandas read the table with its default NA values.
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def read_cell_int(value: object) -> int | None:
+    """A caption cell as the original's caption-trigger window reads it.
+
+    ``int(float(text))`` of the stripped text (so "1.9" is 1, truncated),
+    None when the cell is blank or not a number.
     """
-    return coerce_int(value) != -1
+    if _missing(value):
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    try:
+        return int(float(text))
+    except (ValueError, OverflowError):
+        return None
 
 
-def _trigger_position(rows: pd.DataFrame) -> int:
-    """Position of the trigger row in frame-sorted rows (Stage 4, window 1)."""
+def is_no_clue(value: object) -> bool:
+    """The original's test for "no hazard clue": blank, or one of NO_CLUE once stripped and lower-cased."""
+    return _missing(value) or str(value).strip().lower() in NO_CLUE
+
+
+def _trigger_position_original(rows: pd.DataFrame) -> int:
+    """The original's trigger row: detection that is a number other than -1, else a clue, else most counts."""
     for position, value in enumerate(rows[S.CAP_DETECTION]):
-        if _detection_triggers(value):
+        detection = read_cell_int(value)
+        if detection is not None and detection != -1:
+            return position
+    for position, value in enumerate(rows[S.HAZARD_CLUES]):
+        if not is_no_clue(value):
+            return position
+    best, best_sum = 0, -1
+    for position, (_, row) in enumerate(rows.iterrows()):
+        total = sum(read_cell_int(row[field]) or 0 for field in S.CAPTION_COUNT_FIELDS)
+        if total > best_sum:  # strictly greater: the first such row
+            best, best_sum = position, total
+    return best
+
+
+def _trigger_position_lenient(rows: pd.DataFrame) -> int:
+    """coool's trigger row (switch ``lenient_trigger``): cells read as answers are (``coerce_int``).
+
+    A blank or non-numeric detection reads 0 and so triggers; a clue is
+    "none" also with punctuation around it; negative counts count 0.
+    """
+    for position, value in enumerate(rows[S.CAP_DETECTION]):
+        if coerce_int(value) != -1:
             return position
     for position, value in enumerate(rows[S.HAZARD_CLUES]):
         if has_hazard_clue(value):
@@ -45,18 +88,20 @@ def _trigger_position(rows: pd.DataFrame) -> int:
     return totals.index(max(totals))  # index() gives the first such row
 
 
-def caption_trigger_window(rows: pd.DataFrame, pre: int, post: int) -> list[int]:
+def caption_trigger_window(rows: pd.DataFrame, pre: int, post: int, *, lenient: bool = False) -> list[int]:
     """Stage 4 window 1 (caption-trigger): frame numbers of N = pre+post+1 rows.
 
-    ``rows`` is one video's Stage 2 table (sorted by frame here). Trigger: the
-    first row whose Incident_Detection is not -1; else the first row whose
-    Hazard_Clues is not empty/none/null/na/n/a; else the first row with the
-    largest sum of the four counts. Rows trigger-pre .. trigger+post; all
-    rows when the video has fewer than N; otherwise shifted to stay inside
-    the rows, keeping exactly N. Choices: counts are read with
-    ``coerce_int`` (NaN -> 0); see ``_detection_triggers`` for missing
-    detections. Raises ValueError for an empty table, missing columns or a
-    negative pre/post.
+    ``rows`` is one video's Stage 2 table (sorted by frame here), best as
+    saved (``load_captions(path, coerce=False)``): the original reads the
+    cells as text. Trigger: the first row whose Incident_Detection is a
+    number other than -1 (a blank or non-numeric one never triggers); else
+    the first row whose Hazard_Clues is not blank/none/null/na/n/a/node
+    (stripped, lower-cased); else the first row with the largest sum of the
+    four counts (numbers truncated, blanks 0). ``lenient`` is coool's reading
+    (``DescribeConfig.lenient_trigger``, see ``_trigger_position_lenient``).
+    Rows trigger-pre .. trigger+post; all rows when the video has fewer than
+    N; otherwise shifted to stay inside the rows, keeping exactly N. Raises
+    ValueError for an empty table, missing columns or a negative pre/post.
     """
     _check_pre_post(pre, post)
     needed = (FRAME, S.CAP_DETECTION, S.HAZARD_CLUES, *S.CAPTION_COUNT_FIELDS)
@@ -65,12 +110,12 @@ def caption_trigger_window(rows: pd.DataFrame, pre: int, post: int) -> list[int]
         raise ValueError(f"caption table lacks columns {missing}")
     if rows.empty:
         raise ValueError("caption table has no rows")
-    ordered = rows.sort_values(FRAME, kind="stable").reset_index(drop=True)
+    ordered = rows.assign(**{FRAME: rows[FRAME].astype(int)}).sort_values(FRAME, kind="stable").reset_index(drop=True)
     frames = [int(frame) for frame in ordered[FRAME]]
     size = pre + post + 1
     if len(frames) < size:
         return frames
-    trigger = _trigger_position(ordered)
+    trigger = (_trigger_position_lenient if lenient else _trigger_position_original)(ordered)
     # Clamp the start so the N rows stay inside the table.
     start = min(max(trigger - pre, 0), len(frames) - size)
     return frames[start : start + size]

@@ -20,6 +20,9 @@ class Workspace:
     def frames_dir(self, video: int) -> Path:
         return self.root / "frames" / str(video)
 
+    def manifest_path(self, video: int) -> Path:
+        return self.frames_dir(video) / "manifest.json"
+
     # stage 2
     @property
     def captions_dir(self) -> Path:
@@ -27,6 +30,13 @@ class Workspace:
 
     def captions_path(self, video: int) -> Path:
         return self.captions_dir / f"{video}.csv"
+
+    def captions_raw_path(self, video: int) -> Path:
+        return self.captions_dir / f"{video}.raw.jsonl"
+
+    def captions_meta_path(self, video: int) -> Path:
+        """The caption unit's key and summary, written last."""
+        return self.captions_dir / f"{video}.json"
 
     # stage 3
     @property
@@ -41,8 +51,18 @@ class Workspace:
         return self.root / "detect.csv"
 
     # stage 4
+    @property
+    def describe_root(self) -> Path:
+        return self.root / "describe"
+
+    def describe_configs(self) -> list[str]:
+        """The describe configurations with a folder of outputs."""
+        if not self.describe_root.is_dir():
+            return []
+        return sorted(p.name for p in self.describe_root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
     def describe_dir(self, config: str) -> Path:
-        return self.root / "describe" / config
+        return self.describe_root / config
 
     def describe_path(self, config: str, video: int) -> Path:
         return self.describe_dir(config) / f"{video}.json"
@@ -54,11 +74,7 @@ class Workspace:
         return self.root / "merges" / f"{name}.csv"
 
     @property
-    def countpass_dir(self) -> Path:
-        return self.root / "countpass"
-
-    @property
-    def countpass_csv(self) -> Path:
+    def count_pass_csv(self) -> Path:
         return self.root / "countpass.csv"
 
     # stage 5

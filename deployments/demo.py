@@ -26,6 +26,22 @@ from coool.synthetic import make_dataset
 ROLES = ("captioner", "detector", "describer", "ensembler")
 
 
+def server_env(port: int, host: str = "127.0.0.1") -> dict[str, str]:
+    """What `prefect server start` needs so its UI calls ITS OWN API.
+
+    `--port` moves the server but not the address the UI is told to call
+    (/ui-settings): that comes from PREFECT_UI_API_URL, else from
+    PREFECT_SERVER_API_HOST/PORT (4200 by default), so name all three.
+    """
+    return {
+        "PREFECT_SERVER_API_HOST": host,
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_UI_API_URL": f"http://{host}:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+    }
+
+
 def start_prefect(port: int, home: Path, log: Path) -> subprocess.Popen[bytes] | None:
     """A local Prefect server, unless PREFECT_API_URL names one already."""
     if os.environ.get("PREFECT_API_URL"):
@@ -36,7 +52,7 @@ def start_prefect(port: int, home: Path, log: Path) -> subprocess.Popen[bytes] |
         print(f"demo: a Prefect server already runs at {url}")
         os.environ["PREFECT_API_URL"] = url
         return None
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {**os.environ, **server_env(port), "PREFECT_HOME": str(home)}
     log.parent.mkdir(parents=True, exist_ok=True)
     prefect = Path(sys.executable).with_name("prefect")
     with open(log, "ab") as out:
@@ -54,13 +70,17 @@ def start_prefect(port: int, home: Path, log: Path) -> subprocess.Popen[bytes] |
 
 
 def _flush_prefect_logs() -> None:
-    """Send buffered run logs to the API before we stop the server that takes them."""
-    try:
-        from prefect.logging.handlers import APILogHandler
+    """Send the run logs and events Prefect still buffers while their server is up.
 
-        APILogHandler.flush()
-    except Exception:  # nothing buffered, or no server: nothing to lose
-        pass
+    Prefect ships them from background workers; stopping the server first makes
+    them fail at exit with "Error logging to API". drain_all waits for each
+    worker to finish its queue (and stops it: a later log starts a new one).
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=15)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome = asyncio.run(
             pipeline_flow(data_root=str(data), recipe=args.recipe, results_dir=str(results))
         )
+        _flush_prefect_logs()
         final = Path(outcome["written"]["final"])
         errors = [p for p in validate(read_submission(final), strict=True) if p.level == "error"]
         ui = os.environ["PREFECT_API_URL"].removesuffix("/api")

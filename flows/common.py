@@ -1,15 +1,21 @@
-"""What every stage flow shares: the (stage, video) task, result storage, reports.
+"""What every flow shares: the (stage, video) task, result storage, progress and summaries.
 
-Flows only wire: the work is ``coool.pipeline.Pipeline.run_stage``; this
-module gives it a Prefect task with an explicit cache key, retries, a name
-per video, tags per stage and role, and publishes progress and summaries.
+Flows only wire: the schedule is ``coool.schedule.Scheduler`` and the work is
+each stage kind's ``run``; this module gives a unit a Prefect task (with the
+stage's cache key, retries, a name per video), a stage a progress artifact
+and a summary. The ``Run`` is made once, at the flow the user (or
+a deployment) started, from plain string parameters; flows started inside it
+find it in ``ACTIVE_RUN`` instead of rebuilding it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +26,17 @@ from prefect.artifacts import (
     acreate_table_artifact,
     aupdate_progress_artifact,
 )
+from prefect.cache_policies import NONE
 from prefect.context import TagsContext, TaskRunContext
 from prefect.filesystems import LocalFileSystem, WritableFileSystem
 
 from coool.files import atomic_write_bytes, text_sha256
-from coool.pipeline import Failure, Pipeline, StageReport
-from coool.recipe import Stage, load_recipe
+from coool.inputs import VideoPair
+from coool.recipe import load_recipe
+from coool.run import Run
+from coool.schedule import Scheduler, StageReport
 from coool.settings import Settings, load_settings
-from coool.stage import StageError
+from coool.stage import Stage, StageError
 
 
 class AtomicLocalFileSystem(LocalFileSystem):
@@ -45,42 +54,100 @@ class AtomicLocalFileSystem(LocalFileSystem):
         return await asyncio.to_thread(self.write_path, path, content)
 
 
-_saved_storage: dict[str, WritableFileSystem] = {}
-
-
-async def result_storage(settings: Settings, pipeline: Pipeline) -> WritableFileSystem:
+async def result_storage(settings: Settings, pipeline: Run) -> WritableFileSystem:
     """Where cached task results live: a named block, else ``<results>/.prefect``.
 
     Prefect wants result storage saved server-side; the local one is saved
-    as a block named after the results folder (once per process).
+    as a block named after the results folder (once per run: see FlowRun).
     """
     if settings.result_storage_block:
         return await WritableFileSystem.aload(settings.result_storage_block)  # type: ignore[return-value]
     base = str(pipeline.ws.prefect_dir)
-    if base not in _saved_storage:
-        storage = AtomicLocalFileSystem(basepath=base)
-        await storage.save(f"coool-results-{text_sha256(base)[:12]}", overwrite=True)
-        _saved_storage[base] = storage
-    return _saved_storage[base]
+    storage = AtomicLocalFileSystem(basepath=base)
+    await storage.save(f"coool-results-{text_sha256(base)[:12]}", overwrite=True)
+    return storage
 
 
-def build_pipeline(recipe: str, results_dir: str | None, settings_file: str | None = None, data_root: str | None = None) -> Pipeline:
-    """The run's Pipeline from flow parameters (all plain strings, so deployments can pass them)."""
-    if settings_file:
-        os.environ["COOOL_SETTINGS_FILE"] = settings_file
+def build_run(recipe: str, results_dir: str | None, settings_file: str | None = None, data_root: str | None = None) -> Run:
+    """The Run from flow parameters (all plain strings, so deployments can pass them)."""
     overrides: dict[str, Any] = {}
     if results_dir:
         overrides["results_dir"] = Path(results_dir)
-    settings = load_settings(**overrides)
+    settings = load_settings(settings_file, **overrides)
     if data_root and settings.data_root is None:
         settings.data_root = Path(data_root).resolve()
-    return Pipeline(settings, load_recipe(recipe))
+    return Run(settings, load_recipe(recipe))
+
+
+@dataclass
+class FlowRun:
+    """One run's in-process objects, shared by the flow that made them and the flows it starts."""
+
+    pipeline: Run
+    storage: WritableFileSystem
+    pairs: list[VideoPair] = field(default_factory=list)  # stage 1's inputs, set before the frames flow runs
+
+    @classmethod
+    async def start(cls, recipe: str, results_dir: str | None, settings_file: str | None, data_root: str | None) -> FlowRun:
+        if (active := ACTIVE_RUN.get()) is not None:
+            return active
+        pipeline = build_run(recipe, results_dir, settings_file, data_root)
+        return cls(pipeline, await result_storage(pipeline.settings, pipeline))
+
+    def scheduler(self, servers: Any = None) -> Scheduler:
+        """The run's scheduler: every unit a Prefect task run, every stage a progress artifact."""
+        p = self.pipeline
+        return Scheduler(
+            p.settings, self.unit, self.frames_unit, failures=p.failures, clients=p.clients, servers=servers,
+            progress=artifact_progress,
+        )
+
+    async def unit(self, stage: Stage, video: int) -> dict[str, Any]:
+        key = stage_key(self.pipeline, stage, video)
+        task = stage_task(self.pipeline, stage, video, self.storage)
+        state = await task(self.pipeline, stage, video, key, return_state=True)
+        if not state.is_completed():
+            error = await error_text(state)
+            get_run_logger().warning("%s: video %d failed: %s", stage.name, video, error)
+            raise UnitFailed(error)
+        outcome = await state.aresult()
+        return {**outcome, "cached": outcome.get("cached") or state.name == "Cached"}
+
+    async def frames_unit(self, pair: VideoPair) -> dict[str, Any]:
+        state = await frames_video.with_options(task_run_name=f"frames-video-{pair.video_id}")(
+            self.pipeline, pair, return_state=True
+        )
+        if not state.is_completed():
+            exc = await state.aresult(raise_on_failure=False)
+            if isinstance(exc, BaseException):
+                raise exc
+            raise UnitFailed(state.message or "failed")
+        return await state.aresult()
+
+
+# The run started by the outermost flow; the stage flows it calls use it.
+ACTIVE_RUN: ContextVar[FlowRun | None] = ContextVar("coool_flow_run", default=None)
+
+
+class UnitFailed(RuntimeError):
+    """A task run that ended failed; the message is why (its exception, else its state)."""
+
+
+# Stage 1 checks the inputs' content hashes itself and skips finished
+# videos, so Prefect's cache would add nothing but storage.
+@task(cache_policy=NONE, retries=0)
+async def frames_video(pipeline: Run, pair: VideoPair) -> dict[str, Any]:
+    return await pipeline.frames_unit(pair)
 
 
 def _cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str | None:
-    pipeline: Pipeline = parameters["pipeline"]
+    """The stage's key, computed once by the caller: the key its output records too."""
+    return parameters["key"]
+
+
+def stage_key(pipeline: Run, stage: Stage, video: int) -> str | None:
     try:
-        return pipeline.stage_key(parameters["stage"], parameters["video"])
+        return pipeline.stage_key(stage, video)
     except Exception:  # a key we can't compute means: run it (the unit reports why)
         return None
 
@@ -101,9 +168,9 @@ def _retry_worthwhile(task: Any, task_run: Any, state: Any) -> bool:
     cache_result_in_memory=False,
     retry_condition_fn=_retry_worthwhile,
 )
-async def stage_video(pipeline: Pipeline, stage: Stage, video: int) -> dict[str, Any]:
-    """One stage for one video (a Prefect task run named like ``caption-video-17``)."""
-    return await pipeline.run_stage(stage, video)
+async def stage_video(pipeline: Run, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
+    """One stage for one video (a Prefect task run named like ``caption-video-17``; its cache key is ``key``)."""
+    return await pipeline.run_stage(stage, video, key)
 
 
 def task_name(stage: Stage, video: int) -> str:
@@ -114,7 +181,7 @@ def stage_tags(stage: Stage) -> list[str]:
     return [f"stage:{stage.kind}", f"role:{stage.role}"] + ([f"config:{stage.config}"] if stage.config else [])
 
 
-def stage_task(pipeline: Pipeline, stage: Stage, video: int, storage: WritableFileSystem) -> Any:
+def stage_task(pipeline: Run, stage: Stage, video: int, storage: WritableFileSystem) -> Any:
     # No tags on task runs: Prefect asks its server for tag concurrency limits
     # before a tagged task runs (one serialized API call per tag set, the first
     # task of every stage waiting on it). The stage's flow run carries the tags.
@@ -190,53 +257,17 @@ class StageProgress:
             await self._writer
 
 
-async def run_stage_videos(pipeline: Pipeline, stage: Stage, videos: list[int]) -> StageReport:
-    """``stage`` for every video as concurrent tasks; failures recorded, never raised."""
-    logger = get_run_logger()
-    report = StageReport(stage.name)
-    storage = await result_storage(pipeline.settings, pipeline)
-    limit = asyncio.Semaphore(pipeline.settings.video_concurrency)
-    client = pipeline.clients.get(stage.role)
-    before = client.stats.as_dict() if client else {}
-    progress = StageProgress(stage.name, len(videos))
+@asynccontextmanager
+async def artifact_progress(label: str, total: int) -> AsyncIterator[Callable[[], None]]:
+    """A stage's progress artifact (the scheduler's progress display in flows)."""
+    progress = StageProgress(label, total)
     progress.start()
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-
-    async def one(video: int) -> None:
-        async with limit:
-            state = await stage_task(pipeline, stage, video, storage)(pipeline, stage, video, return_state=True)
-        if state.is_completed():
-            outcome = await state.aresult()
-            report.add({**outcome, "cached": outcome.get("cached") or state.name == "Cached"})
-        else:
-            error = await error_text(state)
-            report.failed.append(Failure(video, stage.name, error))
-            pipeline.fail(video, stage.name, error)
-            logger.warning("%s: video %d failed: %s", stage.name, video, error)
-        progress.advance()
-
-    # The stage flow run's tags (set by the pipeline flow) stay off its task runs (see stage_task).
     try:
-        with TagsContext(current_tags=set()):
-            await asyncio.gather(*(one(v) for v in videos))
+        yield progress.advance
     except BaseException:
         progress.cancel()
         raise
-    report.seconds = loop.time() - started
-    if client:
-        after = client.stats.as_dict()
-        report.requests = {k: after[k] - before.get(k, 0) for k in ("requests", "retries", "failures", "samples")}
-        # Why requests were retried (or failed for good), by error type: e.g. {"APITimeoutError": 3}.
-        errors = {k: v - before.get("errors", {}).get(k, 0) for k, v in after["errors"].items()}
-        report.requests["errors"] = {k: v for k, v in sorted(errors.items()) if v > 0}
-    # The last progress update and the summary go to the server together.
-    await asyncio.gather(progress.close(), publish_stage_summary(report, len(videos)))
-    logger.info(
-        "%s: %d done, %d cached, %d skipped, %d failed in %.1fs",
-        stage.name, report.done, report.cached, report.skipped, len(report.failed), report.seconds,
-    )
-    return report
+    await progress.close()
 
 
 def stage_summary_markdown(report: StageReport, total: int) -> str:
@@ -260,6 +291,9 @@ def stage_summary_markdown(report: StageReport, total: int) -> str:
     if report.fallbacks:
         lines += ["", "## Fell back (the video finished with a fallback for part of its answer)", "", "| video | what |", "|---|---|"]
         lines += [f"| {v} | {'; '.join(notes).replace('|', '/')[:300]} |" for v, notes in sorted(report.fallbacks.items())]
+    if report.skipped_why:
+        lines += ["", "## Skipped (why)", "", "| reason | videos |", "|---|---|"]
+        lines += [f"| {reason} | {n} |" for reason, n in report.skipped_why.items()]
     if report.failed:
         lines += ["", "## Failed (these videos get the fallback row)", "", "| video | error |", "|---|---|"]
         lines += [f"| {f.video} | {f.error.replace('|', '/')[:300]} |" for f in report.failed]
@@ -279,20 +313,6 @@ async def publish_submission(path: Path, title: str) -> None:
     await acreate_table_artifact(frame.to_dict("records"), key="submission", description=title)
 
 
-def report_dict(report: StageReport) -> dict[str, Any]:
-    return {
-        "stage": report.stage,
-        "done": report.done,
-        "cached": report.cached,
-        "skipped": report.skipped,
-        "failed": [f.__dict__ for f in report.failed],
-        "requests": report.requests,
-        "reasked": {str(v): n for v, n in sorted(report.reasked.items())},
-        "fallbacks": {str(v): notes for v, notes in sorted(report.fallbacks.items())},
-        "seconds": round(report.seconds, 3),
-    }
-
-
 async def run_stage_flow(
     stage_name: str,
     *,
@@ -302,27 +322,40 @@ async def run_stage_flow(
     data_root: str | None,
     videos: list[int] | None,
 ) -> dict[str, Any]:
-    """The body of every stage flow: its server up, its tasks, a report."""
+    """The body of every stage flow: a one-stage plan (its server up when started alone), a report."""
     from coool.servers import ServerManager
 
-    pipeline = build_pipeline(recipe, results_dir, settings_file, data_root)
+    run = await FlowRun.start(recipe, results_dir, settings_file, data_root)
+    pipeline = run.pipeline
     stages = {s.name: s for s in pipeline.recipe.stages()}
     if stage_name not in stages:
         raise ValueError(f"recipe {pipeline.recipe.name!r} has no stage {stage_name!r} (stages: {', '.join(stages)})")
     stage = stages[stage_name]
     if videos is None:
         videos = pipeline.videos_with_frames()
-    manager = ServerManager(pipeline.settings)
+    # Inside the pipeline flow, its scheduler has the servers up and the clients open.
+    manager = ServerManager(pipeline.settings) if ACTIVE_RUN.get() is None else None
+    token = ACTIVE_RUN.set(run)
     try:
-        await manager.ensure(stage.role)
+        if manager:
+            await manager.ensure(stage.role)
         async with pipeline.open_clients([stage.role]):
-            report = await run_stage_videos(pipeline, stage, videos)
+            # The stage flow run's tags (set by the pipeline flow) stay off its task runs (see stage_task).
+            with TagsContext(current_tags=set()):
+                report = await run.scheduler().stage(stage, videos)
     finally:
-        await manager.stop_all()
-    return report_dict(report)
+        ACTIVE_RUN.reset(token)
+        if manager:
+            await manager.stop_all()
+    await publish_stage_summary(report, len(videos))
+    get_run_logger().info(
+        "%s: %d done, %d cached, %d skipped, %d failed in %.1fs",
+        stage.name, report.done, report.cached, report.skipped, len(report.failed), report.seconds,
+    )
+    return report.as_dict()
 
 
-async def cached_stage(pipeline: Pipeline, stage: Stage, videos: list[int], storage: WritableFileSystem) -> bool:
+async def cached_stage(pipeline: Run, stage: Stage, videos: list[int], storage: WritableFileSystem) -> bool:
     """True when every (stage, video) task would come from Prefect's cache: its output
     is on disk and a result is stored under its key (the task's own test, made
     without creating the flow run and task runs that would only report "Cached").
@@ -335,32 +368,7 @@ async def cached_stage(pipeline: Pipeline, stage: Stage, videos: list[int], stor
     for video in videos:
         if not pipeline.has_output(stage, video):
             return False
-        try:
-            key = pipeline.stage_key(stage, video)
-        except Exception:  # inputs missing or unreadable: the task runs and reports why
-            return False
+        key = stage_key(pipeline, stage, video)
         if key is None or not await store.aexists(key):
             return False
     return bool(videos)
-
-
-async def cached_phase(pipeline: Pipeline, stages: list[Stage], storage: WritableFileSystem) -> bool:
-    """True when a finished earlier run left every stage of ``stages`` cached for every
-    video with stage-1 frames (so a rerun can skip loading the phase's models).
-
-    Videos without frames yet (a first run, or videos added since) count as
-    not cached only once stage 1 has made their frames: the stage then starts
-    its server itself, it just misses the overlap with stage 1.
-    """
-    videos = pipeline.videos_with_frames()
-    for stage in stages:
-        if not await cached_stage(pipeline, stage, videos, storage):
-            return False
-    return True
-
-
-def cached_report(stage: Stage, videos: list[int]) -> dict[str, Any]:
-    """The report of a stage whose every video came from the cache without a flow run."""
-    report = StageReport(stage.name)
-    report.cached = len(videos)
-    return report_dict(report)

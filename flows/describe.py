@@ -35,5 +35,5 @@ async def count_pass_flow(
 ) -> dict[str, Any]:
     """Re-describe the videos whose counts exceed the threshold (others are skipped)."""
     return await run_stage_flow(
-        "countpass", recipe=recipe, results_dir=results_dir, settings_file=settings_file, data_root=data_root, videos=videos
+        "count-pass", recipe=recipe, results_dir=results_dir, settings_file=settings_file, data_root=data_root, videos=videos
     )

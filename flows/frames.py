@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NONE
+from prefect import flow, get_run_logger
 
-from coool.decode import VideoError
-from coool.inputs import VideoPair
-from coool.pipeline import Pipeline
-from flows.common import build_pipeline
-
-
-# Stage 1 checks the inputs' content hashes itself and skips finished
-# videos, so Prefect's cache would add nothing but storage.
-@task(cache_policy=NONE, retries=0)
-async def frames_video(pipeline: Pipeline, pair: VideoPair) -> dict[str, Any]:
-    manifest = await asyncio.to_thread(pipeline.frames, pair)
-    return {"video": pair.video_id, "frames": manifest.video.frames, "stacked": len(manifest.frames)}
+from flows.common import ACTIVE_RUN, FlowRun
 
 
 @flow(name="frames", flow_run_name="frames-{recipe}")
@@ -30,31 +17,24 @@ async def frames_flow(
     results_dir: str | None = None,
     settings_file: str | None = None,
 ) -> dict[str, Any]:
-    """Scan ``<data_root>/videos`` and ``heatmaps``; write each video's stacked frames.
+    """Scan ``<data_root>/videos`` and ``heatmaps``; write each video's stacked frames
+    (one task per video, ``settings.frames_concurrency`` at a time).
 
-    Returns every video id the submission needs, the ids with frames, and
-    the failures (bad inputs name their file).
+    Returns every video id the submission needs, the ids with frames, the
+    failures (bad inputs name their file) and the stage report.
     """
-    logger = get_run_logger()
-    pipeline = build_pipeline(recipe, results_dir, settings_file, data_root)
-    root = Path(data_root)
-    pairs, videos = pipeline.collect_inputs(root / "videos", root / "heatmaps")
-    usable: list[int] = []
-    limit = asyncio.Semaphore(4)  # CPU work: a few threads are plenty on small machines
-
-    async def one(pair: VideoPair) -> None:
-        async with limit:
-            state = await frames_video.with_options(task_run_name=f"frames-video-{pair.video_id}")(
-                pipeline, pair, return_state=True
-            )
-        if state.is_completed():
-            usable.append(pair.video_id)
-        else:
-            exc = await state.aresult(raise_on_failure=False)
-            reason = str(exc) if isinstance(exc, (VideoError, OSError)) else f"{type(exc).__name__}: {exc}"
-            pipeline.fail(pair.video_id, "frames", reason, str(pair.video))
-            logger.warning("frames: video %d failed: %s", pair.video_id, reason)
-
-    await asyncio.gather(*(one(p) for p in pairs))
-    logger.info("frames: %d of %d videos ready, %d problem(s)", len(usable), len(videos), len(pipeline.failures))
-    return {"videos": videos, "usable": sorted(usable), "failures": [f.__dict__ for f in pipeline.failures]}
+    inside = ACTIVE_RUN.get() is not None
+    run = await FlowRun.start(recipe, results_dir, settings_file, data_root)
+    pipeline = run.pipeline
+    if inside:  # the pipeline flow scanned the inputs already
+        pairs, videos = run.pairs, sorted({p.video_id for p in run.pairs})
+    else:
+        root = Path(data_root)
+        pairs, videos = pipeline.collect_inputs(root / "videos", root / "heatmaps")
+    report = await run.scheduler().frames(pairs)
+    failed = {f.video for f in report.failed}
+    usable = sorted(p.video_id for p in pairs if p.video_id not in failed)
+    get_run_logger().info("frames: %d of %d videos ready, %d problem(s)", len(usable), len(videos), len(report.failed))
+    return {
+        "videos": videos, "usable": usable, "failures": [f.__dict__ for f in pipeline.failures], "report": report.as_dict()
+    }

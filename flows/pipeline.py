@@ -15,7 +15,6 @@ pipeline costs seconds and loads no model.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -23,72 +22,39 @@ from typing import Any
 from prefect import flow, get_run_logger, tags
 from prefect.artifacts import acreate_markdown_artifact
 
-from coool.detect import write_detections
-from coool.pipeline import Failure, Pipeline, blocked_by
-from coool.recipe import Stage, waves
+from coool.inputs import VideoPair
+from coool.run import Run
+from coool.schedule import StageReport
 from coool.servers import ServerManager
+from coool.stage import Stage
 from flows.caption import caption_flow
-from flows.common import (
-    build_pipeline,
-    cached_phase,
-    cached_report,
-    cached_stage,
-    error_text,
-    publish_submission,
-    result_storage,
-    stage_tags,
-    stage_task,
-)
+from flows.common import ACTIVE_RUN, FlowRun, cached_stage, publish_submission, stage_tags
 from flows.describe import count_pass_flow, describe_flow
 from flows.detect import detect_flow
 from flows.ensemble import ensemble_flow
 from flows.frames import frames_flow
+from flows.stage import stage_flow
+
+# The stage kinds with a flow of their own (a deployment each); any other kind runs as ``stage_flow``.
+STAGE_FLOWS: dict[str, Any] = {
+    "caption": lambda stage, **kw: caption_flow(**kw),
+    "detect": lambda stage, **kw: detect_flow(**kw),
+    "describe": lambda stage, **kw: describe_flow(config=stage.config, **kw),
+    "count-pass": lambda stage, **kw: count_pass_flow(**kw),
+    "ensemble": lambda stage, **kw: ensemble_flow(**kw),
+}
 
 
-async def _value(value: dict[str, Any]) -> dict[str, Any]:
-    return value
+def _stage_subflow(params: dict[str, Any]) -> Any:
+    async def run(stage: Stage, videos: list[int]) -> StageReport:
+        start = STAGE_FLOWS.get(stage.kind) or (lambda stage, **kw: stage_flow(stage=stage.name, **kw))
+        with tags(*stage_tags(stage)):  # on the stage's flow run (its task runs are untagged: see stage_task)
+            return StageReport.from_dict(await start(stage, videos=videos, **params))
+
+    return run
 
 
-async def _stage_subflow(stage: Stage, videos: list[int], params: dict[str, Any]) -> dict[str, Any]:
-    with tags(*stage_tags(stage)):  # on the stage's flow run (its task runs are untagged: see stage_task)
-        return await _run_stage_flow(stage, videos, params)
-
-
-async def _run_stage_flow(stage: Stage, videos: list[int], params: dict[str, Any]) -> dict[str, Any]:
-    if stage.kind == "caption":
-        return await caption_flow(videos=videos, **params)
-    if stage.kind == "detect":
-        return await detect_flow(videos=videos, **params)
-    if stage.kind == "describe":
-        return await describe_flow(config=stage.config, videos=videos, **params)
-    if stage.kind == "countpass":
-        return await count_pass_flow(videos=videos, **params)
-    return await ensemble_flow(videos=videos, **params)
-
-
-async def _chains(pipeline: Pipeline, stages: list[Stage], videos: list[int], failed: dict[int, set[str]]) -> None:
-    """Concurrent mode: each video runs its stages in order, no stage barrier."""
-    logger = get_run_logger()
-    storage = await result_storage(pipeline.settings, pipeline)
-    limit = asyncio.Semaphore(pipeline.settings.video_concurrency)
-
-    async def chain(video: int) -> None:
-        async with limit:
-            for stage in stages:
-                if blocked_by(stage, failed.setdefault(video, set())):
-                    failed[video].add(stage.name)
-                    continue
-                state = await stage_task(pipeline, stage, video, storage)(pipeline, stage, video, return_state=True)
-                if not state.is_completed():
-                    error = await error_text(state)
-                    failed[video].add(stage.name)
-                    pipeline.fail(video, stage.name, error)
-                    logger.warning("%s: video %d failed: %s", stage.name, video, error)
-
-    await asyncio.gather(*(chain(v) for v in videos))
-
-
-def _summary_markdown(pipeline: Pipeline, videos: list[int], reports: list[dict[str, Any]], seconds: float) -> str:
+def _summary_markdown(pipeline: Run, videos: list[int], reports: list[dict[str, Any]], seconds: float) -> str:
     lines = [
         f"# coool run: recipe `{pipeline.recipe.name}`",
         "",
@@ -100,8 +66,9 @@ def _summary_markdown(pipeline: Pipeline, videos: list[int], reports: list[dict[
     ]
     for r in reports:
         requests = r.get("requests", {})
+        skipped = f"{r['skipped']}" + "".join(f" ({why}: {n})" for why, n in r.get("skipped_why", {}).items())
         lines.append(
-            f"| {r['stage']} | {r['done']} | {r['cached']} | {r['skipped']} | {len(r['failed'])} | "
+            f"| {r['stage']} | {r['done']} | {r['cached']} | {skipped} | {len(r['failed'])} | "
             f"{requests.get('requests', '')} | {requests.get('retries', '')} | {len(r.get('reasked', {}))} | "
             f"{len(r.get('fallbacks', {}))} | {r['seconds']} |"
         )
@@ -126,7 +93,8 @@ async def pipeline_flow(
     """
     logger = get_run_logger()
     started = time.perf_counter()
-    pipeline = build_pipeline(recipe, results_dir, settings_file, data_root)
+    run = await FlowRun.start(recipe, results_dir, settings_file, data_root)
+    pipeline = run.pipeline
     params = {"recipe": recipe, "results_dir": str(pipeline.ws.root), "settings_file": settings_file, "data_root": data_root}
     pipeline.ws.record_run(
         {"data_root": str(Path(data_root).resolve()), "videos_dir": str(Path(data_root, "videos").resolve()),
@@ -135,64 +103,39 @@ async def pipeline_flow(
     if removed := pipeline.clean_temp_files():
         logger.info("removed %d temp file(s) left by a killed run", len(removed))
     plan = pipeline.plan(concurrent=concurrent)
-    logger.info("plan: %s", " -> ".join(f"{p.role or 'all'}[{', '.join(s.name for s in p.stages)}]" for p in plan))
-    manager = ServerManager(pipeline.settings)
-    storage = await result_storage(pipeline.settings, pipeline)
-    # GPU servers take minutes to load weights: overlap that with stage 1, unless
-    # a finished run already cached the whole first phase (a rerun loads no model).
-    first_cached = await cached_phase(pipeline, plan[0].stages, storage)
-    if first_cached:
-        logger.info("first phase cached by an earlier run: its servers start only if a stage needs them")
-    first_up = asyncio.create_task(manager.ensure_all([] if first_cached else plan[0].roles))
-    reports: list[dict[str, Any]] = []
+    logger.info("plan: frames -> %s", " -> ".join(f"{p.role or 'all'}[{', '.join(s.name for s in p.stages)}]" for p in plan))
+    root = Path(data_root)
+    run.pairs, videos = pipeline.collect_inputs(root / "videos", root / "heatmaps")
+
+    async def frames(pairs: list[VideoPair]) -> StageReport:
+        return StageReport.from_dict((await frames_flow(**params))["report"])
+
+    async def cached(stage: Stage, videos: list[int]) -> bool:
+        # A stage whose every result is cached gets no flow run and starts no server.
+        if await cached_stage(pipeline, stage, videos, run.storage):
+            logger.info("%s: all %d videos cached, nothing to run", stage.name, len(videos))
+            return True
+        return False
+
+    token = ACTIVE_RUN.set(run)
     try:
-        frames = await frames_flow(data_root=data_root, recipe=recipe, results_dir=params["results_dir"], settings_file=settings_file)
-        videos, usable = frames["videos"], frames["usable"]
-        pipeline.failures.extend(Failure(**f) for f in frames["failures"])
-        failed: dict[int, set[str]] = {v: {"frames"} for v in videos if v not in usable}
-        await first_up
-        for i, phase in enumerate(plan):
-            if concurrent:
-                await manager.ensure_all(phase.roles)
-                async with pipeline.open_clients(phase.roles):
-                    await _chains(pipeline, phase.stages, usable, failed)
-            else:
-                for wave in waves(phase.stages):
-                    runs = []
-                    for stage in wave:
-                        ready = [v for v in usable if not blocked_by(stage, failed.get(v, set()))]
-                        for v in set(usable) - set(ready):
-                            failed.setdefault(v, set()).add(stage.name)
-                        # A stage whose every result is cached needs no flow run and no server
-                        # (checked now: the earlier waves and phases that feed it are finished).
-                        if await cached_stage(pipeline, stage, ready, storage):
-                            logger.info("%s: all %d videos cached, nothing to run", stage.name, len(ready))
-                            runs.append(_value(cached_report(stage, ready)))
-                            continue
-                        await manager.ensure_all(phase.roles)
-                        runs.append(_stage_subflow(stage, ready, params))
-                    for report in await asyncio.gather(*runs):
-                        reports.append(report)
-                        for f in report["failed"]:
-                            pipeline.failures.append(Failure(**f))
-                            failed.setdefault(int(f["video"]), set()).add(report["stage"])
-            await manager.end_phase(plan, i)
+        reports = await run.scheduler(ServerManager(pipeline.settings)).run(
+            pipeline, run.pairs, videos, concurrent=concurrent, run_frames=frames, run_stage=_stage_subflow(params), cached=cached
+        )
     finally:
-        if not first_up.done():
-            first_up.cancel()
-        await manager.stop_all()
-    detections = {v: f for v in videos if (f := pipeline.detected_frame(v)) is not None}
-    if detections:
-        write_detections(detections, pipeline.ws.detections_csv)
-    written = pipeline.assemble(videos)
+        ACTIVE_RUN.reset(token)
+    written = pipeline.finish(videos)
     seconds = time.perf_counter() - started
+    stage_reports = [r.as_dict() for r in reports]
     await publish_submission(written["final"], f"{recipe}: final submission ({len(videos)} videos)")
-    await acreate_markdown_artifact(_summary_markdown(pipeline, videos, reports, seconds), key="run-summary", description="run summary")
+    await acreate_markdown_artifact(
+        _summary_markdown(pipeline, videos, stage_reports, seconds), key="run-summary", description="run summary"
+    )
     logger.info("submission: %s (%d videos, %d failure(s))", written["final"], len(videos), len(pipeline.failures))
     return {
         "videos": len(videos),
         "failures": len(pipeline.failures),
         "seconds": round(seconds, 3),
         "written": {k: str(v) for k, v in written.items()},
-        "stages": reports,
+        "stages": stage_reports,
     }

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from references import ORIGINAL_MISSING, original_checkout
 from roles import point_roles_at
+from skips import enable_hint
 
 from coool.synthetic import ClipTruth, make_dataset
 
@@ -41,7 +43,6 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> SyntheticData:
     return SyntheticData(root, root / "videos", root / "heatmaps", truths)
 
 
-
 @pytest.fixture(scope="session")
 def original_dir() -> Path:
     """The original solution's source (tests marked ``reference`` use it); skips when absent."""
@@ -72,3 +73,31 @@ def roles_on_sim(monkeypatch: pytest.MonkeyPatch) -> object:
         for key, value in point_roles_at(sim.url).items():
             monkeypatch.setenv(key, value)
         yield sim
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that reads the original's source is a ``reference`` test, whether
+    or not it says so: `-m reference` (CI, beside ../shared) selects them all."""
+    for item in items:
+        if "original_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.reference)
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """List what was skipped, grouped by reason, and how to enable it: a fresh
+    clone passes without the optional parts, and says what it did not run."""
+    reasons = Counter(_skip_reason(r) for r in terminalreporter.stats.get("skipped", []) if r.when in ("setup", "call"))
+    if not reasons:
+        return
+    terminalreporter.section("skipped, and how to enable")
+    for reason, count in reasons.most_common():
+        terminalreporter.write_line(f"{count:4d} skipped: {reason}")
+        hint = enable_hint(reason)
+        if hint:
+            terminalreporter.write_line(f"       enable:  {hint}")

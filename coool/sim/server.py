@@ -10,6 +10,7 @@ be mistaken for model output.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import logging
@@ -157,6 +158,8 @@ class SimState:
         # compare what two clients sent.
         self.requests: deque[LoggedRequest] = deque(maxlen=config.request_log)
         self.logged = 0
+        # How often each unseeded request body was seen (by digest): see ``_prepare``.
+        self.repeats: Counter[str] = Counter()
         self._slots: asyncio.Semaphore | None = None
         self._slots_loop: asyncio.AbstractEventLoop | None = None
 
@@ -238,6 +241,7 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         state.faults.restart()  # and the fault sequence, so a test can replay it
         state.scripts.clear()
         _clear_log(state)
+        state.repeats.clear()
         return state.stats.as_dict()
 
     @app.get("/sim/requests")
@@ -471,6 +475,17 @@ async def _checked(state: SimState, raw: Any) -> tuple[ChatRequest, ChatInput]:
         raise RequestError(400, str(exc)) from exc
     system_text = "\n".join(m.text() for m in req.messages if m.role in ("system", "developer"))
     kwargs = req.chat_template_kwargs or {}
+    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if "seed" not in raw:
+        # A sampling server answers a request without a seed afresh each time (the original's
+        # detector sends its 12 samples as 12 identical n=1 requests): the k-th identical body
+        # gets other choices. The first one answers as before; the answers stay a function of
+        # the body and how often it came.
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        repeat = state.repeats[digest]
+        state.repeats[digest] += 1
+        if repeat:
+            canonical += f"\x00repeat {repeat}"
     chat_input = ChatInput(
         text="\n".join(m.text() for m in req.messages),
         user_text="\n".join(m.text() for m in req.messages if m.role == "user"),
@@ -482,7 +497,7 @@ async def _checked(state: SimState, raw: Any) -> tuple[ChatRequest, ChatInput]:
         reasoning=bool(
             kwargs.get("enable_thinking") or kwargs.get("thinking") or req.reasoning_effort
         ) or bool(_REASONING_LEVEL.search(system_text)),
-        canonical=json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+        canonical=canonical,
     )
     return req, chat_input
 

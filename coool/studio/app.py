@@ -93,6 +93,20 @@ def create_app(
     return app
 
 
+def check_inputs(
+    results_dir: Path, videos_dir: Path | None, submissions: Sequence[Path], truth: Path | None
+) -> None:
+    """Raise ValueError naming the first input path that is missing or of the wrong kind."""
+    if not results_dir.is_dir():
+        what = "is not a folder" if results_dir.exists() else "does not exist"
+        raise ValueError(f"{results_dir}: the results folder {what} (give the --results folder of a run)")
+    if videos_dir is not None and not Path(videos_dir).is_dir():
+        raise ValueError(f"{videos_dir}: the videos folder does not exist")
+    for path in [*submissions, *([truth] if truth is not None else [])]:
+        if not Path(path).is_file():
+            raise ValueError(f"{path}: no such CSV file")
+
+
 def studio_command(
     results_dir: Path,
     videos_dir: Path | None = None,
@@ -104,10 +118,15 @@ def studio_command(
     state_dir: Path | None = None,
     allow_remote: bool = False,
 ) -> None:
-    """Serve the studio until interrupted. Raises ValueError for a non-loopback host without allow_remote."""
+    """Serve the studio until interrupted.
+
+    Raises ValueError (one line: the path and the problem) for a missing input,
+    and for a non-loopback host without allow_remote.
+    """
     import uvicorn
 
     security.check_bind_host(host, allow_remote)
+    check_inputs(Path(results_dir), videos_dir, submissions, truth)
     app = create_app(
         Path(results_dir), videos_dir, list(submissions), state_dir, truth=truth, allow_remote=allow_remote
     )

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coool.workspace import Workspace
+
 
 @dataclass(frozen=True)
 class Link:
@@ -49,39 +51,35 @@ def _frame(value: Any) -> int | None:
 
 
 def describe_configs(results_dir: Path) -> list[str]:
-    folder = results_dir / "describe"
-    if not folder.is_dir():
-        return []
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return Workspace(results_dir).describe_configs()
 
 
 def describe_window(results_dir: Path, config: str, video: int) -> tuple[list[int], int | None] | None:
     """(window frames, final start frame) of describe/<config>/<video>.json; None if absent/unreadable."""
-    data = _read_json(results_dir / "describe" / config / f"{video}.json")
+    data = _read_json(Workspace(results_dir).describe_path(config, video))
     if not isinstance(data, dict):
         return None
     return _frames(data.get("window")), _frame(data.get("frame"))
 
 
 def detected_frame(results_dir: Path, video: int) -> int | None:
-    data = _read_json(results_dir / "detect" / f"{video}.json")
+    data = _read_json(Workspace(results_dir).detect_path(video))
     return _frame(data.get("frame")) if isinstance(data, dict) else None
 
 
 def links(results_dir: Path, video: int) -> list[Link]:
     """Every intermediate file of one video that exists, in pipeline order."""
+    ws = Workspace(results_dir)
     wanted = [
-        ("frames manifest", f"frames/{video}/manifest.json", "json"),
-        ("captions (stage 2)", f"captions/{video}.csv", "table"),
-        ("raw caption answers", f"captions/{video}.raw.jsonl", "json"),
-        ("detect votes (stage 3)", f"detect/{video}.json", "json"),
+        ("frames manifest", ws.manifest_path(video), "json"),
+        ("captions (stage 2)", ws.captions_path(video), "table"),
+        ("raw caption answers", ws.captions_raw_path(video), "json"),
+        ("detect votes (stage 3)", ws.detect_path(video), "json"),
     ]
-    wanted += [(f"describe {c} (stage 4)", f"describe/{c}/{video}.json", "json") for c in describe_configs(results_dir)]
-    wanted += [
-        ("count pass", f"countpass/{video}.json", "json"),
-        ("ensemble (stage 5)", f"ensemble/{video}.json", "json"),
-    ]
-    return [Link(t, rel, kind) for t, rel, kind in wanted if (results_dir / rel).is_file()]
+    # The count pass's re-descriptions are a describe configuration's folder (v6-counts).
+    wanted += [(f"describe {c} (stage 4)", ws.describe_path(c, video), "json") for c in ws.describe_configs()]
+    wanted += [("ensemble (stage 5)", ws.ensemble_path(video), "json")]
+    return [Link(t, p.relative_to(ws.root).as_posix(), kind) for t, p, kind in wanted if p.is_file()]
 
 
 def submission_config(rel_key: str) -> str | None:

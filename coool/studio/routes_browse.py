@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -14,6 +15,7 @@ from coool.studio import intermediates as I
 from coool.studio import render, security
 from coool.studio.context import Studio, studio
 from coool.studio.media import strip_frames
+from coool.submission import SubmissionError, load_submission
 
 router = APIRouter()
 
@@ -70,6 +72,21 @@ def _lanes(st: Studio, video: int, subs: list[tuple[Any, dict[str, str] | None]]
     return lanes
 
 
+def _truth_lane(truth: Path | None, video: int) -> I.Lane | None:
+    """The truth's start frame for this video, drawn first on the timeline (None without a usable truth row)."""
+    if truth is None:
+        return None
+    try:
+        frame = load_submission(truth)
+    except (SubmissionError, OSError):
+        return None  # the score page says why the truth file is not usable
+    rows = frame[frame[S.VIDEO].astype(str) == str(video)]
+    if rows.empty:
+        return None
+    start = str(rows.iloc[0][S.START_FRAME]).strip()
+    return I.Lane("truth", int(start), kind="truth") if start.isdigit() else None
+
+
 @router.get("/video/{video:int}", response_class=HTMLResponse)
 def video_page(request: Request, video: int, st: Studio = Depends(studio)) -> Response:
     ids = st.catalog.video_ids()
@@ -80,6 +97,9 @@ def video_page(request: Request, video: int, st: Studio = Depends(studio)) -> Re
         raise HTTPException(status_code=404, detail=f"no video {video}")
     meta = st.media.meta(source) if source else None
     lanes = _lanes(st, video, subs)
+    truth = _truth_lane(st.config.truth, video)
+    if truth is not None:
+        lanes.insert(0, truth)
     mentioned = [f for lane in lanes for f in [lane.start, *lane.window] if f]
     frames = meta.frames if meta else max(mentioned, default=1)
     # Columns where the submissions disagree get highlighted.

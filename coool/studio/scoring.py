@@ -21,9 +21,25 @@ from coool.compare import SHORT, compare_submissions
 from coool.score import score_submission
 from coool.studio.catalog import SubmissionRef
 from coool.submission import SubmissionError, load_submission
-from coool.textmetrics import METEOR, METRICS, SPICE
+from coool.textmetrics import CIDER_D, METEOR, METRICS, SPICE
 
 QUICK_METRICS: tuple[str, ...] = tuple(m for m in METRICS if m not in (METEOR, SPICE))  # pure Python, instant
+
+
+# A CIDEr-D of 0.0 on synthetic data reads as a bug; it is the metric's IDF.
+CIDER_ZERO_WHY = (
+    "CIDEr-D 0.0: CIDEr-D weighs each n-gram by its IDF over the videos' references, so an n-gram that every "
+    "reference contains is worth nothing. With one text repeated for every video (the demo's synthetic truth), "
+    "or all texts identical, every n-gram is shared and the score is 0 however well the texts match."
+)
+
+
+@dataclass
+class Why:
+    """A cell with a reason printed next to it."""
+
+    value: Any
+    why: str
 
 
 @dataclass
@@ -31,6 +47,20 @@ class Table:
     title: str
     columns: list[str]
     rows: list[tuple[str, list[Any]]]  # (row label, cells)
+
+
+def _explain_zero_cider(table: Table, view: ScoreView) -> None:
+    """Mark each CIDEr-D cell that is exactly 0 and say why once under the table."""
+    if CIDER_D not in table.columns:
+        return
+    at = table.columns.index(CIDER_D)
+    marked = False
+    for _, cells in table.rows:
+        if isinstance(cells[at], float | int) and cells[at] == 0:
+            cells[at] = Why(cells[at], CIDER_ZERO_WHY)
+            marked = True
+    if marked:
+        view.messages.append(CIDER_ZERO_WHY)
 
 
 @dataclass
@@ -92,6 +122,7 @@ def _scores(refs: list[SubmissionRef], truth: Path, full: bool) -> ScoreView:
         view.tables.append(Table("Per-column scores (Incident Window: mean |start frame error|, lower is better; others: accuracy)",
                                  columns, [(label, [_cell(v.get(c)) for c in columns]) for label, v in fields]))  # fmt: skip
         view.tables.append(Table("Caption metrics against the truth texts", list(metrics), texts))
+        _explain_zero_cider(view.tables[-1], view)
     view.messages += [f"{m} unavailable: {why}" for m, why in reasons.items()]
     return view
 
@@ -120,6 +151,7 @@ def _agreement(refs: list[SubmissionRef], view: ScoreView, full: bool) -> ScoreV
         rows.append((f"{item.name} · {SHORT.get(item.column, item.column)}", [_cell(item.scores.scores.get(m)) for m in metrics]))
         reasons.update(item.scores.unavailable)
     view.tables.append(Table("Text consensus: each submission's texts scored against the others'", metrics, rows))
+    _explain_zero_cider(view.tables[-1], view)
     view.messages += [f"{m} unavailable: {why}" for m, why in reasons.items()]
     return view
 

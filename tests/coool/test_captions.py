@@ -24,6 +24,7 @@ from coool.prompts import BUILTIN_DIR, load_prompt
 from coool.stage import StageError
 
 CAPTION = load_prompt("caption")
+CAPTION_PLUS = load_prompt("caption", variant="plus")
 
 
 def caption_json(**changes: object) -> str:
@@ -74,12 +75,16 @@ async def test_caption_frame_request(scripted_client, stage1) -> None:
     (call,) = client.calls
     assert call["n"] == 1 and call["temperature"] == 0.01 and call["max_tokens"] == 8192
     assert call["chat_template_kwargs"] == {"enable_thinking": True}
-    assert call["response_format"]["json_schema"]["name"] == "frame_caption"
-    assert call["response_format"]["json_schema"]["schema"] == CAPTION.schema
+    # The original's request: no response format; the prompt, then "Frame N", then the frame's image.
+    assert call["response_format"] is None
+    assert "seed" not in call and "top_p" not in call
     (message,) = call["messages"]
-    assert [part["type"] for part in message["content"]] == ["image_url", "text"]
-    assert client.image_urls(call) == [image.resolve().as_uri()]
-    assert client.user_text() == CAPTION.render()
+    assert message["role"] == "user"
+    assert message["content"] == [
+        {"type": "text", "text": CAPTION.render()},
+        {"type": "text", "text": "Frame 21"},
+        {"type": "image_url", "image_url": {"url": image.resolve().as_uri()}},
+    ]
     assert record["parsed"] is True and record["frame"] == 21
     assert record["row"] == {"frame": 21, "image": str(image), **json.loads(caption_json())}
     quiet = scripted_client([caption_json()])
@@ -87,18 +92,56 @@ async def test_caption_frame_request(scripted_client, stage1) -> None:
     assert quiet.calls[0]["chat_template_kwargs"] == {"enable_thinking": False}
 
 
-async def test_unparsable_answers_are_dropped_and_loose_ones_coerced(scripted_client, tmp_path: Path) -> None:
-    frames = [(n, tmp_path / f"{n:06d}.png") for n in (1, 11, 21)]
-    answers = {
-        "000001.png": caption_json(),
-        "000011.png": "I cannot see anything in this picture.",
-        "000021.png": "```json\n" + caption_json(**{
-            S.CAP_DETECTION: "1", S.CAP_VEHICLES: "2 cars", S.CAP_PEDESTRIANS: -3, S.CAP_EGO: 7,
-            S.CAP_SEVERITY: "3", S.CAP_LABEL: "Ego-car hits a pedestrian", S.HAZARD_CLUES: "  a pedestrian steps out ",
-        }) + "\n```",
+async def test_the_json_schema_switch_adds_only_the_response_format(scripted_client, stage1) -> None:
+    frame, image = stage1.frames(0)[2]
+    original, switched = scripted_client([caption_json()]), scripted_client([caption_json()])
+    await caption_frame(original, CAPTION, frame, image, CaptionParams())
+    await caption_frame(switched, CAPTION, frame, image, CaptionParams(json_schema=True))
+    before, after = original.calls[0], switched.calls[0]
+    assert after["response_format"]["json_schema"]["name"] == "frame_caption"
+    assert after["response_format"]["json_schema"]["schema"] == CAPTION.schema
+    assert {k: v for k, v in after.items() if k != "response_format"} == {k: v for k, v in before.items() if k != "response_format"}
+
+
+async def test_the_plus_prompt_is_coools(scripted_client, stage1) -> None:
+    frame, image = stage1.frames(0)[2]
+    client = scripted_client([caption_json()])
+    await caption_frame(client, CAPTION_PLUS, frame, image, CaptionParams(plus_prompts=True))
+    assert client.calls[0]["messages"][0]["content"][0]["text"] == CAPTION_PLUS.render()
+    assert "counting only participants" in CAPTION_PLUS.render() and "clearly" in CAPTION.render()
+
+
+LOOSE = {
+    S.CAP_DETECTION: "1", S.CAP_VEHICLES: "2 cars", S.CAP_PEDESTRIANS: -3, S.CAP_EGO: 7,
+    S.CAP_SEVERITY: "3", S.CAP_LABEL: "Ego-car hits a pedestrian", S.HAZARD_CLUES: "  a pedestrian steps out ",
+}
+LOOSE_ANSWERS = {
+    "000001.png": caption_json(),
+    "000011.png": "I cannot see anything in this picture.",
+    "000021.png": "```json\n" + caption_json(**LOOSE) + "\n```",
+}
+
+
+async def test_the_original_keeps_values_as_written(scripted_client, tmp_path: Path) -> None:
+    frames = [(n, tmp_path / f"{n:06d}.png") for n in (1, 11, 21, 31, 41)]
+    answers = LOOSE_ANSWERS | {
+        "000031.png": 'Here: {"Scene_Description": "a road", "Incident_Detection": -1}',  # missing keys: blank
+        "000041.png": "\u201cScene_Description\u201d: \u201ca road\u201d",  # curly quotes: not JSON
     }
     client = scripted_client(responder=lambda call: answers[Path(scripted_client.image_urls(call)[0]).name])
     result = await caption_video(client, 4, frames, CAPTION)
+    assert result.table["frame"].tolist() == [1, 21, 31] and result.dropped == 2
+    assert result.table.iloc[1].to_dict() == {"frame": 21, "image": str(frames[2][1]), **json.loads(caption_json(**LOOSE))}
+    missing = result.table.iloc[2].to_dict()
+    assert missing[S.SCENE] == "a road" and missing[S.CAP_DETECTION] == -1
+    assert all(missing[f] == "" for f in S.CAPTION_FIELDS if f not in (S.SCENE, S.CAP_DETECTION))
+
+
+async def test_unparsable_answers_are_dropped_and_loose_ones_coerced(scripted_client, tmp_path: Path) -> None:
+    frames = [(n, tmp_path / f"{n:06d}.png") for n in (1, 11, 21)]
+    answers = LOOSE_ANSWERS
+    client = scripted_client(responder=lambda call: answers[Path(scripted_client.image_urls(call)[0]).name])
+    result = await caption_video(client, 4, frames, CAPTION, CaptionParams(clean_captions=True))
     assert result.table["frame"].tolist() == [1, 21]
     assert result.dropped == 1
     assert [r["parsed"] for r in result.raw] == [True, False, True]
@@ -157,6 +200,16 @@ def test_load_captions_sorts_and_coerces(tmp_path: Path) -> None:
     table = load_captions(path)
     assert table["frame"].tolist() == [1, 21]
     assert table[S.CAP_DETECTION].tolist() == [0, 1] and table[S.CAP_VEHICLES].tolist() == [0, 0]
+
+
+def test_load_captions_without_coercion_keeps_the_saved_text(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    row = {c: "" for c in TABLE_COLUMNS}
+    rows = [row | {"frame": "21", S.CAP_DETECTION: "1"}, row | {"frame": "1", S.CAP_DETECTION: "", S.CAP_VEHICLES: "x"}]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    table = load_captions(path, coerce=False)
+    assert table["frame"].tolist() == [1, 21]
+    assert table[S.CAP_DETECTION].tolist() == ["", "1"] and table[S.CAP_VEHICLES].tolist() == ["x", ""]
 
 
 def test_load_captions_refuses_another_table(tmp_path: Path) -> None:

@@ -795,6 +795,23 @@ def test_switch_plus_prompts() -> None:
     assert "several vehicles hit the ego-car: 5" in plus.reconcile.text
 
 
+def test_switch_lenient_trigger(tmp_path: Path) -> None:
+    # A caption row whose Incident_Detection the captioner left out: the original never triggers on it.
+    rows = [{c: "" for c in TABLE_COLUMNS} | {"frame": f, "image": "x.png", S.HAZARD_CLUES: "none", S.CAP_DETECTION: -1}
+            for f in range(1, 200, 10)]
+    rows[3][S.CAP_DETECTION] = ""
+    rows[12][S.CAP_DETECTION] = 1
+    pd.DataFrame(rows).to_csv(tmp_path / "0.csv", index=False)
+    from coool.captions import load_captions
+    from coool.describe import select_window
+
+    captions = load_captions(tmp_path / "0.csv", coerce=False)
+    config = DescribeConfig(name="x", window="caption-trigger", pre=1, post=1)
+    assert select_window(config, frame_count=200, captions=captions) == [111, 121, 131]
+    lenient = config.model_copy(update={"lenient_trigger": True})
+    assert select_window(lenient, frame_count=200, captions=captions) == [21, 31, 41]
+
+
 def test_every_describe_switch_has_a_test_here() -> None:
     source = Path(__file__).read_text(encoding="utf-8")
     assert [name for name in SWITCHES if f"def test_switch_{name}" not in source] == []

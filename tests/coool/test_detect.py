@@ -11,9 +11,11 @@ import pytest
 from coool import schema as S
 from coool.captions import TABLE_COLUMNS, CaptionResult, save_captions
 from coool.detect import (
+    ORIGINAL_COLUMNS,
     caption_markdown,
     detect_unit,
     detect_video,
+    original_markdown,
     parse_frame,
     read_detections,
     write_detections,
@@ -24,6 +26,10 @@ from coool.prompts import load_prompt
 from coool.stage import StageError
 
 DETECT = load_prompt("detect")
+DETECT_PLUS = load_prompt("detect", variant="plus")
+# The decision tests script one request of 12 samples: coool's batched requests (the decision is the same).
+BATCHED = DetectParams(batched_samples=True)
+PLUS = DetectParams(json_schema=True, plus_prompts=True, batched_samples=True, compact_table=True)
 
 
 def caption_row(frame: int, detection: int = -1, **changes: object) -> dict[str, object]:
@@ -92,6 +98,28 @@ def test_parse_frame_is_strict(content: str, frame: int | None) -> None:
     assert parse_frame(content) == frame
 
 
+def test_the_original_parse_takes_booleans_as_integers() -> None:
+    # The original keeps a sample when isinstance(frame, int), which a Python bool is.
+    assert parse_frame('{"frame": true}', original=True) == 1
+    assert parse_frame('{"frame": false}', original=True) == 0
+    assert parse_frame('{"frame": "41"}', original=True) is None
+    assert parse_frame('{"frame": 41}', original=True) == 41
+
+
+def test_original_markdown_is_pandas_rendering_of_the_saved_table(table: pd.DataFrame, tmp_path: Path) -> None:
+    path = save_captions(CaptionResult(0, table), tmp_path)
+    lines = original_markdown(table).splitlines()
+    # The same from the table as saved and read back as text (what detect_unit does).
+    from coool.captions import load_captions
+
+    assert original_markdown(load_captions(path, coerce=False)).splitlines() == lines
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header == list(ORIGINAL_COLUMNS) and header[1] == "path"  # the original's CSV: frame, path, fields
+    assert len(lines) == 2 + len(table)
+    assert "/frames/000041.png" in lines[2 + 4]
+    assert lines == pd.read_csv(path).rename(columns={"image": "path"})[list(ORIGINAL_COLUMNS)].to_markdown(index=False).splitlines()
+
+
 # -- against the simulated detector ----------------------------------------------------------------
 
 
@@ -102,17 +130,46 @@ async def test_detection_lands_within_10_frames_of_the_event(sim, role, sim_capt
             assert truth.event_frame <= result.frame <= truth.event_frame + 10, (truth.video_id, result.votes)
             assert result.attempts == 1 and len(result.votes) == 12 and result.notes == []
             assert all(s["reasoning"] for s in result.samples)  # gpt-oss reasons: kept beside the answer
-    assert sim.stats()["received"] == 3
+    assert sim.stats()["received"] == 3 * 12  # as the original: one request per sample
 
 
-async def test_the_request(scripted_client, table: pd.DataFrame) -> None:
+async def test_the_original_request(scripted_client, table: pd.DataFrame) -> None:
+    client = scripted_client(['{"frame": 41}'] * 12)
+    result = await detect_video(client, 0, table, DETECT)
+    markdown = original_markdown(table)
+    assert len(client.calls) == 12 and result.votes == [41] * 12 and result.requests == 12
+    for i, call in enumerate(client.calls):
+        assert call["messages"][0] == {"role": "system", "content": "Reasoning: high"}
+        text = client.user_text(i)
+        assert text == DETECT.render(table=markdown)
+        assert text.startswith('Answer with valid JSON only, in the form {"frame": int}.\n\n')
+        assert text.endswith("follow:\n\n" + markdown) and "| path " in markdown
+        sampling = {k: call[k] for k in ("n", "temperature", "top_p", "max_tokens", "top_k", "repetition_penalty")}
+        assert sampling == {"n": 1, "temperature": 0.6, "top_p": 0.95, "max_tokens": 512, "top_k": 0, "repetition_penalty": 1.0}
+        assert call["response_format"] is None and "seed" not in call
+
+
+async def test_the_request_with_coools_switches(scripted_client, table: pd.DataFrame) -> None:
     client = scripted_client(['{"frame": 41}'])
-    await detect_video(client, 0, table, DETECT)
+    await detect_video(client, 0, table, DETECT_PLUS, PLUS)
     (call,) = client.calls
     assert call["messages"][0] == {"role": "system", "content": "Reasoning: high"}
-    assert client.user_text() == DETECT.render(table=caption_markdown(table))
+    assert client.user_text() == DETECT_PLUS.render(table=caption_markdown(table))
+    assert "Single frames can be wrong" in client.user_text()
     assert (call["n"], call["temperature"], call["top_p"], call["max_tokens"]) == (12, 0.6, 0.95, 512)
     assert call["response_format"]["json_schema"]["name"] == "incident_frame"
+
+
+@pytest.mark.parametrize("switch", ["json_schema", "batched_samples"])
+async def test_each_request_switch_changes_only_its_part(scripted_client, table: pd.DataFrame, switch: str) -> None:
+    original = scripted_client(['{"frame": 41}'] * 12)
+    await detect_video(original, 0, table, DETECT)
+    params = DetectParams(**{switch: True})
+    changed = scripted_client(['{"frame": 41}'] * (1 if switch == "batched_samples" else 12))
+    await detect_video(changed, 0, table, DETECT, params)
+    before, after = original.calls[0], changed.calls[0]
+    differing = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    assert differing == ({"n"} if switch == "batched_samples" else {"response_format"})
 
 
 # -- the decision ----------------------------------------------------------------------------------------
@@ -121,7 +178,7 @@ async def test_the_request(scripted_client, table: pd.DataFrame) -> None:
 async def test_a_video_is_asked_again_until_a_sample_parses(scripted_client, table: pd.DataFrame) -> None:
     sleeps = Sleeps()
     client = scripted_client(["no idea", '```json\n{"frame": 41}\n```', ['{"frame": 51}'] * 3 + ["junk"] * 9])
-    result = await detect_video(client, 0, table, DETECT, sleep=sleeps)
+    result = await detect_video(client, 0, table, DETECT, BATCHED, sleep=sleeps)
     assert result.attempts == 3 and len(client.calls) == 3
     assert sleeps.delays == [3.0, 3.0]
     assert result.votes == [51, 51, 51] and result.frame == 51
@@ -133,7 +190,7 @@ async def test_a_video_is_asked_again_until_a_sample_parses(scripted_client, tab
 async def test_retries_stop_after_video_attempts(scripted_client, table: pd.DataFrame) -> None:
     sleeps = Sleeps()
     client = scripted_client(["nope"] * 3)
-    params = DetectParams(video_attempts=3, retry_delay_s=0.5)
+    params = DetectParams(video_attempts=3, retry_delay_s=0.5, batched_samples=True)
     result = await detect_video(client, 0, table, DETECT, params, sleep=sleeps)
     assert (result.frame, result.attempts, result.votes) == (1, 3, [])
     assert sleeps.delays == [0.5, 0.5]  # no sleep after the last attempt
@@ -153,14 +210,17 @@ async def test_retries_stop_after_video_attempts(scripted_client, table: pd.Data
 )
 async def test_majority_and_upper_median(scripted_client, table: pd.DataFrame, votes: list[int], frame: int) -> None:
     client = scripted_client([[json.dumps({"frame": v}) for v in votes]])
-    result = await detect_video(client, 0, table, DETECT)
+    result = await detect_video(client, 0, table, DETECT, BATCHED)
     assert result.frame == frame and result.votes == votes and result.notes == []
 
 
 async def test_unparsable_samples_do_not_vote(scripted_client, table: pd.DataFrame) -> None:
     answers = ['{"frame": "21"}', '{"frame": true}', '{"frame": 21.0}'] * 3 + ['{"frame": 81}'] * 3
-    result = await detect_video(scripted_client([answers]), 0, table, DETECT)
+    result = await detect_video(scripted_client([answers]), 0, table, DETECT, DetectParams(batched_samples=True, json_schema=True))
     assert result.votes == [81, 81, 81] and result.frame == 81
+    # As the original: a boolean frame is an integer and votes.
+    result = await detect_video(scripted_client([answers]), 0, table, DETECT, BATCHED)
+    assert result.votes == [1, 1, 1, 81, 81, 81] and result.frame == 1
 
 
 @pytest.mark.parametrize(
@@ -177,7 +237,7 @@ async def test_a_frame_outside_the_video_is_clamped(
     scripted_client, table: pd.DataFrame, vote: int, last_frame: int | None, frame: int, note: str | None
 ) -> None:
     client = scripted_client([json.dumps({"frame": vote})])
-    result = await detect_video(client, 0, table, DETECT, last_frame=last_frame)
+    result = await detect_video(client, 0, table, DETECT, BATCHED, last_frame=last_frame)
     assert result.frame == frame
     assert result.notes == ([note] if note else [])
 
@@ -211,7 +271,7 @@ async def test_detect_unit_is_resumable(sim, role, sim_captions, tmp_path: Path)
     captions = save_captions(CaptionResult(1, sim_captions[1]), captions_dir)
     async with ChatClient("detector", role(sim)) as client:
         first = await detect_unit(client, 1, captions, out, DETECT, last_frame=120)
-        assert first["cached"] is False and sim.stats()["received"] == 1
+        assert first["cached"] is False and sim.stats()["received"] == 12
         saved = json.loads((out / "1.json").read_text())
         assert saved["frame"] == first["frame"] and len(saved["votes"]) == 12 and saved["model"] == "sim-model"
         sim.reset()
@@ -223,7 +283,7 @@ async def test_detect_unit_is_resumable(sim, role, sim_captions, tmp_path: Path)
         changed[S.CAP_DETECTION] = -1
         save_captions(CaptionResult(1, changed), captions_dir)
         redone = await detect_unit(client, 1, captions, out, DETECT, last_frame=120)
-        assert redone["cached"] is False and redone["frame"] == 1 and sim.stats()["received"] == 1
+        assert redone["cached"] is False and redone["frame"] == 1 and sim.stats()["received"] == 12
 
 
 async def test_detect_unit_needs_captions(scripted_client, tmp_path: Path) -> None:

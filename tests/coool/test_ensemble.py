@@ -13,13 +13,16 @@ import pytest
 
 from coool import schema as S
 from coool.ensemble import (
+    ORIGINAL_INPUT_FILES,
     Candidate,
     candidates_for,
     candidates_text,
     ensemble_unit,
     ensemble_video,
+    input_order,
     normalize_text,
     parse_answer,
+    parse_tags,
 )
 from coool.llm import ChatClient
 from coool.params import EnsembleParams
@@ -27,6 +30,9 @@ from coool.prompts import load_prompt
 from coool.submission import load_submission, read_submission, validate, write_submission
 
 PROMPT = load_prompt("ensemble")
+PROMPT_PLUS = load_prompt("ensemble", variant="plus")
+# coool's answer handling: a JSON answer (tags accepted), re-asks with new seeds, broad normalisation.
+PLUS = EnsembleParams(json_schema=True, plus_prompts=True, broad_normalise=True, strict_english=True)
 
 
 @pytest.mark.parametrize(
@@ -44,8 +50,36 @@ PROMPT = load_prompt("ensemble")
         ("", ""),
     ],
 )
-def test_normalize_text(text: str, normal: str) -> None:
+def test_normalize_text_broad(text: str, normal: str) -> None:
+    assert normalize_text(text, broad=True) == normal
+
+
+@pytest.mark.parametrize(
+    ("text", "normal"),
+    [
+        ("1. Ego-car stops at the light.", "1. Ego-car stops at the light."),  # a number then "." stays; case matters
+        ("3 cars wait at the light.", "cars wait at the light."),  # a number then a space goes
+        ("  12\tego-car brakes", "ego car brakes"),
+        ("The ego-vehicle and the ego-car's lane", "The ego vehicle and the ego car's lane"),
+        ("EGO-CAR and Ego-Vehicle", "EGO-CAR and Ego-Vehicle"),
+        ("  A car\n\n  waits   at\tthe  light ", "A car waits at the light"),
+        ("A <b>bold</b> move > 3 m", "A (b)bold(/b) move ) 3 m"),
+        ("1.5 m separate the cars.", "1.5 m separate the cars."),
+        ("", ""),
+        (None, ""),
+        (float("nan"), ""),
+        (42, "42"),
+    ],
+)
+def test_normalize_text_as_the_original(text: object, normal: str) -> None:
     assert normalize_text(text) == normal
+
+
+def test_inputs_are_presented_in_the_sorted_order_of_the_originals_file_names() -> None:
+    recipe_order = ["exp001+exp002", "exp004+exp005", "v5", "v3", "v4", "v3-prompt2"]
+    assert input_order(recipe_order) == ["exp001+exp002", "exp004+exp005", "v4", "v3", "v5", "v3-prompt2"]
+    assert [ORIGINAL_INPUT_FILES[n] for n in input_order(recipe_order)] == sorted(ORIGINAL_INPUT_FILES.values())
+    assert input_order(["zeta", "v3", "alpha"]) == ["alpha", "v3", "zeta"]  # v3's original name starts "exp005"
 
 
 def frame_of(video: int, start: int, caption: str = "A road.", reason: str = "A car stops.") -> dict[str, object]:
@@ -66,8 +100,8 @@ def inputs_with(frames_by_name: dict[str, int | None], video: int = 3) -> dict[s
 
 
 def test_candidates_for_matches_ids_and_records_the_missing() -> None:
-    inputs = inputs_with({"a": 40, "b": None, "c": 55})
-    found, missing = candidates_for(3, inputs)
+    inputs = inputs_with({"c": 55, "a": 40, "b": None})
+    found, missing = candidates_for(3, inputs, broad=True)
     assert found == [
         Candidate("a", 40, "ego car follows a.", "a (brakes)."),
         Candidate("c", 55, "ego car follows c.", "c (brakes)."),
@@ -77,16 +111,23 @@ def test_candidates_for_matches_ids_and_records_the_missing() -> None:
         "Report 1: frame: 40\n  caption: ego car follows a.\n  reason: a (brakes).\n"
         "Report 2: frame: 55\n  caption: ego car follows c.\n  reason: c (brakes)."
     )
+    original, _ = candidates_for(3, inputs)
+    assert [c.caption for c in original] == ["1. Ego-car follows a.", "1. Ego-car follows c."]
+    assert candidates_text(original, original=True) == (
+        "1) frame=40\n   before: 1. Ego-car follows a.\n   reason: a (brakes).\n"
+        "2) frame=55\n   before: 1. Ego-car follows c.\n   reason: c (brakes)."
+    )
 
 
 def test_candidates_from_the_real_inputs(ref) -> None:
     inputs = {p.stem: read_submission(p) for p in ref.ensemble_inputs}
     found, missing = candidates_for(0, inputs)
-    assert missing == [] and [c.source for c in found] == [p.stem for p in ref.ensemble_inputs]
-    for candidate, path in zip(found, ref.ensemble_inputs):
-        row = read_submission(path).iloc[0]
+    # The real files keep the original's names: they are shown in their sorted order.
+    assert missing == [] and [c.source for c in found] == sorted(p.stem for p in ref.ensemble_inputs)
+    for candidate in found:
+        row = read_submission(ref.root / f"{candidate.source}.csv").iloc[0]
         assert candidate.frame == int(row[S.START_FRAME])
-        assert candidate.caption == normalize_text(row[S.CAPTION]) and "ego-car" not in candidate.caption.lower()
+        assert candidate.caption == normalize_text(row[S.CAPTION]) and "ego-car" not in candidate.caption
 
 
 @pytest.mark.parametrize(
@@ -110,8 +151,31 @@ def test_parse_answer(content: str, parsed: dict | None) -> None:
     assert parse_answer(content) == parsed
 
 
-def reply(frame: object = 40, caption: str = "Ego-car drives behind a truck.", reason: str = "The truck brakes hard.") -> str:
+def json_reply(frame: object = 40, caption: str = "Ego-car drives behind a truck.", reason: str = "The truck brakes hard.") -> str:
     return json.dumps({"caption_before": caption, "reason": reason, "incident_start_frame": frame}, ensure_ascii=False)
+
+
+def reply(frame: object = 40, caption: str = "Ego-car drives behind a truck.", reason: str = "The truck brakes hard.") -> str:
+    """An answer in the original's tags."""
+    return (f"<caption_before>{caption}</caption_before>\n<reason>{reason}</reason>\n"
+            f"<incident_start_frame>{frame}</incident_start_frame>")
+
+
+@pytest.mark.parametrize(
+    ("content", "parsed"),
+    [
+        ("<CAPTION_BEFORE>\n A road. </caption_before><reason>A car stops.</reason>"
+         "<incident_start_frame>frame 41, maybe 50</incident_start_frame>",
+         {"caption_before": "A road.", "reason": "A car stops.", "incident_start_frame": 41}),
+        ("<reason>A car stops.</reason><incident_start_frame>-3</incident_start_frame>",
+         {"caption_before": "", "reason": "A car stops.", "incident_start_frame": -3}),
+        ('{"caption_before": "A road.", "reason": "A car stops.", "incident_start_frame": 41}',
+         {"caption_before": "", "reason": "", "incident_start_frame": None}),
+        ("", {"caption_before": "", "reason": "", "incident_start_frame": None}),
+    ],
+)
+def test_parse_tags_as_the_original(content: str, parsed: dict) -> None:
+    assert parse_tags(content) == parsed
 
 
 BASE = frame_of(3, 77, caption="Base caption.", reason="Base reason.")
@@ -124,10 +188,33 @@ async def test_the_request(scripted_client) -> None:
     (call,) = client.calls
     assert call["messages"][0] == {"role": "system", "content": "You must answer in English."}
     candidates, _ = candidates_for(3, inputs)
-    assert client.user_text() == PROMPT.render(candidates=candidates_text(candidates))
-    expected = {"n": 1, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "min_p": 0.0, "max_tokens": 4096, "seed": 42}
+    assert client.user_text() == PROMPT.render(candidates=candidates_text(candidates, original=True))
+    assert "1) frame=40\n   before: " in client.user_text() and "<incident_start_frame>" in client.user_text()
+    expected = {"n": 1, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "min_p": 0.0, "max_tokens": 4096, "seed": 42,
+                "presence_penalty": 0.0, "frequency_penalty": 0.0}
     assert {k: call[k] for k in expected} == expected
+    assert call["response_format"] is None
+
+
+async def test_the_request_with_coools_switches(scripted_client) -> None:
+    inputs = inputs_with({"a": 40, "b": 55})
+    client = scripted_client([json_reply()])
+    result = await ensemble_video(client, PROMPT_PLUS, 3, BASE, inputs, PLUS)
+    (call,) = client.calls
+    candidates, _ = candidates_for(3, inputs, broad=True)
+    assert client.user_text() == PROMPT_PLUS.render(candidates=candidates_text(candidates))
     assert call["response_format"]["json_schema"]["name"] == "ensemble"
+    assert result.row[S.CAPTION] == "Ego-car drives behind a truck."
+
+
+async def test_the_json_schema_switch_changes_the_format_and_the_reading(scripted_client) -> None:
+    inputs = inputs_with({"a": 40, "b": 55})
+    original, switched = scripted_client([reply()]), scripted_client([json_reply(55)])
+    await ensemble_video(original, PROMPT, 3, BASE, inputs)
+    result = await ensemble_video(switched, PROMPT, 3, BASE, inputs, EnsembleParams(json_schema=True))
+    before, after = original.calls[0], switched.calls[0]
+    assert {k for k in before if before[k] != after[k]} == {"response_format"}
+    assert result.row[S.START_FRAME] == 55 and result.row[S.REASON] == "The truck brakes hard."
 
 
 async def test_only_frame_caption_and_reason_change(scripted_client) -> None:
@@ -160,7 +247,7 @@ async def test_an_id_missing_from_an_input_is_skipped_and_recorded(scripted_clie
     assert result.missing_inputs == ["gone"]
     assert result.notes == ["inputs without this video (skipped): gone"]
     assert [c.source for c in result.candidates] == ["a", "c"]
-    assert "gone" not in client.user_text() and "Report 3" not in client.user_text()
+    assert "gone" not in client.user_text() and "3) frame=" not in client.user_text()
 
 
 async def test_no_input_has_the_video(scripted_client) -> None:
@@ -170,9 +257,40 @@ async def test_no_input_has_the_video(scripted_client) -> None:
     assert result.notes[-1] == "no input has this video: the base row is kept"
 
 
-async def test_non_ascii_texts_are_asked_again_once(scripted_client) -> None:
+async def test_a_non_ascii_answer_is_asked_again_once_as_the_original(scripted_client) -> None:
     client = scripted_client([reply(40, caption="自车在卡车后面行驶。"), reply(55, reason="The truck brakes – hard.")])
     result = await ensemble_video(client, PROMPT, 3, BASE, inputs_with({"a": 40, "b": 55}))
+    assert [c["seed"] for c in client.calls] == [42, 42]  # the same request again
+    assert client.calls[0] == client.calls[1]
+    # The second answer replaces the first, non-ASCII or not.
+    assert (result.row[S.START_FRAME], result.row[S.REASON]) == (55, "The truck brakes – hard.")
+    assert result.notes == ["attempt 1: a text is not ASCII", "attempt 2: a text is not ASCII"]
+    client = scripted_client([reply(40)])
+    result = await ensemble_video(client, PROMPT, 3, BASE, inputs_with({"a": 40}))
+    assert len(client.calls) == 1 and result.notes == []
+
+
+async def test_a_blank_text_keeps_the_base_text(scripted_client) -> None:
+    # A guard: the original would write a blank caption, which is not a valid submission row.
+    client = scripted_client(["<reason>The truck brakes hard.</reason><incident_start_frame>55</incident_start_frame>"])
+    result = await ensemble_video(client, PROMPT, 3, BASE, inputs_with({"a": 40, "b": 55}))
+    assert len(client.calls) == 1
+    assert (result.row[S.CAPTION], result.row[S.REASON], result.row[S.START_FRAME]) == (BASE[S.CAPTION], "The truck brakes hard.", 55)
+    assert result.notes == ["no caption_before in the answer: the base row's text is kept"]
+
+
+async def test_a_text_still_not_english_keeps_the_base_text_and_texts_are_one_line(scripted_client) -> None:
+    client = scripted_client([reply(40, caption="自车在卡车后面行驶。", reason="The truck\n\nbrakes\u202e hard."),
+                              reply(40, caption="自车在卡车后面行驶。", reason="The truck\n\nbrakes\u202e hard.")])
+    result = await ensemble_video(client, PROMPT, 3, BASE, inputs_with({"a": 40}))
+    assert len(client.calls) == 2
+    assert (result.row[S.CAPTION], result.row[S.REASON]) == (BASE[S.CAPTION], "The truck brakes hard.")
+    assert result.notes[-1] == "caption_before is still not English: the base row's text is kept"
+
+
+async def test_non_ascii_texts_are_asked_again_with_strict_english(scripted_client) -> None:
+    client = scripted_client([reply(40, caption="自车在卡车后面行驶。"), reply(55, reason="The truck brakes – hard.")])
+    result = await ensemble_video(client, PROMPT, 3, BASE, inputs_with({"a": 40, "b": 55}), EnsembleParams(strict_english=True))
     assert [c["seed"] for c in client.calls] == [42, 43]  # a new seed, or the same answer comes back
     assert result.row[S.CAPTION] == BASE[S.CAPTION] and result.row[S.REASON] == BASE[S.REASON]
     assert result.row[S.START_FRAME] == 55  # the frame of the last answer still counts
@@ -182,13 +300,13 @@ async def test_non_ascii_texts_are_asked_again_once(scripted_client) -> None:
         "no usable texts: the base row's caption and reason are kept",
     ]
     client = scripted_client([reply(40, caption="自车"), reply(40, caption="Ego-car waits.")])
-    result = await ensemble_video(client, PROMPT, 3, BASE, inputs_with({"a": 40}))
+    result = await ensemble_video(client, PROMPT, 3, BASE, inputs_with({"a": 40}), EnsembleParams(strict_english=True))
     assert result.row[S.CAPTION] == "Ego-car waits." and len(client.calls) == 2
 
 
 async def test_english_retries_is_a_parameter(scripted_client) -> None:
     client = scripted_client(["garbage"] * 3)
-    params = EnsembleParams(english_retries=2)
+    params = EnsembleParams(english_retries=2, strict_english=True)
     result = await ensemble_video(client, PROMPT, 3, BASE, inputs_with({"a": 40, "b": 40}), params)
     assert len(client.calls) == 3 and result.row[S.START_FRAME] == 40 and result.row[S.CAPTION] == BASE[S.CAPTION]
 
@@ -197,7 +315,7 @@ async def test_a_tag_answer_is_used(scripted_client) -> None:
     tags = ("<caption_before>Ego-car waits at a crosswalk.</caption_before>\n"
             "<reason>A pedestrian steps out and ego-car brakes.</reason>\n<incident_start_frame>55</incident_start_frame>")
     client = scripted_client([tags], structured=False)
-    result = await ensemble_video(client, PROMPT, 3, BASE, inputs_with({"a": 40, "b": 55}))
+    result = await ensemble_video(client, PROMPT, 3, BASE, inputs_with({"a": 40, "b": 55}), EnsembleParams(json_schema=True))
     assert client.calls[0]["response_format"] == {"type": "json_object"}
     assert (result.row[S.START_FRAME], result.row[S.CAPTION], result.row[S.REASON]) == (
         55, "Ego-car waits at a crosswalk.", "A pedestrian steps out and ego-car brakes.",

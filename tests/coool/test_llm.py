@@ -222,9 +222,10 @@ async def test_requests_in_flight_are_bounded_per_url(slow_sim: SimHandle, role,
 async def test_clients_of_one_url_share_its_bound(slow_sim: SimHandle, role) -> None:
     # The pipeline runs several stage flows at once, each with its own client of the same server.
     slow_sim.reset()
+    limits: dict = {}  # a run's table of bounds (Run.open_clients gives its clients one)
     async with (
-        ChatClient("describer", role(slow_sim, max_concurrency=2)) as first,
-        ChatClient("describer", role(slow_sim, max_concurrency=2)) as second,
+        ChatClient("describer", role(slow_sim, max_concurrency=2), url_limits=limits) as first,
+        ChatClient("describer", role(slow_sim, max_concurrency=2), url_limits=limits) as second,
     ):
         await asyncio.gather(*(c.complete(HELLO) for c in (first, second) for _ in range(6)))
     stats = slow_sim.stats()
@@ -377,6 +378,14 @@ async def test_extras_and_sampling_go_in_the_body(recorder: Recorder, role) -> N
         "response_format": {"type": "json_schema", "json_schema": {"name": "ensemble", "schema": schema, "strict": True}},
     }
     assert bare == {"model": "m", "messages": HELLO, "n": 1}  # nothing unasked is sent
+
+
+async def test_presence_and_frequency_penalties_go_in_the_body(recorder: Recorder, role) -> None:
+    # The original ensemble sends both (at 0.0); a value of 0.0 is still sent, as asked.
+    async with ChatClient("ensembler", role(urls=["http://rec/v1"], model="m")) as client:
+        await client.complete(HELLO, presence_penalty=0.0, frequency_penalty=0.5)
+    (body,) = recorder.bodies
+    assert (body["presence_penalty"], body["frequency_penalty"]) == (0.0, 0.5)
 
 
 async def test_image_files_are_sent_as_data_urls_and_the_callers_messages_keep_paths(

@@ -20,16 +20,35 @@ from coool.params import (
 def test_stage_defaults_are_the_spec_values() -> None:
     assert CaptionParams().model_dump() == {
         "every": 10, "temperature": 0.01, "max_tokens": 8192, "thinking": True, "prompt": "caption",
+        "json_schema": False, "plus_prompts": False, "clean_captions": False,
     }
     assert DetectParams().model_dump() == {
         "samples": 12, "temperature": 0.6, "top_p": 0.95, "max_tokens": 512,
-        "video_attempts": 30, "retry_delay_s": 3.0, "prompt": "detect",
+        "video_attempts": 30, "retry_delay_s": 3.0, "top_k": 0, "repetition_penalty": 1.0, "prompt": "detect",
+        "json_schema": False, "plus_prompts": False, "batched_samples": False, "compact_table": False,
     }
     assert EnsembleParams().model_dump() == {
         "temperature": 0.7, "top_p": 0.8, "top_k": 20, "min_p": 0.0, "max_tokens": 4096, "seed": 42,
-        "english_retries": 1, "prompt": "ensemble",
+        "english_retries": 1, "presence_penalty": 0.0, "frequency_penalty": 0.0, "prompt": "ensemble",
+        "json_schema": False, "plus_prompts": False, "broad_normalise": False, "strict_english": False,
     }
     assert CountPassParams().model_dump() == {"config": "v6-counts", "threshold": 10, "clip": 20}
+
+
+def test_the_switches_of_stages_2_3_and_5_are_improvements_off_by_default() -> None:
+    from coool.improvements import catalogue
+
+    mine = {(i.stage, i.name) for i in catalogue() if i.stage in ("caption", "detect", "ensemble")}
+    assert mine == {
+        ("caption", "json_schema"), ("caption", "plus_prompts"), ("caption", "clean_captions"),
+        ("detect", "json_schema"), ("detect", "plus_prompts"), ("detect", "batched_samples"), ("detect", "compact_table"),
+        ("ensemble", "json_schema"), ("ensemble", "plus_prompts"), ("ensemble", "broad_normalise"),
+        ("ensemble", "strict_english"),
+    }
+    assert all(i.what and i.why for i in catalogue())
+    config = DescribeConfig(name="x", window="caption-trigger", pre=1, post=1)
+    assert config.lenient_trigger is False
+    assert "lenient_trigger" in {i.name for i in catalogue() if i.stage == "describe"}
 
 
 def test_describe_sampling_defaults() -> None:

@@ -11,9 +11,9 @@ import pytest
 
 from coool import schema as S
 from coool.detect import read_detections
-from coool.files import atomic_write_json, combined_hash
-from coool.pipeline import Pipeline, run_plain
+from coool.files import atomic_write_json
 from coool.recipe import load_recipe
+from coool.run import Run, run_plain
 from coool.servers import ServerUnavailable
 from coool.settings import ROLES, RoleSettings, Settings
 from coool.sim.testing import free_port, running_sim_server
@@ -39,7 +39,7 @@ def assert_near_events(frame: pd.DataFrame, truths) -> None:
 
 async def test_quick_recipe_end_to_end_and_resumed(sim, synthetic_data, tmp_path: Path) -> None:
     results = tmp_path / "results"
-    pipeline = Pipeline(settings_for(sim, results), load_recipe("quick"))
+    pipeline = Run(settings_for(sim, results), load_recipe("quick"))
     outcome = await run_plain(pipeline, synthetic_data.videos, synthetic_data.heatmaps, concurrent=False)
     assert (outcome["videos"], outcome["failures"]) == (3, 0)
     submission = assert_valid(results / "submission.csv", [0, 1, 2])
@@ -53,7 +53,8 @@ async def test_quick_recipe_end_to_end_and_resumed(sim, synthetic_data, tmp_path
         assert truth.event_frame <= detections[truth.video_id] <= truth.event_frame + 10
     assert (results / "failures.csv").read_text(encoding="utf-8").strip() == "video,stage,error,path"
     stats = sim.stats()
-    assert stats["tasks"]["frame_caption"] == 36 and stats["tasks"]["incident_frame"] == 3
+    # The original detector sends one request per sample (issue 14): 12 per video.
+    assert stats["tasks"]["frame_caption"] == 36 and stats["tasks"]["incident_frame"] == 3 * 12
     assert stats["rejected"] == 0
 
     # The keys the flows cache on are the keys the stage units recorded in their outputs.
@@ -62,13 +63,13 @@ async def test_quick_recipe_end_to_end_and_resumed(sim, synthetic_data, tmp_path
             output = {"caption": pipeline.ws.root / "captions" / f"{video}.json", "detect": pipeline.ws.detect_path(video),
                       "describe": pipeline.ws.describe_path("v4", video)}[stage.kind]
             recorded = json.loads(output.read_text())["key"]
-            assert pipeline.stage_key(stage, video) == combined_hash([stage.name, str(video), recorded])
+            assert pipeline.stage_key(stage, video) == recorded  # #13: one key, recorded and cached
             assert pipeline.has_output(stage, video)
 
     # A rerun finds every output in place: not one request.
     before = (results / "submission.csv").read_bytes()
     sim.reset()
-    again = await run_plain(Pipeline(settings_for(sim, results), load_recipe("quick")), synthetic_data.videos,
+    again = await run_plain(Run(settings_for(sim, results), load_recipe("quick")), synthetic_data.videos,
                             synthetic_data.heatmaps, concurrent=False)
     assert again["failures"] == 0
     assert sim.stats()["received"] == 0
@@ -79,7 +80,7 @@ async def test_quick_recipe_end_to_end_and_resumed(sim, synthetic_data, tmp_path
 async def test_second_place_recipe_end_to_end(sim, synthetic_data, tmp_path: Path) -> None:
     results = tmp_path / "results"
     recipe = load_recipe("second-place")
-    outcome = await run_plain(Pipeline(settings_for(sim, results), recipe), synthetic_data.videos,
+    outcome = await run_plain(Run(settings_for(sim, results), recipe), synthetic_data.videos,
                               synthetic_data.heatmaps, concurrent=False)
     assert (outcome["videos"], outcome["failures"]) == (3, 0)
     assert set(outcome["written"]) == set(recipe.submissions()) | {"final"}
@@ -95,7 +96,7 @@ async def test_second_place_recipe_end_to_end(sim, synthetic_data, tmp_path: Pat
     stats = sim.stats()
     assert stats["tasks"]["ensemble"] == 3 and stats["tasks"]["describe_reconcile"] == 8 * 3
     sim.reset()
-    await run_plain(Pipeline(settings_for(sim, results), recipe), synthetic_data.videos, synthetic_data.heatmaps)
+    await run_plain(Run(settings_for(sim, results), recipe), synthetic_data.videos, synthetic_data.heatmaps)
     assert sim.stats()["received"] == 0
 
 
@@ -114,7 +115,7 @@ async def test_bad_inputs_and_a_failing_server_still_give_a_valid_submission(sim
     results = tmp_path / "results"
     with running_sim_server(model=["sim-model"], faults="5xx=1.0") as broken:  # healthy, but every answer is a 5xx
         failing = RoleSettings(model="sim-model", urls=[broken.url], max_attempts=1, timeout_s=5)
-        pipeline = Pipeline(settings_for(sim, results, describer=failing), load_recipe("quick"))
+        pipeline = Run(settings_for(sim, results, describer=failing), load_recipe("quick"))
         outcome = await run_plain(pipeline, data_with_bad_inputs / "videos", data_with_bad_inputs / "heatmaps")
     submission = assert_valid(results / "submission.csv", [0, 1, 2, 3, 4])
     # Every row is the fallback: the describer never answered, and videos 3 and 4 never got that far.
@@ -137,14 +138,14 @@ async def test_a_server_down_at_the_start_fails_fast_naming_role_and_url(sim, sy
     results = tmp_path / "results"
     port = free_port()
     down = RoleSettings(model="sim-model", urls=[f"http://127.0.0.1:{port}/v1"], server={"health_timeout_s": 1})
-    pipeline = Pipeline(settings_for(sim, results, describer=down), load_recipe("quick"))
+    pipeline = Run(settings_for(sim, results, describer=down), load_recipe("quick"))
     with pytest.raises(ServerUnavailable, match=rf"describer: .*127\.0\.0\.1:{port}"):
         await run_plain(pipeline, synthetic_data.videos, synthetic_data.heatmaps)
     assert not (results / "submission.csv").exists()
 
 
 def test_rows_follow_the_merges_and_the_count_pass(sim, tmp_path: Path) -> None:
-    pipeline = Pipeline(settings_for(sim, tmp_path), load_recipe("second-place"))
+    pipeline = Run(settings_for(sim, tmp_path), load_recipe("second-place"))
 
     def described(config: str, video: int, **changes: object) -> dict[str, object]:
         row = S.fallback_row(video) | changes
@@ -175,7 +176,7 @@ def test_collect_inputs_records_odd_file_names(sim, synthetic_data, tmp_path: Pa
     shutil.copy(synthetic_data.video(1), videos / "5.mp4")  # no heatmap
     for odd in ("².mp4", "٣.mp4", "clip.mp4"):  # "²".isdigit() and "٣".isdigit() are both True
         (videos / odd).write_bytes(b"not a video")
-    pipeline = Pipeline(settings_for(sim, tmp_path / "results"), load_recipe("quick"))
+    pipeline = Run(settings_for(sim, tmp_path / "results"), load_recipe("quick"))
     pairs, ids = pipeline.collect_inputs(videos, heatmaps)
     assert [p.video_id for p in pairs] == [0] and ids == [0, 5]
     failed = sorted((f.video if f.video is not None else -1, Path(f.path).name) for f in pipeline.failures)
@@ -184,7 +185,7 @@ def test_collect_inputs_records_odd_file_names(sim, synthetic_data, tmp_path: Pa
 
 
 def test_videos_with_frames_reads_only_id_folders(sim, tmp_path: Path) -> None:
-    pipeline = Pipeline(settings_for(sim, tmp_path), load_recipe("quick"))
+    pipeline = Run(settings_for(sim, tmp_path), load_recipe("quick"))
     for name in ("0", "12", "²", "٣", "3.5", "abc"):
         (tmp_path / "frames" / name).mkdir(parents=True)
         (tmp_path / "frames" / name / "manifest.json").write_text("{}", encoding="utf-8")
@@ -192,15 +193,29 @@ def test_videos_with_frames_reads_only_id_folders(sim, tmp_path: Path) -> None:
     assert pipeline.videos_with_frames() == [0, 12]
 
 
+async def test_concurrent_mode_reports_every_stage_and_why_videos_were_skipped(sim, synthetic_data, tmp_path: Path) -> None:
+    from coool.count_pass import SKIPPED
+
+    run = Run(settings_for(sim, tmp_path), load_recipe("second-place"))
+    outcome = await run_plain(run, synthetic_data.videos, synthetic_data.heatmaps, concurrent=True)
+    stages = {r["stage"]: r for r in outcome["stages"]}
+    # Stage 1 is a stage like the others, and concurrent mode reports one row per stage.
+    assert list(stages) == ["frames"] + [s.name for s in run.recipe.stages()]
+    for report in stages.values():
+        assert report["done"] + report["skipped"] == 3 and report["failed"] == [], report
+    counted = stages["count-pass"]
+    assert counted["skipped"] > 0 and counted["skipped_why"] == {SKIPPED: counted["skipped"]}
+
+
 async def test_second_place_plus_shares_the_stages_no_switch_changes(sim, synthetic_data, tmp_path: Path) -> None:
     """Issue #14: second-place-plus after second-place in the same results folder asks for no
     caption and no detection again; only the describe work (and what follows it) reruns."""
     results = tmp_path / "results"
     plus_recipe = Path(__file__).resolve().parents[2] / "coool" / "recipes" / "second-place-plus.yaml"
-    await run_plain(Pipeline(settings_for(sim, results), load_recipe("second-place")), synthetic_data.videos,
+    await run_plain(Run(settings_for(sim, results), load_recipe("second-place")), synthetic_data.videos,
                     synthetic_data.heatmaps, concurrent=False)
     sim.reset()
-    outcome = await run_plain(Pipeline(settings_for(sim, results), load_recipe(str(plus_recipe))),
+    outcome = await run_plain(Run(settings_for(sim, results), load_recipe(str(plus_recipe))),
                               synthetic_data.videos, synthetic_data.heatmaps, concurrent=False)
     assert (outcome["videos"], outcome["failures"]) == (3, 0)
     from coool.improvements import catalogue

@@ -40,6 +40,42 @@ def test_every_prompt_file_is_listed_here() -> None:
     names = {p.name.split(".")[0] for p in BUILTIN_DIR.iterdir() if p.suffix in (".md", ".json")}
     # The snippets: ignore_image_text (the count pass), stacked_frames (issue #14: frames: stacked).
     assert names - {"README"} == set(PROMPTS) | {"ignore_image_text", "stacked_frames"}
+    plus = {p.name.split(".")[0] for p in (BUILTIN_DIR / "plus").iterdir() if p.suffix in (".md", ".json")}
+    assert plus <= set(PROMPTS) | {"ignore_image_text"}
+
+
+@pytest.mark.parametrize("name", ["caption", "detect", "ensemble"])
+def test_plus_prompts_load_and_render_with_the_default_schema(name: str) -> None:
+    title, values = PROMPTS[name]
+    plus, faithful = load_prompt(name, variant="plus"), load_prompt(name)
+    assert plus.source == BUILTIN_DIR / "plus" / f"{name}.md"
+    assert plus.text != faithful.text
+    assert plus.schema == faithful.schema and plus.system == faithful.system and plus.title == title
+    text = plus.render(**values)
+    assert "$" not in text and text == text.strip()
+
+
+def test_stage_prompt_follows_the_plus_prompts_switch() -> None:
+    from coool.params import CaptionParams, DetectParams, EnsembleParams
+    from coool.prompts import stage_prompt
+
+    for params in (CaptionParams(), DetectParams(), EnsembleParams()):
+        assert stage_prompt(params) == load_prompt(params.prompt)
+        assert stage_prompt(params.model_copy(update={"plus_prompts": True})) == load_prompt(params.prompt, variant="plus")
+
+
+def test_the_faithful_prompts_carry_the_originals_instructions() -> None:
+    caption = load_prompt("caption").render()
+    assert "Think very hard" in caption and "Give priority to details that matter for hazards" in caption
+    assert "count only instances you can see clearly" in caption and "the number is 0" in caption
+    assert "Frame" not in caption.split("\n")[0]
+    detect = load_prompt("detect").render(table="| frame |")
+    assert "most severe accident or hazard starts" in detect and "-1 when" not in detect and "wrong" not in detect
+    ensemble = load_prompt("ensemble").render(candidates="1) frame=5")
+    for instruction in ("ONE sentence", "Present tense, active voice", "force/forcing/causing/sudden/lane change/disruption/cuts in",
+                        "(CIDEr)", "Never invent", "'right' becomes 'right lane'", "No numbers, timestamps or frames",
+                        "<incident_start_frame>...</incident_start_frame>"):
+        assert instruction in ensemble, instruction
 
 
 def test_the_stacked_frames_snippet_is_plain_text() -> None:
@@ -64,7 +100,9 @@ def test_builtin_prompt_loads_and_renders(name: str) -> None:
 def test_list_placeholders_expand_to_the_allowed_values() -> None:
     text = load_prompt("caption").render()
     assert ", ".join(json.dumps(label) for label in S.LABELS) in text
-    assert ", ".join(json.dumps(s) for s in S.SEVERITIES) in text
+    # The original offers the six collision severities (and "unknown"), not "0. No Crash".
+    assert ", ".join(json.dumps(s) for s in S.SEVERITIES[1:]) in text and S.NO_CRASH not in text
+    assert ", ".join(json.dumps(s) for s in S.SEVERITIES) in load_prompt("caption", variant="plus").render()
     # coool's reconcile prompt (plus) lists coool's hazard labels; the faithful one lists the original's own.
     reconcile = load_prompt("describe_reconcile", variant="plus").render(**PROMPTS["describe_reconcile"][1])
     assert ", ".join(json.dumps(label) for label in S.HAZARD_LABELS) in reconcile

@@ -12,8 +12,9 @@ EIGHT = ["exp001", "exp002", "exp004", "exp005", "v3", "v3-prompt2", "v4", "v5"]
 
 
 def test_both_recipes_load_by_name_and_by_path() -> None:
-    assert sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")) == ["quick", "second-place"]
-    for name in ("quick", "second-place"):
+    # coool/recipes (package data) holds faithful's second-place-plus too since #13 moved the recipes there.
+    assert sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")) == ["quick", "second-place", "second-place-plus"]
+    for name in ("quick", "second-place", "second-place-plus"):
         assert load_recipe(name) == load_recipe(RECIPES_DIR / f"{name}.yaml")
 
 
@@ -44,17 +45,17 @@ def test_second_place_phases() -> None:
         ["caption", "describe:exp001"],
         ["detect"],
         ["describe:exp002"],
-        ["describe:exp004", "describe:exp005", "describe:v3", "describe:v3-prompt2", "describe:v4", "describe:v5", "countpass"],
+        ["describe:exp004", "describe:exp005", "describe:v3", "describe:v3-prompt2", "describe:v4", "describe:v5", "count-pass"],
         ["ensemble"],
     ]
     by_name = {s.name: s for p in plan for s in p.stages}
     assert by_name["caption"] == Stage("caption", "caption", "captioner", ())
     assert by_name["describe:exp001"].deps == ("caption",)  # caption-trigger: no detector needed
     assert by_name["describe:exp002"] == Stage("describe:exp002", "describe", "captioner", ("caption", "detect"), "exp002")
-    assert by_name["countpass"] == Stage(
-        "countpass", "countpass", "describer", ("describe:exp004", "describe:exp005", "describe:v4", "detect"), "v6-counts"
+    assert by_name["count-pass"] == Stage(
+        "count-pass", "count-pass", "describer", ("describe:exp004", "describe:exp005", "describe:v4", "detect"), "v6-counts"
     )
-    assert set(by_name["ensemble"].deps) == {f"describe:{c}" for c in EIGHT} | {"countpass"}
+    assert set(by_name["ensemble"].deps) == {f"describe:{c}" for c in EIGHT} | {"count-pass"}
     assert [p.roles for p in plan] == [["captioner"], ["detector"], ["captioner"], ["describer"], ["ensembler"]]
 
 
@@ -178,7 +179,7 @@ def test_waves_follow_dependencies() -> None:
     recipe = load_recipe("second-place")
     describer = [p for p in phases(recipe.stages()) if p.role == "describer"][0]
     levels = [[s.name for s in wave] for wave in waves(describer.stages)]
-    assert levels[-1] == ["countpass"]
+    assert levels[-1] == ["count-pass"]
     assert "describe:v4" in levels[0]
     names = {s.name for s in describer.stages}
     seen: set[str] = set()
@@ -208,7 +209,13 @@ def test_second_place_plus_is_second_place_with_every_improvement() -> None:
         assert sorted(s for s in described if getattr(on, s)) == sorted(described)
         # Nothing but the switches differs.
         assert off.model_copy(update={s: True for s in described}) == on
-    shape = ("describe", "merges", "count_pass", "ensemble", "final")
+    shape = ("describe", "merges", "count_pass", "final")
     assert [getattr(faithful, f) for f in shape] == [getattr(plus, f) for f in shape]
+    # Stages 2, 3 and 5: every switch on, nothing else different.
+    for stage, field in (("caption", "caption"), ("detect", "detect"), ("ensemble", "ensemble")):
+        switches = {i.name for i in catalogue() if i.stage == stage}
+        off, on = getattr(faithful, field), getattr(plus, field)
+        assert switches and not any(getattr(off, s) for s in switches) and all(getattr(on, s) for s in switches)
+        assert off.model_copy(update={s: True for s in switches}) == on
     # The stages no switch changes are the same stages (same names, same parameters): shared in the cache.
     assert [s.name for s in faithful.stages()] == [s.name for s in plus.stages()]

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coool import schema as S
-from coool.windows import caption_trigger_window, detected_frame_window, window_index_to_frame
+from coool.windows import caption_trigger_window, detected_frame_window, is_no_clue, read_cell_int, window_index_to_frame
 
 # ------------------------------------------------------------ detected-frame window
 
@@ -156,7 +156,74 @@ def test_caption_trigger_falls_back_to_hazard_clues() -> None:
     clues[7] = "debris on the lane"
     clues[12] = "pedestrian"
     table = caption_table([-1] * 20, clues=clues)
-    assert caption_trigger_window(table, 6, 5) == list(range(11, 122, 10))  # trigger 7: rows 1..12
+    # coool's reading: "None." is no clue (punctuation stripped), so row 7 triggers: rows 1..12.
+    assert caption_trigger_window(table, 6, 5, lenient=True) == list(range(11, 122, 10))
+    # The original's: "None." is a clue (row 5 triggers: rows 0..11).
+    assert caption_trigger_window(table, 6, 5) == list(range(1, 112, 10))
+    clues[5] = "none"
+    assert caption_trigger_window(caption_table([-1] * 20, clues=clues), 6, 5) == list(range(11, 122, 10))
+
+
+def test_node_is_no_clue_for_the_original_only() -> None:
+    clues = ["none"] * 20
+    clues[4], clues[9] = " Node ", "debris"
+    table = caption_table([-1] * 20, clues=clues)
+    assert caption_trigger_window(table, 1, 1) == [81, 91, 101]  # "node" is no clue: row 9
+    assert caption_trigger_window(table, 1, 1, lenient=True) == [31, 41, 51]  # coool: "Node" is a clue
+
+
+@pytest.mark.parametrize(
+    ("value", "number"),
+    [("1", 1), (" -1 ", -1), ("0", 0), ("1.9", 1), ("-0.5", 0), ("1e1", 10), ("", None), ("  ", None), ("x", None),
+     ("2 cars", None), ("nan", None), ("inf", None), (None, None), (float("nan"), None), (3, 3), (2.7, 2)],
+)
+def test_read_cell_int_is_the_originals_reading(value: object, number: int | None) -> None:
+    assert read_cell_int(value) == number
+
+
+@pytest.mark.parametrize("value", ["", " ", "none", " NONE ", "Null", "na", "N/A", "node", None, float("nan")])
+def test_no_clue_values(value: object) -> None:
+    assert is_no_clue(value)
+
+
+@pytest.mark.parametrize("value", ["None.", "'none'", "n.a.", "nothing", "debris", "-"])
+def test_clue_values(value: object) -> None:
+    assert not is_no_clue(value)
+
+
+@pytest.mark.parametrize("blank", ["", "unknown", "n/a", None])
+def test_a_blank_or_non_numeric_detection_never_triggers(blank: object) -> None:
+    table = caption_table([-1] * 20)
+    table[S.CAP_DETECTION] = table[S.CAP_DETECTION].astype(object)
+    table.loc[3, S.CAP_DETECTION] = blank
+    table.loc[14, S.CAP_DETECTION] = "1"
+    assert caption_trigger_window(table, 1, 1) == [131, 141, 151]  # row 14
+    # coool's reading makes the blank 0, a hazard: row 3 triggers.
+    assert caption_trigger_window(table, 1, 1, lenient=True) == [21, 31, 41]
+
+
+def test_the_originals_counts_are_truncated_and_may_be_negative() -> None:
+    table = caption_table([-1] * 6)
+    for field in S.CAPTION_COUNT_FIELDS:
+        table[field] = table[field].astype(object)
+    table.loc[1, S.CAP_VEHICLES] = "2.9"  # the original: 2; coool: 3
+    table.loc[2, S.CAP_VEHICLES] = "3"
+    table.loc[3, S.CAP_VEHICLES], table.loc[3, S.CAP_ANIMALS] = "4", "-2"  # the original: 2; coool: 4
+    assert caption_trigger_window(table, 0, 0) == [21]
+    assert caption_trigger_window(table, 0, 0, lenient=True) == [31]
+
+
+def test_a_saved_caption_table_keeps_a_blank_detection_blank(tmp_path) -> None:
+    from coool.captions import TABLE_COLUMNS, load_captions
+
+    rows = [{c: "" for c in TABLE_COLUMNS} | {"frame": f, "image": "x.png", S.HAZARD_CLUES: "none"} for f in (1, 11, 21, 31)]
+    for row in rows:
+        row[S.CAP_DETECTION] = -1
+    rows[1][S.CAP_DETECTION] = ""  # the captioner left it out
+    rows[2][S.HAZARD_CLUES] = "a cyclist ahead"
+    pd.DataFrame(rows).to_csv(tmp_path / "0.csv", index=False)
+    assert caption_trigger_window(load_captions(tmp_path / "0.csv", coerce=False), 0, 0) == [21]
+    assert caption_trigger_window(load_captions(tmp_path / "0.csv", coerce=False), 0, 0, lenient=True) == [11]
 
 
 def test_caption_trigger_falls_back_to_counts_first_max() -> None:

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,10 @@ import httpx
 import pytest
 import yaml
 from pydantic import BaseModel
-from roles import point_roles_at
 
-from coool.servers import ServerUnavailable, wait_until_healthy
 from coool.settings import ROLE_DEFAULTS, ROLES, RoleSettings, ServerSettings, Settings, load_settings
-from coool.sim.testing import free_port, start_sim_process
+from coool.sim.testing import free_port
 from coool.submission import read_submission, validate
-from coool.synthetic import make_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 PREFECT_YAML = REPO / "prefect.yaml"
@@ -202,7 +200,7 @@ def test_local_deployments_run_from_the_checkout_that_deployed_them() -> None:
         deployment = deployments_by_name()[f"{name}-local"]
         (build,) = deployment["build"]
         step = build["prefect.deployments.steps.run_shell_script"]
-        assert step["script"] == "pwd"
+        assert step["script"] == "sh deployments/check-local-env.sh"
         (pull,) = deployment["pull"]
         directory = pull["prefect.deployments.steps.set_working_directory"]["directory"]
         assert directory == "{{ " + step["id"] + ".stdout }}"
@@ -213,6 +211,21 @@ def check_docker_env(**env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["sh", "deployments/check-docker-env.sh"], cwd=REPO, env={**clean, **env}, capture_output=True, text=True, timeout=30
     )
+
+
+def test_local_deployments_refuse_a_missing_settings_file(tmp_path: Path) -> None:
+    def check(**env: str) -> subprocess.CompletedProcess[str]:
+        clean = {k: v for k, v in os.environ.items() if k != "COOOL_LOCAL_SETTINGS_FILE"}
+        return subprocess.run(["sh", "deployments/check-local-env.sh"], cwd=REPO, env={**clean, **env},
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+
+    good = check(COOOL_LOCAL_SETTINGS_FILE=str(SETTINGS_DIR / "local-sim.yaml"))
+    assert good.returncode == 0 and good.stdout.strip() == str(REPO), good.stderr
+    for env, problem in (({}, "is not set"), ({"COOOL_LOCAL_SETTINGS_FILE": "deployments/settings/local-sim.yaml"}, "absolute"),
+                         ({"COOOL_LOCAL_SETTINGS_FILE": str(tmp_path / "none.yaml")}, "no such file")):  # fmt: skip
+        result = check(**env)
+        assert result.returncode == 1 and problem in result.stderr and "make deploy" in result.stderr
+        assert result.stdout == ""
 
 
 def test_docker_deployments_refuse_unset_or_relative_paths() -> None:
@@ -265,86 +278,84 @@ def tail(path: Path, lines: int = 40) -> str:
     return f"--- {path.name} ---\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def prefect(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+def make(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    # STAMP= : use the running venv as it is (a test never runs `make setup`).
     return subprocess.run(
-        [str(BIN / "prefect"), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
-    )
+        ["make", "--no-print-directory", *args, "STAMP=", f"VENV={BIN.parent}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def make_start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return start(["make", "--no-print-directory", *args, "STAMP=", f"VENV={BIN.parent}"], env, log)
+
+
+def wait_for(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert process.poll() is None, f"{process.args} exited\n" + tail(log)
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"no {url} after {timeout_s:.0f} s\n" + tail(log)
+        time.sleep(0.5)
+
+
+def test_readme_names_the_sequence_this_test_runs() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for line in ("make ui", "make sim", ".venv/bin/coool synth demo/data", "make deploy DEPLOY='*-local'", "make worker",
+                 "make run-deployment DATA=demo/data RECIPE=quick", "results/local-sim/"):  # fmt: skip
+        assert line in readme, line
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_pipeline_deployment_runs_on_a_real_prefect_server(tmp_path: Path) -> None:
-    """prefect.yaml end to end: `prefect deploy --all`, a process worker, one run of coool-pipeline-local."""
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
+@pytest.mark.timeout(420)
+def test_the_readme_deployment_sequence_runs_on_a_real_prefect_server(tmp_path: Path) -> None:
+    """The README's commands, through make, on ports that are not the defaults:
+    `make ui`, `make sim`, `make deploy DEPLOY='*-local'`, `make worker`,
+    `make run-deployment`; then `make deploy` of all 14 (pools already there)."""
+    prefect_port, sim_port = free_port(), free_port()
+    api = f"http://127.0.0.1:{prefect_port}/api"
+    # A user's shell: nothing PREFECT_* or COOOL_* exported; ports as make variables.
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "COOOL_"))}
-    env = {
-        **base_env,
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_API_URL": api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-    }
+    env = {**base_env, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_PORT": str(prefect_port),
+           "SIM_PORT": str(sim_port), "PREFECT_WORKER_QUERY_SECONDS": "1"}  # fmt: skip
     data = tmp_path / "data"
-    make_dataset(data, n=2)
+    synth = subprocess.run([str(BIN / "coool"), "synth", str(data), "--n", "2"], env=env, capture_output=True, text=True, timeout=120)
+    assert synth.returncode == 0, synth.stdout + synth.stderr
     results = tmp_path / "results"
     docker_results = tmp_path / "docker-results"
-    logs = {name: tmp_path / f"{name}.log" for name in ("server", "sim", "worker")}
+    logs = {name: tmp_path / f"{name}.log" for name in ("ui", "sim", "worker")}
     before = PREFECT_YAML.read_bytes()
+    sim_settings = REPO / "build" / "settings" / f"local-sim-{sim_port}.yaml"
     started: list[subprocess.Popen[bytes]] = []
     try:
-        server = start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, logs["server"])
-        started.append(server)
-        try:
-            wait_until_healthy(api, 90, alive=lambda: server.poll() is None, name="the Prefect server")
-        except ServerUnavailable as exc:
-            pytest.fail(f"{exc}\n" + tail(logs["server"]))
+        ui = make_start(["ui"], env, logs["ui"])
+        started.append(ui)
+        wait_for(f"{api}/health", ui, logs["ui"])
+        assert httpx.get(f"http://127.0.0.1:{prefect_port}/ui-settings", timeout=10).json()["api_url"] == api
 
-        for pool, kind in (("coool-process", "process"), ("coool-docker", "docker")):
-            created = prefect(["work-pool", "create", pool, "--type", kind], env, 60)
-            assert created.returncode == 0, created.stdout + created.stderr
+        sim = make_start(["sim"], env, logs["sim"])
+        started.append(sim)
+        wait_for(f"http://127.0.0.1:{sim_port}/health", sim, logs["sim"])
 
-        # Every deployment of prefect.yaml, as `make deploy` does; the docker
-        # ones take their mounts from these variables.
-        deploy_env = {
-            **env,
-            "COOOL_DATA_ROOT": str(data),
-            "COOOL_RESULTS_DIR": str(docker_results),
-            "COOOL_SETTINGS_FILE": str(SETTINGS_DIR / "local-sim.yaml"),
-        }
-        deployed = prefect(["--no-prompt", "deploy", "--all"], deploy_env, 180)
+        deployed = make(["deploy", "DEPLOY=*-local"], env, 240)
         assert deployed.returncode == 0, deployed.stdout[-4000:] + deployed.stderr[-4000:]
-        assert deployed.stdout.count("successfully created") == 2 * len(FLOWS), deployed.stdout[-4000:]
+        assert deployed.stdout.count("successfully created") == len(FLOWS), deployed.stdout[-4000:]
         assert PREFECT_YAML.read_bytes() == before, "prefect deploy must not rewrite prefect.yaml"
-
-        stored = httpx.get(f"{api}/deployments/name/coool-pipeline/coool-pipeline", timeout=10).json()
-        assert stored["work_pool_name"] == "coool-docker"
-        assert f"{data}:{data}:ro" in stored["job_variables"]["volumes"]
-        assert stored["parameters"]["data_root"] == str(data)
         local = httpx.get(f"{api}/deployments/name/coool-pipeline/coool-pipeline-local", timeout=10).json()
         assert local["work_pool_name"] == "coool-process"
         assert local["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
+        # The worker's runs get the settings from the deployment, not from the worker's environment.
+        assert local["parameters"]["settings_file"] == str(sim_settings)
+        assert f"127.0.0.1:{sim_port}/v1" in sim_settings.read_text()
 
-        sim_port = free_port()
-        sim = start_sim_process(sim_port, model="sim-model", log_path=logs["sim"])
-        started.append(sim)
-
-        # The worker's environment reaches the flow runs: every role -> the simulated server.
-        worker_env = {**env, **point_roles_at(f"http://127.0.0.1:{sim_port}/v1"), "PREFECT_WORKER_QUERY_SECONDS": "1"}
-        worker = start([str(BIN / "prefect"), "worker", "start", "--pool", "coool-process", "--type", "process"], worker_env, logs["worker"])
+        worker = make_start(["worker"], env, logs["worker"])
         started.append(worker)
 
-        run = prefect(
-            [
-                "deployment", "run", "coool-pipeline/coool-pipeline-local",
-                "--param", f"data_root={data}",
-                "--param", "recipe=quick",
-                "--param", f"results_dir={results}",
-                "--watch", "--watch-timeout", "180",
-            ],
-            env, 200,
-        )
+        run = make(["run-deployment", f"DATA={data}", "RECIPE=quick", f"RESULTS={results}"], env, 300)
         output = run.stdout + run.stderr
         assert worker.poll() is None, "the worker exited\n" + tail(logs["worker"])
         assert run.returncode == 0, output[-4000:] + "\n" + tail(logs["worker"])
@@ -359,6 +370,20 @@ def test_pipeline_deployment_runs_on_a_real_prefect_server(tmp_path: Path) -> No
         errors = [p for p in validate(frame, expected_videos=[0, 1], strict=True) if p.level == "error"]
         assert not errors, errors
         assert list(frame["video"]) == ["0", "1"]
+
+        # Production: every deployment; the docker ones take their mounts from
+        # these variables. The pools exist already: make deploy still succeeds.
+        deploy_env = {**env, "COOOL_DATA_ROOT": str(data), "COOOL_RESULTS_DIR": str(docker_results),
+                      "COOOL_SETTINGS_FILE": str(SETTINGS_DIR / "gpu-cluster.yaml")}  # fmt: skip
+        deployed = make(["deploy"], deploy_env, 300)
+        assert deployed.returncode == 0, deployed.stdout[-4000:] + deployed.stderr[-4000:]
+        assert deployed.stdout.count("successfully created") == 2 * len(FLOWS), deployed.stdout[-4000:]
+        stored = httpx.get(f"{api}/deployments/name/coool-pipeline/coool-pipeline", timeout=10).json()
+        assert stored["work_pool_name"] == "coool-docker"
+        assert f"{data}:{data}:ro" in stored["job_variables"]["volumes"]
+        assert stored["parameters"]["data_root"] == str(data)
+        assert stored["parameters"]["settings_file"] == str(SETTINGS_DIR / "gpu-cluster.yaml")
     finally:
         for process in reversed(started):
             stop(process)
+        sim_settings.unlink(missing_ok=True)

@@ -112,7 +112,7 @@ def test_changing_one_prompt_reruns_only_what_uses_it(second_place_run, syntheti
     text = (BUILTIN_DIR / "describe_texts_v2.md").read_text()
     (prompts / "describe_texts_v2.md").write_text(text + "\nKeep the wording plain.\n")
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(Path("deployments/recipes/second-place.yaml").read_text() + f"prompts_dir: {prompts}\n")
+    recipe.write_text(Path("coool/recipes/second-place.yaml").read_text() + f"prompts_dir: {prompts}\n")
     with running_sim_server(model=["sim-model"]) as sim:
         for key, value in point_roles_at(sim.url).items():
             monkeypatch.setenv(key, value)
@@ -120,7 +120,7 @@ def test_changing_one_prompt_reruns_only_what_uses_it(second_place_run, syntheti
         tasks = sim.stats()["tasks"]
     done = {r["stage"]: r["done"] for r in out["stages"]}
     assert done["describe:v3-prompt2"] == len(synthetic_data.truths)
-    assert all(done[s] == 0 for s in done if s not in ("describe:v3-prompt2", "ensemble", "countpass")), done
+    assert all(done[s] == 0 for s in done if s not in ("describe:v3-prompt2", "ensemble", "count-pass")), done
     assert "frame_caption" not in tasks and "incident_frame" not in tasks
     assert tasks.get("describe_texts", 0) > 0
 

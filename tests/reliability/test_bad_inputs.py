@@ -30,8 +30,8 @@ from reliability_support import (
 
 from coool import schema as S
 from coool.frames import load_manifest
-from coool.pipeline import Pipeline, run_plain
 from coool.recipe import load_recipe
+from coool.run import Run, run_plain
 from coool.settings import load_settings
 from coool.sim.testing import SimHandle, running_sim_server
 from coool.synthetic import make_clip
@@ -50,7 +50,7 @@ def plain_run(sim: SimHandle, data: Path, results: Path, monkeypatch: pytest.Mon
     with monkeypatch.context() as m:
         for key, value in role_env(sim.url).items():
             m.setenv(key, value)
-        pipeline = Pipeline(load_settings(results_dir=results), load_recipe("quick"))
+        pipeline = Run(load_settings(results_dir=results), load_recipe("quick"))
         return asyncio.run(run_plain(pipeline, data / "videos", data / "heatmaps"))
 
 

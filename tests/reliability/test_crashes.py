@@ -42,8 +42,8 @@ from reliability_support import (
     wait_until,
 )
 
-from coool.pipeline import Pipeline, run_plain
 from coool.recipe import load_recipe
+from coool.run import Run, run_plain
 from coool.settings import load_settings
 from coool.sim.testing import SimHandle, running_sim_server
 
@@ -144,7 +144,7 @@ def crashes(prefect_api: str, clips4: Path, small_recipe: Path, tmp_path_factory
         with pytest.MonkeyPatch.context() as m:
             for key, value in role_env(sim.url).items():
                 m.setenv(key, value)
-            pipeline = Pipeline(load_settings(results_dir=baseline), load_recipe(small_recipe))
+            pipeline = Run(load_settings(results_dir=baseline), load_recipe(small_recipe))
             asyncio.run(run_plain(pipeline, data / "videos", data / "heatmaps"))
         baseline_tasks = {k: v for k, v in sim.stats()["tasks"].items() if v}
     with running_sim_server(model=["sim-model"]) as a, running_sim_server(model=["sim-model"]) as b, \

@@ -30,8 +30,8 @@ from reliability_support import (
     unreadable_files,
 )
 
-from coool.pipeline import Pipeline, run_plain
 from coool.recipe import load_recipe
+from coool.run import Run, run_plain
 from coool.servers import ServerManager, ServerUnavailable
 from coool.settings import load_settings
 from coool.sim.testing import free_port, running_sim_server, start_sim_process
@@ -192,7 +192,7 @@ def _plain_run(data: Path, results: Path, recipe: Path, monkeypatch: pytest.Monk
     with monkeypatch.context() as m:
         for key, value in env.items():
             m.setenv(key, value)
-        pipeline = Pipeline(load_settings(results_dir=results), load_recipe(recipe))
+        pipeline = Run(load_settings(results_dir=results), load_recipe(recipe))
         return asyncio.run(run_plain(pipeline, data / "videos", data / "heatmaps"))
 
 

@@ -33,8 +33,8 @@ from reliability_support import (
 )
 
 from coool.llm import ChatClient, MediaPathError, image_url
-from coool.pipeline import Pipeline
 from coool.recipe import load_recipe
+from coool.run import Run
 from coool.servers import ServerManager, process_argv, safe_media_root
 from coool.settings import RoleSettings, load_settings
 from coool.sim.testing import SIM_SERVER_COMMAND, free_port, running_sim_server, start_sim_process
@@ -80,11 +80,11 @@ def test_the_client_refuses_file_urls_outside_its_media_root(media: dict[str, Pa
 async def test_file_transport_with_results_outside_the_data_root_fails_before_any_request(tmp_path: Path) -> None:
     settings = load_settings(results_dir=tmp_path / "results", data_root=tmp_path / "data",
                              captioner={"image_transport": "file"})
-    pipeline = Pipeline(settings, load_recipe("quick"))
+    pipeline = Run(settings, load_recipe("quick"))
     with pytest.raises(MediaPathError, match="outside the allowed media root"):
         async with pipeline.open_clients(["captioner"]):
             pass
-    inside = Pipeline(load_settings(results_dir=tmp_path / "data" / "results", data_root=tmp_path / "data",
+    inside = Run(load_settings(results_dir=tmp_path / "data" / "results", data_root=tmp_path / "data",
                                     captioner={"image_transport": "file"}), load_recipe("quick"))
     async with inside.open_clients(["captioner"]) as clients:
         assert clients["captioner"].media_root == (tmp_path / "data").resolve()
@@ -242,14 +242,14 @@ def test_an_api_key_never_reaches_results_logs_or_prefect(
 
 def test_a_wrong_api_key_is_not_echoed_in_failures(clips4: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    caplog: pytest.LogCaptureFixture) -> None:
-    from coool.pipeline import run_plain
+    from coool.run import run_plain
 
     caplog.set_level(logging.DEBUG)
     wrong = "sk-wrong-0123456789abcdef"
     with running_sim_server(model=["sim-model"], api_key=SECRET) as sim:
         for key, value in {**role_env(sim.url), **per_role("API_KEY", wrong)}.items():
             monkeypatch.setenv(key, value)
-        pipeline = Pipeline(load_settings(results_dir=tmp_path / "r"), load_recipe("quick"))
+        pipeline = Run(load_settings(results_dir=tmp_path / "r"), load_recipe("quick"))
         asyncio.run(run_plain(pipeline, clips4 / "videos", clips4 / "heatmaps"))
         assert sim.stats()["rejected"] > 0
     listed = failures(tmp_path / "r")

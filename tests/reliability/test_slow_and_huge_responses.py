@@ -32,12 +32,12 @@ import pytest
 
 from coool import schema as S
 from coool.describe import DescribePromptSet, describe_unit
+from coool.frames import extract_caption_frames
 from coool.llm import ChatClient, ModelRequestError
 from coool.params import load_describe_configs
 from coool.settings import RoleSettings
 from coool.sim.testing import running_sim_server
 from coool.submission import submission_text, validate
-from coool.video import extract_caption_frames
 
 VIDEO = 0
 DETECTED = 30

@@ -156,9 +156,10 @@ DESCRIBE_TITLES = {"counts": "describe_counts", "texts": "describe_texts", "reco
 def unit_requests(results: Path) -> dict[tuple[str, int], Counter[str]]:
     """Requests each finished (stage, video) made, per simulated task title, read from its output.
 
-    For a run without faults: one request per captioned frame, one per detect
-    attempt (12 samples fit one request), one per describe pass plus one per
-    re-ask, one per ensemble attempt.
+    For a run without faults: one request per captioned frame, the detect
+    requests it records (12 per attempt as the original, one with coool's
+    batched_samples), one per describe pass plus one per re-ask, one per
+    ensemble attempt.
     """
     results = Path(results)
     out: dict[tuple[str, int], Counter[str]] = {}
@@ -167,7 +168,8 @@ def unit_requests(results: Path) -> dict[tuple[str, int], Counter[str]]:
         raw = (results / "captions" / f"{video}.raw.jsonl").read_text(encoding="utf-8").splitlines()
         out[("caption", video)] = Counter({"frame_caption": len(raw)})
     for path in (results / "detect").glob("*.json"):
-        out[("detect", int(path.stem))] = Counter({"incident_frame": int(json.loads(path.read_text())["attempts"])})
+        saved = json.loads(path.read_text())
+        out[("detect", int(path.stem))] = Counter({"incident_frame": int(saved.get("requests", saved["attempts"]))})
     for config_dir in (results / "describe").glob("*"):
         for path in config_dir.glob("*.json"):
             passes = json.loads(path.read_text())["passes"]

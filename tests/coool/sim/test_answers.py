@@ -208,6 +208,37 @@ def test_ensemble_without_json_answers_in_tags() -> None:
         json.loads(answer.content)
 
 
+# The prompts of stages 2, 3 and 5, faithful and plus, as the stages render them: the simulated
+# server must recognise each request with its schema (json_schema switch) and without (the original).
+_TABLE = "| frame | path | Scene_Description | Incident_Detection |\n|--:|:--|:--|--:|\n| 1 | /f/000001.png | road | -1 |"
+_STAGE_PROMPTS = [
+    ("caption", {}, A.FRAME_CAPTION),
+    ("detect", {"table": _TABLE}, A.INCIDENT_FRAME),
+    ("ensemble", {"candidates": "1) frame=41\n   before: a road\n   reason: a car stops"}, A.ENSEMBLE),
+]
+
+
+@pytest.mark.parametrize("variant", [None, "plus"])
+@pytest.mark.parametrize("with_schema", [False, True])
+@pytest.mark.parametrize(("name", "values", "task"), _STAGE_PROMPTS)
+def test_stage_prompts_are_recognised(name: str, values: dict, task: str, variant: str | None, with_schema: bool) -> None:
+    from coool.prompts import load_prompt
+
+    prompt = load_prompt(name, variant=variant)
+    text = "\n".join(filter(None, [prompt.system, prompt.render(**values)]))
+    schema = prompt.schema if with_schema else None
+    assert A.recognise_task(schema, prompt.title if with_schema else None, text) == task
+
+
+def test_the_original_ensemble_block_gives_the_frames() -> None:
+    from coool.prompts import load_prompt
+
+    block = "\n".join(f"{i}) frame={f}\n   before: a road\n   reason: a car stops" for i, f in enumerate([50, 30, 50, 30, 70], 1))
+    text = load_prompt("ensemble").render(candidates=block)
+    fields, _ = A.ensemble(text, 0)
+    assert fields[A.ENS_FRAME] == 30  # 30 and 50 tie: the smallest; no number of the prompt's own text counts
+
+
 @pytest.mark.parametrize("plus", [False, True])
 @pytest.mark.parametrize("config", ["v4", "v3-prompt2", "v6-counts"])
 @pytest.mark.parametrize("with_schema", [False, True])

@@ -201,6 +201,15 @@ def test_same_request_gives_same_answers(sim: SimHandle) -> None:
     assert len(set(first)) > 1  # temperature > 0: some samples jitter
 
 
+def test_an_unseeded_request_repeated_is_sampled_afresh(sim: SimHandle) -> None:
+    # The original detector sends its 12 samples as 12 identical one-sample requests without a seed.
+    body = dict(messages=[scenes.user("From which frame?\n" + _TABLE)], n=1, temperature=0.6)
+    answers = [contents(chat(sim, **body))[0] for _ in range(12)]
+    assert len(set(answers)) > 1
+    sim.reset()  # and the count starts again: the same 12 answers in the same order
+    assert [contents(chat(sim, **body))[0] for _ in range(12)] == answers
+
+
 def _caption(sim: SimHandle, image_url: str, **extra: Any) -> dict[str, Any]:
     r = chat(
         sim,

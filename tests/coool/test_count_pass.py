@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from coool import schema as S
-from coool.countpass import CLIPPED, apply_count_pass, clip_counts, needs_count_pass, videos_needing_count_pass
+from coool.count_pass import CLIPPED, apply_count_pass, clip_counts, needs_count_pass, videos_needing_count_pass
 from coool.submission import load_submission, merge, submission_text, validate
 
 
