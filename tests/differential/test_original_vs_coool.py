@@ -38,8 +38,8 @@ from coool.detect import detect_unit
 from coool.ensemble import ensemble_unit
 from coool.frames import extract_caption_frames
 from coool.llm import ChatClient
-from coool.params import CaptionParams, DetectParams, EnsembleParams, load_describe_configs
 from coool.prompts import load_prompt
+from coool.recipe import Recipe, load_recipe
 from coool.settings import RoleSettings
 
 pytestmark = [pytest.mark.reference, pytest.mark.slow]
@@ -48,7 +48,14 @@ CAPTION_DIR = "results/glm45v_image_frames_infer_perception_vllm_server"
 DETECT_CSV = "results/gpt-oss-120b_infer_vllm_sc_from_frames_csv.csv"
 
 
-# ---- the authors' prompts -------------------------------------------------------
+# ---- the recipe and the authors' prompts ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def second_place() -> Recipe:
+    """The recipe whose stages are compared: its stage parameters and describe configurations."""
+    return load_recipe("second-place")
+
 
 
 @pytest.fixture(scope="session")
@@ -185,7 +192,7 @@ def script_captions(world: World) -> None:
 
 
 @pytest.fixture(scope="session")
-def captions(world: World, prompts_dir: Path | None) -> dict[str, Any]:
+def captions(world: World, second_place: Recipe, prompts_dir: Path | None) -> dict[str, Any]:
     world.sim.reset()
     script_captions(world)
     world.run_original("002_frame_captioning", ["bash", "run_glm45v_image_frames_infer_perception_vllm_server.sh"])
@@ -198,9 +205,10 @@ def captions(world: World, prompts_dir: Path | None) -> dict[str, Any]:
     async def go() -> None:
         # One request at a time, videos and frames in order: the scripted answers go to the same frames.
         async with client(world, "captioner", GLM, max_concurrency=1) as chat:
-            prompt = load_prompt(CaptionParams().prompt, prompts_dir)
+            params = second_place.caption
+            prompt = load_prompt(params.prompt, prompts_dir)
             for vid in world.ids:
-                await caption_unit(chat, vid, frames_dir(world, vid), out, prompt, CaptionParams())
+                await caption_unit(chat, vid, frames_dir(world, vid), out, prompt, params)
 
     run(go())
     return {"original": original, "coool": logged(world), "coool_dir": out}
@@ -241,7 +249,7 @@ def script_detection(world: World) -> None:
 
 
 @pytest.fixture(scope="session")
-def detection(world: World, captions: dict[str, Any], prompts_dir: Path | None) -> dict[str, Any]:
+def detection(world: World, second_place: Recipe, captions: dict[str, Any], prompts_dir: Path | None) -> dict[str, Any]:
     world.sim.reset()
     script_detection(world)
     world.run_original("003_frame_detection", ["bash", "run_gpt-oss-120b_infer_vllm_sc_from_frames_csv.sh"])
@@ -254,11 +262,10 @@ def detection(world: World, captions: dict[str, Any], prompts_dir: Path | None) 
 
     async def go() -> None:
         async with client(world, "detector", GPT_OSS) as chat:
-            prompt = load_prompt(DetectParams().prompt, prompts_dir)
+            params = second_place.detect
+            prompt = load_prompt(params.prompt, prompts_dir)
             for vid in world.ids:
-                done = await detect_unit(
-                    chat, vid, captions["coool_dir"] / f"{vid}.csv", out, prompt, DetectParams(), last_frame=90
-                )
+                done = await detect_unit(chat, vid, captions["coool_dir"] / f"{vid}.csv", out, prompt, params, last_frame=90)
                 frames[vid] = int(done["frame"])
 
     run(go())
@@ -308,7 +315,7 @@ def script_describe(world: World) -> None:
         world.sim.script("describe_reconcile", contents=reconcile_answers(vid, index))
 
 
-def run_describe(world: World, name: str, captions: dict[str, Any], prompts_dir: Path | None) -> dict[str, Any]:
+def run_describe(world: World, recipe: Recipe, name: str, captions: dict[str, Any], prompts_dir: Path | None) -> dict[str, Any]:
     script, model, csv_name = DESCRIBE[name]
     folder, sh = script.split("/")
     # The original's describe scripts read the detector's CSV where stage 3 wrote it.
@@ -324,7 +331,8 @@ def run_describe(world: World, name: str, captions: dict[str, Any], prompts_dir:
 
     world.sim.reset()
     script_describe(world)
-    config = load_describe_configs()[name]
+    assert name in recipe.describe
+    config = recipe.configs[name]
     out = world.coool / "describe" / name
     rows = {}
 
@@ -345,9 +353,14 @@ def run_describe(world: World, name: str, captions: dict[str, Any], prompts_dir:
 
 @pytest.fixture(scope="session", params=list(DESCRIBE))
 def described(
-    request: pytest.FixtureRequest, world: World, captions: dict[str, Any], detection: dict[str, Any], prompts_dir: Path | None
+    request: pytest.FixtureRequest,
+    world: World,
+    second_place: Recipe,
+    captions: dict[str, Any],
+    detection: dict[str, Any],
+    prompts_dir: Path | None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
-    yield request.param, run_describe(world, request.param, captions, prompts_dir)
+    yield request.param, run_describe(world, second_place, request.param, captions, prompts_dir)
 
 
 def test_describe_requests_equal(described: tuple[str, dict[str, Any]], prompts_dir: Path | None) -> None:
@@ -419,7 +432,7 @@ ENSEMBLE_ANSWERS = [
 
 
 @pytest.fixture(scope="session")
-def ensembled(world: World, prompts_dir: Path | None) -> dict[str, Any]:
+def ensembled(world: World, second_place: Recipe, prompts_dir: Path | None) -> dict[str, Any]:
     stage = world.original / "005_ensemble"
     inputs = {name: submission_rows(k) for k, name in enumerate(ENSEMBLE_FILES)}
     for name, rows in inputs.items():
@@ -451,9 +464,11 @@ def ensembled(world: World, prompts_dir: Path | None) -> dict[str, Any]:
 
     async def go() -> None:
         async with client(world, "ensembler", QWEN_NEXT, max_concurrency=1) as chat:
-            prompt = load_prompt(EnsembleParams().prompt, prompts_dir)
+            params = second_place.ensemble
+            assert params is not None and sorted(params.inputs) == sorted(ENSEMBLE_FILES)
+            prompt = load_prompt(params.prompt, prompts_dir)
             for row in base:
-                done = await ensemble_unit(chat, row[S.VIDEO], row, frames, world.coool / "ensemble", prompt, EnsembleParams())
+                done = await ensemble_unit(chat, row[S.VIDEO], row, frames, world.coool / "ensemble", prompt, params)
                 rows[row[S.VIDEO]] = done["row"]
 
     run(go())
