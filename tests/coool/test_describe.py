@@ -524,6 +524,30 @@ async def test_v4_heatmap_describes_from_stacked_frames_end_to_end(sim, role, st
     assert row[S.DETECTION] == 1 and abs(done["frame"] - truth.event_frame) <= 10
 
 
+async def test_a_recipe_runs_v4_heatmap_to_a_valid_submission(sim, synthetic_data, tmp_path: Path) -> None:
+    """v4-heatmap named in a recipe: the whole run (stages 1-4) on the simulated server ends in a valid
+    submission, and every describe request showed stacked frames."""
+    from coool.recipe import Recipe
+    from coool.run import Run, run_plain
+    from coool.settings import ROLES, RoleSettings, Settings
+    from coool.submission import read_submission
+
+    recipe = Recipe(name="heatmap", caption={"every": 10}, describe=["v4-heatmap"], final="v4-heatmap")
+    roles = {r: RoleSettings(model="sim-model", urls=[sim.url], backoff_s=0.0, max_attempts=2) for r in ROLES}
+    run = Run(Settings(results_dir=tmp_path / "results", **roles), recipe)
+    outcome = await run_plain(run, synthetic_data.videos, synthetic_data.heatmaps, concurrent=False)
+    assert (outcome["videos"], outcome["failures"]) == (3, 0)
+    submission = read_submission(tmp_path / "results" / "submission.csv")
+    assert validate(submission, expected_videos=[0, 1, 2], strict=True) == []
+    described = [r for r in sim.requests() if r["task"] and r["task"].startswith("describe_")]
+    assert len(described) >= 3 * 3
+    heights = {t.height + t.heatmap_height for t in synthetic_data.truths}
+    for request in described:
+        assert {_decoded(u).shape[0] for u in _image_parts(request["body"])} <= heights
+    for truth in synthetic_data.truths:
+        assert (run.ws.frames_dir(truth.video_id) / "stacked-window").is_dir()
+
+
 def test_stacked_window_frames_follow_the_heatmap_length_rule(synthetic_data, tmp_path: Path) -> None:
     """A heatmap shorter than its video: frames past its end get its last frame on top."""
     truth = synthetic_data.truths[2]
