@@ -37,6 +37,7 @@ from coool.run import Run
 from coool.schedule import Scheduler, StageReport
 from coool.settings import Settings, load_settings
 from coool.stage import Stage, StageError
+from coool.summary import tokens_text, units_markdown
 
 
 class AtomicLocalFileSystem(LocalFileSystem):
@@ -270,7 +271,10 @@ async def artifact_progress(label: str, total: int) -> AsyncIterator[Callable[[]
     await progress.close()
 
 
-def stage_summary_markdown(report: StageReport, total: int) -> str:
+def stage_summary_markdown(report: StageReport, total: int, stage: Stage | None = None) -> str:
+    """The stage's summary artifact. Its per-video table is what each task run did (cache key,
+    responses, re-asks, fallbacks, tokens): one artifact per stage, not one per task run,
+    so the task runs cost no extra API calls."""
     lines = [
         f"# {report.stage}",
         "",
@@ -281,6 +285,7 @@ def stage_summary_markdown(report: StageReport, total: int) -> str:
     if report.requests:
         counts = {k: v for k, v in report.requests.items() if k != "errors"}
         lines += ["", "**Requests**: " + ", ".join(f"{k} {v}" for k, v in counts.items())]
+        lines += ["", f"**Tokens**: {tokens_text(report.tokens)}"]
         errors = report.requests.get("errors") or {}
         if errors:
             lines += ["", "## Retried (transient errors, by type)", "", "| error | count |", "|---|---|"]
@@ -297,12 +302,17 @@ def stage_summary_markdown(report: StageReport, total: int) -> str:
     if report.failed:
         lines += ["", "## Failed (these videos get the fallback row)", "", "| video | error |", "|---|---|"]
         lines += [f"| {f.video} | {f.error.replace('|', '/')[:300]} |" for f in report.failed]
+    units = units_markdown(report, (lambda v: task_name(stage, v)) if stage else None)
+    if units:
+        lines += ["", *units]
     return "\n".join(lines)
 
 
-async def publish_stage_summary(report: StageReport, total: int) -> None:
+async def publish_stage_summary(report: StageReport, total: int, stage: Stage | None = None) -> None:
     key = re.sub(r"[^a-z0-9-]+", "-", f"summary-{report.stage}".lower())
-    await acreate_markdown_artifact(stage_summary_markdown(report, total), key=key, description=f"{report.stage} summary")
+    await acreate_markdown_artifact(
+        stage_summary_markdown(report, total, stage), key=key, description=f"{report.stage} summary"
+    )
 
 
 async def publish_submission(path: Path, title: str) -> None:
@@ -347,10 +357,11 @@ async def run_stage_flow(
         ACTIVE_RUN.reset(token)
         if manager:
             await manager.stop_all()
-    await publish_stage_summary(report, len(videos))
+    await publish_stage_summary(report, len(videos), stage)
     get_run_logger().info(
-        "%s: %d done, %d cached, %d skipped, %d failed in %.1fs",
+        "%s: %d done, %d cached, %d skipped, %d failed in %.1fs; tokens: %s",
         stage.name, report.done, report.cached, report.skipped, len(report.failed), report.seconds,
+        tokens_text(report.tokens),
     )
     return report.as_dict()
 
