@@ -8,9 +8,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from coool.llm import Usage
 from coool.schedule import StageReport
 from coool.summary import revision_text, skipped_text, tokens_text
 
@@ -45,15 +43,14 @@ def run_summary(outcome: Mapping[str, Any], out: Console | None = None) -> None:
     out = out or Console()
     for role in outcome.get("roles") or []:
         out.print(f"{role['role']}: {role['model']}  revision {revision_text(role['revision'])}", soft_wrap=True)
-    table = Table("stage", "done", "cached", "skipped", "failed", "requests", "prompt tok", "cached prompt tok",
-                  "completion tok", "seconds", title="stages")
     for r in outcome.get("stages") or []:
-        tokens = Usage.from_dict(r.get("tokens"))
-        table.add_row(
-            r["stage"], str(r["done"]), str(r["cached"]), skipped_text(r), str(len(r["failed"])),
-            str((r.get("requests") or {}).get("requests", "")), f"{tokens.prompt_tokens:,}",
-            "" if tokens.cached_prompt_tokens is None else f"{tokens.cached_prompt_tokens:,}",
-            f"{tokens.completion_tokens:,}", f"{float(r['seconds']):.1f}",
+        # One line per stage (stage 1 included): a table would not fit an 80-column terminal.
+        line = (
+            f"{r['stage']}: {r['done']} done, {r['cached']} from cache, {skipped_text(r)} skipped, "
+            f"{len(r['failed'])} failed, {float(r['seconds']):.1f} s"
         )
-    out.print(table)
+        requests = (r.get("requests") or {}).get("requests")
+        if requests:
+            line += f"; {requests} requests, tokens: {tokens_text(r.get('tokens'))}"
+        out.print(line, soft_wrap=True)
     out.print(f"tokens (this run): {tokens_text(outcome.get('tokens'))}", soft_wrap=True)

@@ -131,3 +131,25 @@ def test_estimate_of_an_empty_folder_is_one_clear_error(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no finished videos" in result.output
     missing = CliRunner().invoke(app, ["estimate", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "no such results folder" in missing.output
+
+
+def test_coool_run_prints_models_revisions_and_tokens(sim, synthetic_data, tmp_path: Path, monkeypatch) -> None:
+    from roles import point_roles_at
+
+    for key, value in point_roles_at(sim.url).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("COOOL_CAPTIONER__REVISION", REVISION)
+    sim.reset()
+    result = CliRunner().invoke(
+        app, ["run", "--data", str(synthetic_data.root), "--results", str(tmp_path), "--recipe", "quick", "--no-prefect"]
+    )
+    assert result.exit_code == 0, result.output
+    stats = sim.stats()
+    assert f"captioner: sim-model  revision {REVISION}" in result.output
+    assert "detector: sim-model  revision not pinned" in result.output
+    assert f"tokens (this run): prompt {stats['prompt_tokens']:,}, completion {stats['completion_tokens']:,}" in result.output
+    assert "frames: 3 done" in result.output
+    for stage in ("caption", "detect", "describe:v4"):
+        assert f"{stage}: 3 done" in result.output and f"{stage}: " in result.output
+    caption = next(line for line in result.output.splitlines() if line.startswith("caption: "))
+    assert "requests, tokens: prompt " in caption
