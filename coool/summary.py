@@ -125,3 +125,23 @@ def units_markdown(report: StageReport, task_name: Any = None) -> list[str]:
             f"{usage.completion_tokens if has_usage else ''} |"
         )
     return lines
+
+
+def unit_start_text(stage: Any, video: int, identity: str, key: str | None) -> str:
+    """What a (stage, video) task run is, for its own page (its first log line)."""
+    config = f", configuration {stage.config}" if stage.config else ""
+    return f"{stage.name} for video {video}{config}: role {stage.role}, model {identity}, cache key {key or 'none'}"
+
+
+def unit_end_text(outcome: Mapping[str, Any]) -> str:
+    """What a (stage, video) task run did, for its own page (its last log line)."""
+    if outcome.get("skipped"):
+        return f"skipped: {outcome['skipped']}"
+    if outcome.get("cached"):
+        return "output already on disk with this key: reused, no request sent"
+    usage = outcome.get("usage") or {}
+    notes = "; ".join(str(n) for n in outcome.get("notes") or []) or "none"
+    return (
+        f"done: {usage.get('responses', 0)} response(s), {outcome.get('reasks') or 0} re-ask(s), "
+        f"fallbacks: {notes}; tokens: {tokens_text(usage)}"
+    )

@@ -37,7 +37,7 @@ from coool.run import Run
 from coool.schedule import Scheduler, StageReport
 from coool.settings import Settings, load_settings
 from coool.stage import Stage, StageError
-from coool.summary import tokens_text, units_markdown
+from coool.summary import tokens_text, unit_end_text, unit_start_text, units_markdown
 
 
 class AtomicLocalFileSystem(LocalFileSystem):
@@ -170,8 +170,18 @@ def _retry_worthwhile(task: Any, task_run: Any, state: Any) -> bool:
     retry_condition_fn=_retry_worthwhile,
 )
 async def stage_video(pipeline: Run, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
-    """One stage for one video (a Prefect task run named like ``caption-video-17``; its cache key is ``key``)."""
-    return await pipeline.run_stage(stage, video, key)
+    """One stage for one video (a Prefect task run named like ``caption-video-17``; its cache key is ``key``).
+
+    Its page in the UI says what it is and what it did in two log lines: Prefect 3 shows no
+    parameter values for a task run (only upstream task inputs) and leaves its "Cache Key"
+    field empty (the key lives in the state's details), and log lines are sent in batches,
+    so they cost the task no API round trip (artifacts or tags per task would).
+    """
+    logger = get_run_logger()
+    logger.info(unit_start_text(stage, video, pipeline.identity(stage), key))
+    outcome = await pipeline.run_stage(stage, video, key)
+    logger.info(unit_end_text(outcome))
+    return outcome
 
 
 def task_name(stage: Stage, video: int) -> str:
