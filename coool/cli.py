@@ -473,7 +473,10 @@ def run(
     wait: bool = typer.Option(True, help="wait while another run holds the results folder (--no-wait: exit 2)"),
 ) -> None:
     """The whole recipe, from videos to submission.csv; rerun to resume (Ctrl-C stops it cleanly)."""
+    from coool.terminal import run_summary
+
     outcome = _run_recipe(ctx, data, recipe, results, concurrent=concurrent, prefect=prefect, wait=wait)
+    run_summary(outcome)
     typer.echo(f"submission: {outcome['written']['final']}  ({outcome['videos']} videos, {outcome['failures']} failure(s))")
 
 
@@ -596,6 +599,60 @@ def _units_done(pipeline: Any, data: Path) -> tuple[int, int]:
     except ValueError:
         return 0, 0
     return units_done(pipeline, sorted(p.video_id for p in pairs if p.heatmap is not None))
+
+
+@app.command()
+def estimate(
+    ctx: typer.Context,
+    results: Path = typer.Argument(..., help="results folder of a finished run on a sample of videos"),
+    videos: int = typer.Option(661, "--videos", help="videos in the run to project to (the test set has 661)"),
+    recipe: str | None = typer.Option(None, help="the run's recipe (default: the one run.json records, else second-place)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """A full run's tokens per stage and role, projected from a finished run's recorded usage."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from coool.estimate import CAVEATS, estimate_run
+    from coool.files import read_json
+    from coool.recipe import RecipeError, load_recipe
+    from coool.run import Run
+
+    if not results.is_dir():
+        _fail(f"error: {results}: no such results folder")
+    recorded = results / "run.json"
+    name = recipe or (str(read_json(recorded).get("recipe") or "") if recorded.exists() else "") or "second-place"
+    try:
+        run = Run(_settings(ctx, results_dir=results), load_recipe(name))
+        est = estimate_run(run, videos)
+    except (RecipeError, ValueError) as exc:
+        _fail(f"error: {exc}")
+    if as_json:
+        typer.echo(json.dumps(est.as_dict(), indent=2))
+        return
+    console = Console()
+    console.print(f"{results}: recipe {est.recipe}, {est.sample} video(s) in the sample; projected to {videos} videos")
+    table = Table("stage", "role", "model", "videos counted", "no usage", "prompt/video (sd)", "completion/video (sd)",
+                  "projected prompt (95%)", "projected completion (95%)", title="tokens per stage")
+    for s in est.stages:
+        cells = []
+        for field in ("prompt_tokens", "completion_tokens"):
+            cells.append(f"{s.mean(field):,.0f} ({s.stdev(field):,.0f})")
+        for field in ("prompt_tokens", "completion_tokens"):
+            total, half = s.projected(field, videos)
+            cells.append(f"{total:,.0f} ± {half:,.0f}")
+        table.add_row(s.stage, s.role, s.model, str(s.counted), str(s.missing), *cells)
+    console.print(table)
+    roles = Table("role", "projected prompt", "projected cached prompt", "projected completion", title="tokens per role")
+    for role, totals in est.by_role().items():
+        roles.add_row(role, f"{totals['prompt_tokens']:,.0f}", f"{totals['cached_prompt_tokens']:,.0f}",
+                      f"{totals['completion_tokens']:,.0f}")
+    console.print(roles)
+    console.print("What a sample can't tell:")
+    for caveat in CAVEATS:
+        console.print(f"  - {caveat}")
 
 
 # -- comparing and scoring ------------------------------------------------------------------

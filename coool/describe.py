@@ -27,7 +27,7 @@ from coool import schema as S
 from coool.captions import load_captions
 from coool.files import atomic_write_json, combined_hash, read_json
 from coool.frames import FrameManifest, extract_raw_frames, extract_stacked_frames, load_manifest
-from coool.llm import ChatClient, ImageFile, ModelRequestError, user_message
+from coool.llm import ChatClient, ImageFile, ModelRequestError, count_usage, user_message
 from coool.params import DescribeConfig
 from coool.parsing import (
     MAX_COUNT,
@@ -522,10 +522,14 @@ async def describe_unit(
         return {"video": video, "frame": done["frame"], "window": done["window"], "cached": True}
     # Decoding is CPU work: keep it off the event loop that drives the requests.
     images = await asyncio.to_thread(window_images, config, manifest, window, frames_dir)
-    result = await describe_video(client, config, prompts, video, window, images)
-    atomic_write_json(path, {"key": key, "model": client.model, **result.as_dict()})
+    with count_usage() as usage:
+        result = await describe_video(client, config, prompts, video, window, images)
+    atomic_write_json(path, {"key": key, "model": client.model, "usage": usage.as_dict(), **result.as_dict()})
     reasks = sum(len(p.reasks) for p in result.passes.values())
-    return {"video": video, "frame": result.frame, "window": window, "cached": False, "notes": result.notes, "reasks": reasks}
+    return {
+        "video": video, "frame": result.frame, "window": window, "cached": False, "notes": result.notes, "reasks": reasks,
+        "usage": usage.as_dict(),
+    }
 
 
 def load_description_row(path: Path) -> dict[str, Any]:

@@ -173,7 +173,9 @@ class Run:
 
         ``key``: the stage key if the caller computed it already (the Prefect task's cache key).
         """
-        return await self.kind(stage).run(self, stage, video, key or self.stage_key(stage, video))
+        key = key or self.stage_key(stage, video)
+        outcome = await self.kind(stage).run(self, stage, video, key)
+        return {**outcome, "key": key}  # the stage summary's per-video table shows it
 
     def stage_key(self, stage: Stage, video: int) -> str | None:
         """The key of (stage, video): what determines its output, recorded in the output
@@ -265,6 +267,7 @@ async def run_plain(
     role and URL) and stopped when no later phase needs them.
     """
     from coool.servers import ServerManager
+    from coool.summary import role_models, total_tokens
 
     started = time.perf_counter()
     pairs, videos = pipeline.collect_inputs(videos_dir, heatmaps_dir)
@@ -272,7 +275,8 @@ async def run_plain(
     scheduler = plain_scheduler(pipeline, servers=ServerManager(pipeline.settings))
     pipeline.reports = await scheduler.run(pipeline, pairs, videos, concurrent=concurrent)
     written = pipeline.finish(videos)
+    stages = [r.as_dict() for r in pipeline.reports]
     return {
         "videos": len(videos), "failures": len(pipeline.failures), "seconds": time.perf_counter() - started,
-        "written": written, "stages": [r.as_dict() for r in pipeline.reports],
+        "written": written, "stages": stages, "roles": role_models(pipeline), "tokens": total_tokens(stages).as_dict(),
     }

@@ -95,6 +95,9 @@ class Stats:
     max_processing: int = 0
     scripted: int = 0  # requests answered from /sim/script
     active: Counter[str] = field(default_factory=Counter)  # per task title: arrived, not yet answered
+    # The usage the answers reported (sums over responses): what a client's token count must match.
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -112,6 +115,8 @@ class Stats:
             "max_in_flight": self.max_in_flight,
             "processing": self.processing,
             "max_processing": self.max_processing,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
         }
 
     def reset(self) -> None:
@@ -542,6 +547,8 @@ async def _complete(
     state.stats.choices += len(choices)
     texts = [m.text() for m in req.messages]
     prompt = prompt_tokens(texts, len(chat_input.images))
+    state.stats.prompt_tokens += prompt
+    state.stats.completion_tokens += sum(tokens)
     return {
         "id": f"chatcmpl-sim-{uuid.uuid4().hex}",
         "object": "chat.completion",

@@ -187,6 +187,15 @@ def vllm_plain_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[vllm
     yield from _serve(tmp_path_factory.mktemp("vllm-plain"), "text", "plain", closer_bias=0.0)
 
 
+@pytest.fixture(scope="module")
+def vllm_usage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[vllm_server.VllmServer]:
+    """vLLM reporting cached prompt tokens (``usage.prompt_tokens_details``) with its prefix cache on."""
+    yield from _serve(
+        tmp_path_factory.mktemp("vllm-usage"), "text", "usage",
+        extra_args=["--enable-prompt-tokens-details", "--enable-prefix-caching"],
+    )
+
+
 def role_settings(server: vllm_server.VllmServer, **overrides: object) -> RoleSettings:
     values: dict[str, object] = dict(
         model=SERVED_NAME,
@@ -204,6 +213,12 @@ def role_settings(server: vllm_server.VllmServer, **overrides: object) -> RoleSe
 def vllm_role_settings(vllm_text_server: vllm_server.VllmServer) -> RoleSettings:
     """RoleSettings for the real vLLM text server (model ``tiny``); a fresh copy per test."""
     return role_settings(vllm_text_server)
+
+
+@pytest.fixture
+def vllm_usage_role_settings(vllm_usage_server: vllm_server.VllmServer) -> RoleSettings:
+    """RoleSettings for the server that reports cached prompt tokens."""
+    return role_settings(vllm_usage_server)
 
 
 @pytest.fixture
