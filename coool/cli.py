@@ -502,7 +502,8 @@ def run(
         # Inputs that can't be used at all (no videos) or a model server that is not
         # there: one clear line, no traceback, and no submission was written.
         _fail(f"error: {exc}")
-    typer.echo(f"submission: {outcome['written']['final']}  ({outcome['videos']} videos, {outcome['failures']} failure(s))")
+    warned = f", {outcome['warnings']} warning(s) in failures.csv" if outcome.get("warnings") else ""
+    typer.echo(f"submission: {outcome['written']['final']}  ({outcome['videos']} videos, {outcome['failures']} failure(s){warned})")
 
 
 # -- comparing and scoring ------------------------------------------------------------------

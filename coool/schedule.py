@@ -60,8 +60,12 @@ class StageReport:
     fallbacks: dict[int, list[str]] = field(default_factory=dict)
     # Why videos were skipped: {reason: count}.
     skipped_why: dict[str, int] = field(default_factory=dict)
+    # Finished (or cached) videos whose result may be off: e.g. a heatmap that drifts from its video.
+    warnings: dict[int, list[str]] = field(default_factory=dict)
 
     def add(self, outcome: Mapping[str, Any]) -> None:
+        if outcome.get("warnings") and outcome.get("video") is not None:
+            self.warnings[int(outcome["video"])] = [str(w) for w in outcome["warnings"]]
         if outcome.get("skipped"):
             self.skipped += 1
             reason = str(outcome["skipped"])
@@ -93,6 +97,7 @@ class StageReport:
             "requests": self.requests,
             "reasked": {str(v): n for v, n in sorted(self.reasked.items())},
             "fallbacks": {str(v): notes for v, notes in sorted(self.fallbacks.items())},
+            "warnings": {str(v): notes for v, notes in sorted(self.warnings.items())},
             "seconds": round(self.seconds, 3),
         }
 
@@ -103,6 +108,7 @@ class StageReport:
             dict(data.get("requests") or {}), float(data["seconds"]),
             {int(v): n for v, n in (data.get("reasked") or {}).items()},
             {int(v): list(n) for v, n in (data.get("fallbacks") or {}).items()}, dict(data.get("skipped_why") or {}),
+            {int(v): list(n) for v, n in (data.get("warnings") or {}).items()},
         )
 
 

@@ -29,6 +29,9 @@ def report(label: str, result: StageReport) -> int:
     console.print(f"{label}: {finished} done ({result.cached} from cache), {len(result.failed)} failed")
     for why, n in result.skipped_why.items():
         console.print(f"  {n} skipped: {why}")
+    for video, warnings in sorted(result.warnings.items()):
+        for warning in warnings:
+            console.print(f"  [yellow]video {video} (warning)[/yellow]: {warning}")
     for failure in sorted(result.failed, key=lambda f: f.video or -1):
         console.print(f"  [red]video {failure.video}[/red]: {failure.error}")
     return 1 if result.failed else 0

@@ -72,6 +72,9 @@ def _summary_markdown(pipeline: Run, videos: list[int], reports: list[dict[str, 
             f"{requests.get('requests', '')} | {requests.get('retries', '')} | {len(r.get('reasked', {}))} | "
             f"{len(r.get('fallbacks', {}))} | {r['seconds']} |"
         )
+    if pipeline.warnings:
+        lines += ["", "## Warnings (finished, but the result may be off)", "", "| video | stage | warning |", "|---|---|---|"]
+        lines += [f"| {w.video} | {w.stage} | {w.error.replace('|', '/')[:500]} |" for w in pipeline.warnings]
     if pipeline.failures:
         lines += ["", "## Failures (fallback rows)", "", "| video | stage | error |", "|---|---|---|"]
         lines += [f"| {f.video} | {f.stage} | {f.error.replace('|', '/')[:300]} |" for f in pipeline.failures]
@@ -135,6 +138,7 @@ async def pipeline_flow(
     return {
         "videos": len(videos),
         "failures": len(pipeline.failures),
+        "warnings": len(pipeline.warnings),
         "seconds": round(seconds, 3),
         "written": {k: str(v) for k, v in written.items()},
         "stages": stage_reports,
