@@ -24,6 +24,7 @@ from coool.files import atomic_write_text, clean_stale_temp_files, combined_hash
 from coool.frames import FrameManifest, extract_caption_frames, load_manifest, manifest_warnings
 from coool.inputs import VideoPair, scan_inputs, video_id_of
 from coool.llm import ChatClient, MediaPathError, UrlLimits
+from coool.memory import limit_malloc_arenas
 from coool.params import DescribeConfig
 from coool.recipe import Phase, Recipe, phases
 from coool.registry import STAGE_KINDS
@@ -41,6 +42,8 @@ class Run:
     (failures, reports); dispatches each (stage, video) to its stage kind. No Prefect in it."""
 
     def __init__(self, settings: Settings, recipe: Recipe, *, results_dir: Path | None = None) -> None:
+        # Memory follows the work in flight, not the number of videos (coool.memory).
+        limit_malloc_arenas()
         self.settings = settings
         self.recipe = recipe
         self.ws = Workspace(results_dir or settings.results_dir)
