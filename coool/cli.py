@@ -470,40 +470,76 @@ def run(
     results: Path | None = typer.Option(None, help="results folder (default: settings results_dir)"),
     concurrent: bool = typer.Option(False, help="all role servers up at once: no stage barriers"),
     prefect: bool = typer.Option(True, help="run as Prefect flows (--no-prefect: plain asyncio)"),
+    wait: bool = typer.Option(True, help="wait while another run holds the results folder (--no-wait: exit 2)"),
 ) -> None:
-    """The whole recipe, from videos to submission.csv; rerun to resume."""
+    """The whole recipe, from videos to submission.csv; rerun to resume (Ctrl-C stops it cleanly)."""
+    from coool.interrupt import EXIT_INTERRUPTED, Interrupted, interrupted_message, prefect_interrupt_wording
     from coool.recipe import RecipeError, load_recipe
     from coool.run import Run, run_plain
+    from coool.runlock import ResultsInUse, results_lock
     from coool.servers import ServerUnavailable
 
     try:
         loaded = load_recipe(recipe)
     except RecipeError as exc:
         _fail(str(exc))
+    settings = _settings(ctx, **({"results_dir": results} if results else {}))
+    if settings.data_root is None:  # as the flow does: file:// images may come from under it
+        settings.data_root = data.resolve()
+    pipeline: Run | None = None
     try:
-        if prefect:
-            from flows.pipeline import pipeline_flow
+        # One run per results folder (the flow takes the same lock: here it finds it held).
+        with results_lock(settings.results_dir, wait=wait, on_wait=lambda m: typer.secho(m, fg="yellow", err=True)):
+            if prefect:
+                from flows.pipeline import pipeline_flow
 
-            settings_file = ctx.find_root().obj
-            outcome = asyncio.run(
-                pipeline_flow(
-                    data_root=str(data), recipe=recipe, results_dir=str(results) if results else None, concurrent=concurrent,
-                    settings_file=str(settings_file) if settings_file else None,
+                settings_file = ctx.find_root().obj
+                with prefect_interrupt_wording() as wording:
+                    outcome = asyncio.run(_interruptible(
+                        pipeline_flow(
+                            data_root=str(data), recipe=recipe, results_dir=str(results) if results else None,
+                            concurrent=concurrent, settings_file=str(settings_file) if settings_file else None,
+                        ),
+                        on_signal=lambda: setattr(wording, "active", True),
+                    ))
+            else:
+                pipeline = Run(settings, loaded)
+                outcome = asyncio.run(
+                    _interruptible(run_plain(pipeline, data / "videos", data / "heatmaps", concurrent=concurrent))
                 )
-            )
-        else:
-            settings = _settings(ctx, **({"results_dir": results} if results else {}))
-            if settings.data_root is None:  # as the flow does: file:// images may come from under it
-                settings.data_root = data.resolve()
-            outcome = asyncio.run(
-                run_plain(Run(settings, loaded), data / "videos", data / "heatmaps", concurrent=concurrent)
-            )
+    except ResultsInUse as exc:
+        _fail(f"error: {exc}")
     except (ServerUnavailable, ValueError) as exc:
         # Inputs that can't be used at all (no videos) or a model server that is not
         # there: one clear line, no traceback, and no submission was written.
         _fail(f"error: {exc}")
+    except BaseException as exc:
+        # Ctrl-C / SIGTERM (Prefect turns a SIGTERM during a flow into its TerminationSignal).
+        if not isinstance(exc, (Interrupted, KeyboardInterrupt)) and type(exc).__name__ != "TerminationSignal":
+            raise
+        done, total = _units_done(pipeline or Run(settings, loaded), data)
+        typer.secho(interrupted_message(done, total), fg="yellow", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     warned = f", {outcome['warnings']} warning(s) in failures.csv" if outcome.get("warnings") else ""
     typer.echo(f"submission: {outcome['written']['final']}  ({outcome['videos']} videos, {outcome['failures']} failure(s){warned})")
+
+
+async def _interruptible(work: Awaitable[Any], on_signal: Callable[[], None] = lambda: None) -> Any:
+    from coool.interrupt import interruptible
+
+    return await interruptible(work, on_signal=on_signal)
+
+
+def _units_done(pipeline: Any, data: Path) -> tuple[int, int]:
+    """How far an interrupted run got: units on disk of (every usable video x stage 1 and each stage)."""
+    from coool.inputs import scan_inputs
+    from coool.interrupt import units_done
+
+    try:
+        pairs, _ = scan_inputs(data / "videos", data / "heatmaps")
+    except ValueError:
+        return 0, 0
+    return units_done(pipeline, sorted(p.video_id for p in pairs if p.heatmap is not None))
 
 
 # -- comparing and scoring ------------------------------------------------------------------
