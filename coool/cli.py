@@ -477,7 +477,10 @@ def run(
 
     outcome = _run_recipe(ctx, data, recipe, results, concurrent=concurrent, prefect=prefect, wait=wait)
     run_summary(outcome)
-    typer.echo(f"submission: {outcome['written']['final']}  ({outcome['videos']} videos, {outcome['failures']} failure(s))")
+    warned = f", {outcome['warnings']} warning(s) in failures.csv" if outcome.get("warnings") else ""
+    typer.echo(
+        f"submission: {outcome['written']['final']}  ({outcome['videos']} videos, {outcome['failures']} failure(s){warned})"
+    )
 
 
 def _run_recipe(

@@ -9,6 +9,9 @@ Made with the bundled ffmpeg binary (imageio-ffmpeg), for tests and benchmarks:
 - :func:`vfr_concat`   : variable frame rate by concatenating two segments of
   different rates (the first half at the source rate, the second at half of
   it), joined by ffmpeg's concat demuxer without re-encoding.
+- :func:`resampled`    : MPEG-4 Simple Profile at another constant frame rate,
+  the same duration (frames dropped or repeated), as a heatmap recorded at
+  15 fps beside a 30 fps video.
 
 :func:`reference_frames` is the ground truth: ffmpeg decoding every frame in
 decode order with no frame-rate conversion (``-fps_mode passthrough``: no
@@ -62,6 +65,11 @@ def mpeg4_simple(src: str | os.PathLike[str], dest: str | os.PathLike[str], fram
     head = ["-stream_loop", "-1"] if loop else []
     limit = ["-frames:v", str(frames)] if frames else []
     return _into_place(Path(dest), lambda tmp: _ffmpeg(*head, "-i", str(src), *limit, *_MPEG4_SP, str(tmp)))
+
+
+def resampled(src: str | os.PathLike[str], dest: str | os.PathLike[str], fps: float) -> Path:
+    """MPEG-4 Simple Profile at a constant ``fps``, the same duration as ``src`` (ffmpeg's fps filter)."""
+    return _into_place(Path(dest), lambda tmp: _ffmpeg("-i", str(src), "-vf", f"fps={fps}", *_MPEG4_SP, str(tmp)))
 
 
 def vfr_dropped(src: str | os.PathLike[str], dest: str | os.PathLike[str], drop_every: int = 4) -> Path:

@@ -7,16 +7,24 @@ Heatmap length rule: video frame ``n`` is paired with heatmap frame
 frame; the extra frames of a longer heatmap are ignored. Whenever the lengths
 differ the manifest records that the rule was applied.
 
+Pairing is by frame number, not by time: a heatmap at another frame rate
+or of another duration, or a video whose frame rate varies, drifts from
+its video. Stage 1 then warns (``HeatmapRule.warnings``; failures.csv rows
+of level "warning") when the two differ in rate or duration by more than
+a tenth, or either one's frame intervals vary by more than a tenth.
+
 Decoding follows ``coool.decode``: one forward pass, never a seek.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -101,6 +109,9 @@ class HeatmapRule(BaseModel):
     heatmap_frames: int
     applied: bool  # True when the lengths differ
     detail: str
+    # Why pairing by frame number drifts here (rates, durations, variable rate); None: an
+    # older manifest, checked again from its stored rates and frame counts.
+    warnings: list[str] | None = None
 
 
 class FrameManifest(BaseModel):
@@ -199,7 +210,61 @@ def _reusable(
     return None
 
 
-def _rule(video: VideoInfo, heatmap: VideoInfo) -> HeatmapRule:
+# Rates, durations or frame intervals that differ by more than this fraction get a warning.
+MISMATCH_TOLERANCE = 0.1
+
+
+@dataclass
+class Timing:
+    """Frame timestamps seen while decoding: the shortest and longest interval between frames."""
+
+    frames: int = 0
+    last_ms: float = math.nan
+    shortest_ms: float = math.inf
+    longest_ms: float = 0.0
+
+    def see(self, ms: float) -> None:
+        if math.isfinite(ms) and math.isfinite(self.last_ms) and ms > self.last_ms:
+            gap = ms - self.last_ms
+            self.shortest_ms, self.longest_ms = min(self.shortest_ms, gap), max(self.longest_ms, gap)
+        self.frames += 1
+        self.last_ms = ms
+
+    def varies(self) -> bool:
+        return math.isfinite(self.shortest_ms) and self.longest_ms > self.shortest_ms * (1 + MISMATCH_TOLERANCE)
+
+
+def _differ(value: float, reference: float) -> bool:
+    return abs(value - reference) > MISMATCH_TOLERANCE * reference
+
+
+def pairing_warnings(video: VideoInfo, heatmap: VideoInfo, video_timing: Timing | None = None,
+                     heatmap_timing: Timing | None = None) -> list[str]:
+    """Why pairing the heatmap with its video by frame number drifts (empty: it doesn't).
+
+    Rate and duration (frames / rate) compare the heatmap with the video and
+    warn beyond a tenth of the video's; a variable frame rate is read from
+    the timestamps seen while decoding (``Timing``, when given).
+    """
+    found = []
+    if video.fps > 0 and heatmap.fps > 0:
+        if _differ(heatmap.fps, video.fps):
+            found.append(f"frame rates differ (video {video.fps:.3g} fps, heatmap {heatmap.fps:.3g} fps)")
+        v_s, h_s = video.frames / video.fps, heatmap.frames / heatmap.fps
+        if _differ(h_s, v_s):
+            found.append(f"durations differ (video {v_s:.2f} s, heatmap {h_s:.2f} s)")
+    for what, timing in (("video", video_timing), ("heatmap", heatmap_timing)):
+        if timing is not None and timing.varies():
+            found.append(f"the {what}'s frame rate varies ({timing.shortest_ms:.1f} to {timing.longest_ms:.1f} ms "
+                         "between frames)")
+    if not found:
+        return []
+    rule = f"min(n, {heatmap.frames})" if heatmap.frames < video.frames else "n"
+    return [f"{video.path.name} and heatmap {heatmap.path}: {'; '.join(found)}. Frames were paired by number "
+            f"(video frame n with heatmap frame {rule}), not by time: the gaze may not match the scene"]
+
+
+def _rule(video: VideoInfo, heatmap: VideoInfo, warnings: list[str] | None = None) -> HeatmapRule:
     v, h = video.frames, heatmap.frames
     if h < v:
         detail = f"heatmap is shorter ({h} < {v} frames): video frames {h + 1}..{v} use heatmap frame {h}"
@@ -207,7 +272,14 @@ def _rule(video: VideoInfo, heatmap: VideoInfo) -> HeatmapRule:
         detail = f"heatmap is longer ({h} > {v} frames): heatmap frames {v + 1}..{h} are ignored"
     else:
         detail = "same length: video frame n uses heatmap frame n"
-    return HeatmapRule(video_frames=v, heatmap_frames=h, applied=h != v, detail=detail)
+    return HeatmapRule(video_frames=v, heatmap_frames=h, applied=h != v, detail=detail, warnings=warnings)
+
+
+def manifest_warnings(manifest: FrameManifest) -> list[str]:
+    """The manifest's pairing warnings (an older manifest's from its stored rates and lengths)."""
+    if manifest.heatmap_rule.warnings is not None:
+        return manifest.heatmap_rule.warnings
+    return pairing_warnings(manifest.video, manifest.heatmap)
 
 
 def extract_caption_frames(
@@ -242,10 +314,11 @@ def extract_caption_frames(
     ext = IMAGE_FORMATS[fmt][0]
     entries: list[StackedFrame] = []
     size = (0, 0)
+    v_timing, h_timing = Timing(), Timing()
 
     def images() -> Iterator[tuple[Path, np.ndarray]]:
         nonlocal size
-        for n, h_n, image in _stacked_pass(v_info, h_info, wanted):
+        for n, h_n, image in _stacked_pass(v_info, h_info, wanted, v_timing, h_timing):
             rel = f"stacked/{n:06d}{ext}"
             entries.append(StackedFrame(frame=n, heatmap_frame=h_n, path=rel))
             size = (image.shape[1], image.shape[0])
@@ -269,7 +342,7 @@ def extract_caption_frames(
         image_format=fmt,
         stacked_width=size[0],
         stacked_height=size[1],
-        heatmap_rule=_rule(v_info, h_info),
+        heatmap_rule=_rule(v_info, h_info, pairing_warnings(v_info, h_info, v_timing, h_timing)),
         frames=entries,
         problems=problems,
     )
@@ -283,9 +356,12 @@ _STACK_BUFFERS = _WRITE_AHEAD + 2
 
 
 def _stacked_pass(
-    video: VideoInfo, heatmap: VideoInfo, wanted: list[int]
+    video: VideoInfo, heatmap: VideoInfo, wanted: list[int], v_timing: Timing | None = None,
+    h_timing: Timing | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """One lockstep forward pass over both files: (frame, heatmap frame, stacked image).
+
+    ``v_timing``/``h_timing`` see each grabbed frame's timestamp (free: no decoding).
 
     When both are the same width (the usual case) frames are decoded straight
     into the halves of a few reused stacked images (no per-frame allocation
@@ -309,11 +385,15 @@ def _stacked_pass(
         for n in range(1, last + 1):
             if not v_cap.grab():
                 raise VideoError(video.path, f"decoding stopped after frame {n - 1} of {video.frames}")
+            if v_timing is not None:
+                v_timing.see(v_cap.get(cv2.CAP_PROP_POS_MSEC))
             h_n = heatmap_frame_for(n, heatmap.frames)
             while h_pos < h_n:  # at most one step: the rule never moves backwards
                 if not h_cap.grab():
                     raise VideoError(heatmap.path, f"decoding stopped after frame {h_pos} of {heatmap.frames}")
                 h_pos += 1
+                if h_timing is not None:
+                    h_timing.see(h_cap.get(cv2.CAP_PROP_POS_MSEC))
             if n not in wanted_set:
                 continue
             out = ring[made % len(ring)] if ring else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,31 @@ def _video_files(folder: Path) -> list[Path]:
     )
 
 
+def _odd_files(folder: Path) -> list[Path]:
+    """Entries named like a video that are not (links to) regular files: a directory, a fifo, a broken link."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if not p.name.startswith(".") and p.suffix.lower() in VIDEO_EXTENSIONS and not p.is_file()
+    )
+
+
+def what_is(path: Path) -> str:
+    """What a path that is not a regular file is, in words ("a directory", "a broken symbolic link to x")."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if stat.S_ISLNK(mode):
+        target = os.readlink(path)
+        if not path.exists():
+            return f"a broken symbolic link (to {target}, which does not exist)"
+        return f"a symbolic link to {what_is(path.resolve())} ({target})"
+    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (fifo)"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISREG, "a regular file")]
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
 def _by_id(files: list[Path]) -> tuple[dict[int, list[Path]], list[Path]]:
     """Group files by integer id; also return the files whose stem is not an id."""
     groups: dict[int, list[Path]] = {}
@@ -74,7 +100,8 @@ def scan_inputs(
 
     Problems (each naming its file): a stem that is not a non-negative
     integer (skipped), duplicate ids like 7.mp4 and 007.mp4 (both skipped),
-    a missing heatmap (the pair is kept with heatmap None). A missing or
+    a missing heatmap (the pair is kept with heatmap None; a heatmap name that
+    is not a regular file, such as a directory or a broken link, is named as such). A missing or
     empty videos folder raises ValueError: there is nothing to do at all.
     """
     videos_dir, heatmaps_dir = Path(videos_dir), Path(heatmaps_dir)
@@ -91,8 +118,10 @@ def scan_inputs(
         why = "file name is not a video id (expected <non-negative integer>.mp4); skipped"
         problems.append(InputProblem(p, why))
     heat_groups: dict[int, list[Path]] = {}
+    odd_heatmaps: dict[int, list[Path]] = {}  # named like a heatmap, but no regular file
     if heatmaps_dir.is_dir():
         heat_groups, _ = _by_id(_video_files(heatmaps_dir))
+        odd_heatmaps, _ = _by_id(_odd_files(heatmaps_dir))
 
     pairs: list[VideoPair] = []
     for vid in sorted(groups):
@@ -105,6 +134,9 @@ def scan_inputs(
         video = same[0]
         heatmap, why = _find_heatmap(video, heat_groups.get(vid, []))
         if heatmap is None:
+            odd = sorted(odd_heatmaps.get(vid, []), key=lambda p: p.name != video.name)  # the same name first
+            if not why and odd:
+                why = f"heatmap {odd[0]} for video {vid} is {what_is(odd[0])}, not a video file"
             if not why:
                 where = heatmaps_dir if heatmaps_dir.is_dir() else f"{heatmaps_dir} (folder does not exist)"
                 why = f"no heatmap for video {vid}: expected {video.name} in {where}"

@@ -21,9 +21,10 @@ import pandas as pd
 from coool import schema as S
 from coool.detect import write_detections
 from coool.files import atomic_write_text, clean_stale_temp_files, combined_hash, read_json
-from coool.frames import FrameManifest, extract_caption_frames, load_manifest
+from coool.frames import FrameManifest, extract_caption_frames, load_manifest, manifest_warnings
 from coool.inputs import VideoPair, scan_inputs, video_id_of
 from coool.llm import ChatClient, MediaPathError, UrlLimits
+from coool.memory import limit_malloc_arenas
 from coool.params import DescribeConfig
 from coool.recipe import Phase, Recipe, phases
 from coool.registry import STAGE_KINDS
@@ -41,6 +42,8 @@ class Run:
     (failures, reports); dispatches each (stage, video) to its stage kind. No Prefect in it."""
 
     def __init__(self, settings: Settings, recipe: Recipe, *, results_dir: Path | None = None) -> None:
+        # Memory follows the work in flight, not the number of videos (coool.memory).
+        limit_malloc_arenas()
         self.settings = settings
         self.recipe = recipe
         # The recipe's switched outputs are filed beside the original method's (docs/LAYOUT.md).
@@ -50,6 +53,8 @@ class Run:
         self.prompts: dict[str, Any] = {st.name: self.kind(st).prompts(recipe, st) for st in recipe.stages()}
         self.clients: dict[str, ChatClient] = {}
         self.failures: list[Failure] = []
+        # What finished but may be off (failures.csv rows of level "warning"; they don't count as failures).
+        self.warnings: list[Failure] = []
         self.reports: list[StageReport] = []
         # The run's per-URL request bounds, shared by its clients (per event loop).
         self._url_limits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, UrlLimits] = weakref.WeakKeyDictionary()
@@ -94,7 +99,11 @@ class Run:
         before = manifest_file.stat().st_mtime_ns if manifest_file.exists() else None
         manifest = await asyncio.to_thread(self.frames, pair)
         cached = before is not None and manifest_file.stat().st_mtime_ns == before
-        return {"video": pair.video_id, "frames": manifest.video.frames, "stacked": len(manifest.frames), "cached": cached}
+        warnings = manifest_warnings(manifest)  # a cached video warns again: failures.csv is rewritten each run
+        for warning in warnings:
+            self.warnings.append(Failure(pair.video_id, "frames", warning, str(pair.video)))
+        return {"video": pair.video_id, "frames": manifest.video.frames, "stacked": len(manifest.frames), "cached": cached,
+                "warnings": warnings}
 
     def videos_with_frames(self) -> list[int]:
         """Video ids whose stage-1 output is in the results folder."""
@@ -227,9 +236,12 @@ class Run:
         return written
 
     def write_failures(self) -> Path:
-        frame = pd.DataFrame(
-            [f.__dict__ for f in self.failures], columns=["video", "stage", "error", "path"]
-        ).sort_values(["video", "stage"], na_position="first")
+        """failures.csv: what failed (level "error") and what finished but may be off (level "warning")."""
+        rows = [{**f.__dict__, "level": "error"} for f in self.failures]
+        rows += [{**f.__dict__, "level": "warning"} for f in self.warnings]
+        frame = pd.DataFrame(rows, columns=["video", "stage", "error", "path", "level"]).sort_values(
+            ["video", "stage", "level"], na_position="first"
+        )
         return atomic_write_text(self.ws.failures_csv, frame.to_csv(index=False))
 
     def fail(self, video: int | None, stage: str, error: BaseException | str, path: str = "") -> Failure:
@@ -277,6 +289,7 @@ async def run_plain(
     written = pipeline.finish(videos)
     stages = [r.as_dict() for r in pipeline.reports]
     return {
-        "videos": len(videos), "failures": len(pipeline.failures), "seconds": time.perf_counter() - started,
+        "videos": len(videos), "failures": len(pipeline.failures), "warnings": len(pipeline.warnings),
+        "seconds": time.perf_counter() - started,
         "written": written, "stages": stages, "roles": role_models(pipeline), "tokens": total_tokens(stages).as_dict(),
     }

@@ -65,11 +65,15 @@ class StageReport:
     tokens: Usage = field(default_factory=Usage)
     # Per video: what the task-run-level view shows (cache key, tokens, cached or not).
     units: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # Finished (or cached) videos whose result may be off: e.g. a heatmap that drifts from its video.
+    warnings: dict[int, list[str]] = field(default_factory=dict)
 
     def add(self, outcome: Mapping[str, Any]) -> None:
         video = outcome.get("video")
         if video is not None:
             self.units[int(video)] = unit_record(outcome)
+            if outcome.get("warnings"):
+                self.warnings[int(video)] = [str(w) for w in outcome["warnings"]]
         if outcome.get("skipped"):
             self.skipped += 1
             reason = str(outcome["skipped"])
@@ -102,6 +106,7 @@ class StageReport:
             "requests": self.requests,
             "reasked": {str(v): n for v, n in sorted(self.reasked.items())},
             "fallbacks": {str(v): notes for v, notes in sorted(self.fallbacks.items())},
+            "warnings": {str(v): notes for v, notes in sorted(self.warnings.items())},
             "seconds": round(self.seconds, 3),
             "tokens": self.tokens.as_dict(),
             "units": {str(v): u for v, u in sorted(self.units.items())},
@@ -115,6 +120,7 @@ class StageReport:
             {int(v): n for v, n in (data.get("reasked") or {}).items()},
             {int(v): list(n) for v, n in (data.get("fallbacks") or {}).items()}, dict(data.get("skipped_why") or {}),
             Usage.from_dict(data.get("tokens")), {int(v): dict(u) for v, u in (data.get("units") or {}).items()},
+            {int(v): list(n) for v, n in (data.get("warnings") or {}).items()},
         )
 
 

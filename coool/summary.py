@@ -95,6 +95,9 @@ def run_summary_markdown(
             f"{len(r.get('fallbacks', {}))} | {tokens.prompt_tokens:,} | {cached} | {tokens.completion_tokens:,} | "
             f"{r['seconds']} |"
         )
+    if run.warnings:
+        lines += ["", "## Warnings (finished, but the result may be off)", "", "| video | stage | warning |", "|---|---|---|"]
+        lines += [f"| {w.video} | {w.stage} | {w.error.replace('|', '/')[:500]} |" for w in run.warnings]
     if run.failures:
         lines += ["", "## Failures (fallback rows)", "", "| video | stage | error |", "|---|---|---|"]
         lines += [f"| {f.video} | {f.stage} | {f.error.replace('|', '/')[:300]} |" for f in run.failures]

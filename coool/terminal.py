@@ -33,6 +33,9 @@ def report(label: str, result: StageReport) -> int:
         console.print(f"  {n} skipped: {why}")
     if result.requests and result.stage != "frames":
         console.print(f"  tokens: {tokens_text(result.tokens)}")
+    for video, warnings in sorted(result.warnings.items()):
+        for warning in warnings:
+            console.print(f"  [yellow]video {video} (warning)[/yellow]: {warning}")
     for failure in sorted(result.failed, key=lambda f: f.video or -1):
         console.print(f"  [red]video {failure.video}[/red]: {failure.error}")
     return 1 if result.failed else 0

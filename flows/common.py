@@ -315,6 +315,9 @@ def stage_summary_markdown(report: StageReport, total: int, stage: Stage | None 
     if report.fallbacks:
         lines += ["", "## Fell back (the video finished with a fallback for part of its answer)", "", "| video | what |", "|---|---|"]
         lines += [f"| {v} | {'; '.join(notes).replace('|', '/')[:300]} |" for v, notes in sorted(report.fallbacks.items())]
+    if report.warnings:
+        lines += ["", "## Warnings (finished, but the result may be off)", "", "| video | warning |", "|---|---|"]
+        lines += [f"| {v} | {'; '.join(notes).replace('|', '/')[:500]} |" for v, notes in sorted(report.warnings.items())]
     if report.skipped_why:
         lines += ["", "## Skipped (why)", "", "| reason | videos |", "|---|---|"]
         lines += [f"| {reason} | {n} |" for reason, n in report.skipped_why.items()]

@@ -117,6 +117,7 @@ async def _pipeline(run: FlowRun, data_root: str, recipe: str, concurrent: bool,
     return {
         "videos": len(videos),
         "failures": len(pipeline.failures),
+        "warnings": len(pipeline.warnings),
         "seconds": round(seconds, 3),
         "written": {k: str(v) for k, v in written.items()},
         "stages": stage_reports,

@@ -51,7 +51,7 @@ async def test_quick_recipe_end_to_end_and_resumed(sim, synthetic_data, tmp_path
     assert sorted(detections) == [0, 1, 2]
     for truth in synthetic_data.truths:
         assert truth.event_frame <= detections[truth.video_id] <= truth.event_frame + 10
-    assert (results / "failures.csv").read_text(encoding="utf-8").strip() == "video,stage,error,path"
+    assert (results / "failures.csv").read_text(encoding="utf-8").strip() == "video,stage,error,path,level"
     stats = sim.stats()
     # The original detector sends one request per sample (issue 14): 12 per video.
     assert stats["tasks"]["frame_caption"] == 36 and stats["tasks"]["incident_frame"] == 3 * 12
