@@ -16,6 +16,7 @@ tests skip with the reason otherwise). The model server is the SIMULATED one
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -72,22 +73,24 @@ def _remount(mount: Path, mode: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{mode}", str(mount)], check=True)
 
 
-def _fill(mount: Path) -> Path:
-    """Fill the file system to the last byte; the ballast file is returned (delete it to free the space)."""
+def _fill(mount: Path, leave_pages: int = 0) -> Path:
+    """Fill the file system to the last byte, then free ``leave_pages`` pages (4 KiB each: room
+    for the start-up write check, not for a stage's outputs); the ballast file is returned."""
     ballast = mount / "ballast"
-    with open(ballast, "wb") as fh:
+    with open(ballast, "wb", buffering=0) as fh:
         try:
             while True:
-                fh.write(b"\0" * (1 << 16))
-                fh.flush()
+                fh.write(b"\0" * 4096)
         except OSError:
             pass
-    for i in range(10000):  # the last partial blocks, and inodes for empty files
-        try:
-            (mount / f"ballast-{i}").write_bytes(b"\0" * 512)
-        except OSError:
-            break
+    if leave_pages:
+        os.truncate(ballast, ballast.stat().st_size - leave_pages * 4096)
     return ballast
+
+
+def _free(mount: Path, pages: int) -> None:
+    ballast = mount / "ballast"
+    os.truncate(ballast, max(0, ballast.stat().st_size - pages * 4096))
 
 
 # -- 1. user errors: one line, exit 2, before Prefect or any server ---------------------
@@ -228,7 +231,7 @@ def test_a_full_disk_during_describe_stops_the_run_and_the_rerun_after_gives_the
     shutil.rmtree(results / "describe")
     for csv in [results / "submission.csv", *results.glob("submissions/*.csv")]:
         csv.unlink()
-    ballast = _fill(small_fs)
+    ballast = _fill(small_fs, leave_pages=2)
     done = _run_into(results, clips4, sim, prefect_api)
     out = (done.stdout + done.stderr).strip()
     assert done.returncode == 1, out[-3000:]
@@ -240,8 +243,6 @@ def test_a_full_disk_during_describe_stops_the_run_and_the_rerun_after_gives_the
 
     # Space freed: the same command finishes with the submission of the undisturbed run.
     ballast.unlink()
-    for extra in small_fs.glob("ballast-*"):
-        extra.unlink()
     done = _run_into(results, clips4, sim, prefect_api)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (results / "submission.csv").read_bytes() == expected
@@ -257,7 +258,10 @@ def test_a_previous_good_submission_is_not_replaced_when_the_disk_is_full(
     assert done.returncode == 0, done.stderr[-3000:]
     good = (results / "submission.csv").read_bytes()
     shutil.rmtree(results / "describe")
-    _fill(small_fs)
+    _fill(small_fs)  # not a byte left: the start-up check says so
+    line = _one_line(_run_into(results, clips4, sim, None))
+    assert f"results folder {results}: not writable (No space left on device)" in line, line
+    _free(small_fs, 2)  # room for the check, not for describe's outputs
     done = _run_into(results, clips4, sim, None)
     assert done.returncode == 1 and "No space left on device" in done.stderr, done.stderr[-3000:]
     assert (results / "submission.csv").read_bytes() == good
