@@ -127,7 +127,7 @@ def check_data(data: Path) -> tuple[Path, Path]:
         try:
             if not _has_videos(folder):
                 exts = ", ".join(f"*{e}" for e in VIDEO_EXTENSIONS)
-                raise UserError(f"{name} folder {folder}: holds no video files ({exts})")
+                raise UserError(f"{name} folder {folder} holds no video files ({exts})")
         except PermissionError as exc:
             raise UserError(f"{folder}: cannot be read ({exc.strerror})") from None
         found.append(folder)
