@@ -492,11 +492,14 @@ def run(
     results: Path | None = typer.Option(None, help="results folder (default: settings results_dir)"),
     concurrent: bool = typer.Option(False, help="all role servers up at once: no stage barriers"),
     prefect: bool = typer.Option(True, help="run as Prefect flows (--no-prefect: plain asyncio)"),
+    wait: bool = typer.Option(True, help="wait while another run holds the results folder (--no-wait: exit 2)"),
 ) -> None:
-    """The whole recipe, from videos to submission.csv; rerun to resume."""
+    """The whole recipe, from videos to submission.csv; rerun to resume (Ctrl-C stops it cleanly)."""
+    from coool.interrupt import EXIT_INTERRUPTED, Interrupted, interrupted_message, prefect_interrupt_wording
     from coool.preflight import RunStopped, UserError, check_data, check_results_folder, folders_line, load_checked_settings
     from coool.recipe import RecipeError, load_recipe
     from coool.run import Run, run_plain
+    from coool.runlock import ResultsInUse, results_lock
     from coool.servers import ServerUnavailable
 
     settings_file = ctx.find_root().obj
@@ -506,24 +509,32 @@ def run(
         loaded = load_recipe(recipe)
         settings = load_checked_settings(settings_file, **({"results_dir": results} if results else {}))
         results_dir = check_results_folder(settings.results_dir)
+        if settings.data_root is None:  # as the flow does: file:// images may come from under it
+            settings.data_root = data.resolve()
         pipeline = Run(settings, loaded)  # prompts load here: a bad prompt file is the user's too
     except (UserError, RecipeError, ValueError, OSError) as exc:
         _fail(f"error: {exc}")
     typer.echo(folders_line(videos_dir, heatmaps_dir, results_dir, recipe, settings_file))
     try:
-        if prefect:
-            from flows.pipeline import pipeline_flow
+        # One run per results folder (the flow takes the same lock: here it finds it held).
+        with results_lock(settings.results_dir, wait=wait, on_wait=lambda m: typer.secho(m, fg="yellow", err=True)):
+            if prefect:
+                from flows.pipeline import pipeline_flow
 
-            outcome = asyncio.run(
-                pipeline_flow(
-                    data_root=str(data), recipe=recipe, results_dir=str(results) if results else None, concurrent=concurrent,
-                    settings_file=str(settings_file) if settings_file else None,
+                with prefect_interrupt_wording() as wording:
+                    outcome = asyncio.run(_interruptible(
+                        pipeline_flow(
+                            data_root=str(data), recipe=recipe, results_dir=str(results) if results else None,
+                            concurrent=concurrent, settings_file=str(settings_file) if settings_file else None,
+                        ),
+                        on_signal=lambda: setattr(wording, "active", True),
+                    ))
+            else:
+                outcome = asyncio.run(
+                    _interruptible(run_plain(pipeline, videos_dir, heatmaps_dir, concurrent=concurrent))
                 )
-            )
-        else:
-            if settings.data_root is None:  # as the flow does: file:// images may come from under it
-                settings.data_root = data.resolve()
-            outcome = asyncio.run(run_plain(pipeline, videos_dir, heatmaps_dir, concurrent=concurrent))
+    except ResultsInUse as exc:
+        _fail(f"error: {exc}")
     except RunStopped as exc:
         # An error of the environment or a stage refused on every request: the run
         # stopped, failures.csv says what happened, no final submission was written.
@@ -532,7 +543,32 @@ def run(
         # Inputs that can't be used at all (no videos) or a model server that is not
         # there: one clear line, no traceback, and no submission was written.
         _fail(f"error: {exc}")
+    except BaseException as exc:
+        # Ctrl-C / SIGTERM (Prefect turns a SIGTERM during a flow into its TerminationSignal).
+        if not isinstance(exc, (Interrupted, KeyboardInterrupt)) and type(exc).__name__ != "TerminationSignal":
+            raise
+        done, total = _units_done(pipeline or Run(settings, loaded), data)
+        typer.secho(interrupted_message(done, total), fg="yellow", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     typer.echo(f"submission: {outcome['written']['final']}  ({outcome['videos']} videos, {outcome['failures']} failure(s))")
+
+
+async def _interruptible(work: Awaitable[Any], on_signal: Callable[[], None] = lambda: None) -> Any:
+    from coool.interrupt import interruptible
+
+    return await interruptible(work, on_signal=on_signal)
+
+
+def _units_done(pipeline: Any, data: Path) -> tuple[int, int]:
+    """How far an interrupted run got: units on disk of (every usable video x stage 1 and each stage)."""
+    from coool.inputs import scan_inputs
+    from coool.interrupt import units_done
+
+    try:
+        pairs, _ = scan_inputs(data / "videos", data / "heatmaps")
+    except ValueError:
+        return 0, 0
+    return units_done(pipeline, sorted(p.video_id for p in pairs if p.heatmap is not None))
 
 
 # -- comparing and scoring ------------------------------------------------------------------

@@ -35,6 +35,7 @@ from coool.inputs import VideoPair
 from coool.preflight import ENVIRONMENT_ERRNOS
 from coool.recipe import load_recipe
 from coool.run import Run
+from coool.runlock import aresults_lock
 from coool.schedule import Scheduler, StageReport
 from coool.settings import Settings, load_settings
 from coool.stage import Stage, StageError
@@ -127,6 +128,14 @@ class FlowRun:
                 raise exc
             raise UnitFailed(state.message or "failed")
         return await state.aresult()
+
+
+@asynccontextmanager
+async def holding_results(folder: Path) -> AsyncIterator[None]:
+    """One run per results folder (coool.runlock), for a flow the user or a deployment
+    started; inside ``coool run`` or the pipeline flow the lock is already held here."""
+    async with aresults_lock(folder, on_wait=lambda message: get_run_logger().warning(message)):
+        yield
 
 
 # The run started by the outermost flow; the stage flows it calls use it.
@@ -344,12 +353,13 @@ async def run_stage_flow(
     manager = ServerManager(pipeline.settings) if ACTIVE_RUN.get() is None else None
     token = ACTIVE_RUN.set(run)
     try:
-        if manager:
-            await manager.ensure(stage.role)
-        async with pipeline.open_clients([stage.role]):
-            # The stage flow run's tags (set by the pipeline flow) stay off its task runs (see stage_task).
-            with TagsContext(current_tags=set()):
-                report = await run.scheduler().stage(stage, videos)
+        async with holding_results(pipeline.ws.root):
+            if manager:
+                await manager.ensure(stage.role)
+            async with pipeline.open_clients([stage.role]):
+                # The stage flow run's tags (set by the pipeline flow) stay off its task runs (see stage_task).
+                with TagsContext(current_tags=set()):
+                    report = await run.scheduler().stage(stage, videos)
     finally:
         ACTIVE_RUN.reset(token)
         if manager:

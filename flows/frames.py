@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.common import ACTIVE_RUN, FlowRun
+from flows.common import ACTIVE_RUN, FlowRun, holding_results
 
 
 @flow(name="frames", flow_run_name="frames-{recipe}")
@@ -26,12 +26,13 @@ async def frames_flow(
     inside = ACTIVE_RUN.get() is not None
     run = await FlowRun.start(recipe, results_dir, settings_file, data_root)
     pipeline = run.pipeline
-    if inside:  # the pipeline flow scanned the inputs already
-        pairs, videos = run.pairs, sorted({p.video_id for p in run.pairs})
-    else:
-        root = Path(data_root)
-        pairs, videos = pipeline.collect_inputs(root / "videos", root / "heatmaps")
-    report = await run.scheduler().frames(pairs)
+    async with holding_results(pipeline.ws.root):
+        if inside:  # the pipeline flow scanned the inputs already
+            pairs, videos = run.pairs, sorted({p.video_id for p in run.pairs})
+        else:
+            root = Path(data_root)
+            pairs, videos = pipeline.collect_inputs(root / "videos", root / "heatmaps")
+        report = await run.scheduler().frames(pairs)
     failed = {f.video for f in report.failed}
     usable = sorted(p.video_id for p in pairs if p.video_id not in failed)
     get_run_logger().info("frames: %d of %d videos ready, %d problem(s)", len(usable), len(videos), len(report.failed))

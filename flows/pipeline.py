@@ -29,7 +29,7 @@ from coool.schedule import StageReport
 from coool.servers import ServerManager
 from coool.stage import Stage
 from flows.caption import caption_flow
-from flows.common import ACTIVE_RUN, FlowRun, cached_stage, publish_submission, stage_tags
+from flows.common import ACTIVE_RUN, FlowRun, cached_stage, holding_results, publish_submission, stage_tags
 from flows.describe import count_pass_flow, describe_flow
 from flows.detect import detect_flow
 from flows.ensemble import ensemble_flow
@@ -92,9 +92,15 @@ async def pipeline_flow(
     Rerun with the same parameters to resume: finished (stage, video) work
     is not redone.
     """
+    run = await FlowRun.start(recipe, results_dir, settings_file, data_root)
+    # One run per results folder: a deployment run takes the lock here (`coool run` holds it already).
+    async with holding_results(run.pipeline.ws.root):
+        return await _pipeline(run, data_root, recipe, concurrent, settings_file)
+
+
+async def _pipeline(run: FlowRun, data_root: str, recipe: str, concurrent: bool, settings_file: str | None) -> dict[str, Any]:
     logger = get_run_logger()
     started = time.perf_counter()
-    run = await FlowRun.start(recipe, results_dir, settings_file, data_root)
     pipeline = run.pipeline
     params = {"recipe": recipe, "results_dir": str(pipeline.ws.root), "settings_file": settings_file, "data_root": data_root}
     pipeline.ws.record_run(

@@ -194,8 +194,8 @@ def test_the_reference_copy(original_dir: Path, tmp_path: Path) -> None:
 async def test_second_place_runs_with_the_authors_prompts(original_dir: Path, sim, synthetic_data, tmp_path: Path) -> None:
     """The imported folder as a recipe's prompts_dir: every stage's request is the authors' words, and the
     run ends in a valid submission (against the simulated server)."""
-    from coool.run import Run, run_plain
     from coool.recipe import load_recipe
+    from coool.run import Run, run_plain
     from coool.settings import ROLES, RoleSettings, Settings
     from coool.submission import read_submission, validate
 

@@ -8,6 +8,7 @@ server (a test double: no model inside), the session's Prefect test harness.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,15 @@ pytestmark = pytest.mark.slow
 # Not outputs of the method: Prefect's own result store, and the flow's record of
 # where the inputs were (run.json; the plain run is given folders, not a data root).
 NOT_COMPARED = (".prefect", "run.json")
+
+
+def unordered_samples(text: bytes) -> dict:
+    """A detect output with its samples and votes as multisets: the detector's 12 requests are
+    identical and sent at once, so which of them gets which answer is the server's arrival order."""
+    data = json.loads(text)
+    for name in ("samples", "votes"):
+        data[name] = sorted(data[name], key=lambda item: json.dumps(item, sort_keys=True))
+    return data
 
 
 def output_files(root: Path) -> dict[str, bytes]:
@@ -48,6 +58,9 @@ def test_plain_and_prefect_runs_write_identical_files(prefect_api, synthetic_dat
                 synthetic_data.heatmaps,
             ))
             results.rename(tmp_path / "plain")
+            # The simulated server varies the answers to a repeated request (the detector's 12 single
+            # samples): both runs must start from the same server state to get the same answers.
+            sim.reset()
             flow = asyncio.run(pipeline_flow(data_root=str(synthetic_data.root), recipe=recipe, results_dir=str(results)))
             results.rename(tmp_path / "prefect")
         finally:
@@ -62,4 +75,7 @@ def test_plain_and_prefect_runs_write_identical_files(prefect_api, synthetic_dat
     assert sorted(plain_files) == sorted(flow_files)
     assert "submission.csv" in plain_files and len(plain_files) > 20
     different = [name for name in plain_files if plain_files[name] != flow_files[name]]
-    assert different == []
+    # Per-video detect outputs may list the same answers in another order; everything else is byte for byte.
+    reordered = [n for n in different if n.startswith("detect/") and n.endswith(".json")]
+    assert [n for n in different if n not in reordered] == []
+    assert all(unordered_samples(plain_files[n]) == unordered_samples(flow_files[n]) for n in reordered)
