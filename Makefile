@@ -49,6 +49,10 @@ demo: $(STAMP) ## the whole pipeline on synthetic videos against SIMULATED model
 run: $(STAMP) ## run a recipe: make run DATA=/data RECIPE=second-place RESULTS=results [SETTINGS=deployments/settings/gpu-single-node.yaml]
 	$(if $(SETTINGS),COOOL_SETTINGS_FILE=$(SETTINGS)) $(VENV)/bin/coool run --data $(DATA) --recipe $(RECIPE) --results $(RESULTS)
 
+RECIPES ?= second-place second-place-plus
+compare-recipes: $(STAMP) ## two recipes into one RESULTS, compared, with the studio's A/B link: make compare-recipes DATA=/data RESULTS=results [RECIPES="a b"] [SETTINGS=]
+	$(if $(SETTINGS),COOOL_SETTINGS_FILE=$(SETTINGS)) $(VENV)/bin/coool compare-recipes $(RECIPES) --data $(DATA) --results $(RESULTS) --port $(STUDIO_PORT)
+
 sim: $(STAMP) ## start one SIMULATED model server on 127.0.0.1:$(SIM_PORT) (test double, no model)
 	$(VENV)/bin/coool sim-server --host 127.0.0.1 --port $(SIM_PORT)
 

@@ -1,7 +1,7 @@
 """``python -m bench [--quick] [--only NAME ...]``: the benchmarks (`make bench`).
 
 Figures (one module each): preprocess, scheduling, orchestration, resume,
-growth, video_readers. Each writes ``bench/results/<figure>.json`` (``--quick``:
+growth, video_readers, prefix_cache (real vLLM, CPU build). Each writes ``bench/results/<figure>.json`` (``--quick``:
 ``bench/results/quick/``) with the machine facts and the date; the combined
 table goes to ``README-table.md`` beside them, and a full run of every
 figure also refreshes the table in ``README.md`` and ``docs/BENCH.md``.
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import growth, orchestration, preprocess, resume, scheduling, video_readers
+from bench import growth, orchestration, prefix_cache, preprocess, resume, scheduling, video_readers
 from bench.common import (
     REPO,
     RESULTS_DIR,
@@ -46,6 +46,7 @@ FIGURES: dict[str, Callable[[Context], dict[str, Any]]] = {
     "resume": resume.run,
     "growth": growth.run,
     "video_readers": video_readers.run,
+    "prefix_cache": prefix_cache.run,
 }
 NEEDS_SIM = {"scheduling", "orchestration", "resume", "growth"}
 NEEDS_POOL = {"preprocess", *NEEDS_SIM}

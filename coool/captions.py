@@ -14,7 +14,7 @@ import pandas as pd
 from coool import schema as S
 from coool.files import atomic_write_json, atomic_write_text, combined_hash
 from coool.frames import FrameManifest, load_manifest
-from coool.llm import ChatClient, ModelRequestError
+from coool.llm import ChatClient, ModelRequestError, count_usage
 from coool.params import CaptionParams
 from coool.parsing import coerce_caption, parse_json_lenient
 from coool.prompts import Prompt, stage_prompt
@@ -191,9 +191,13 @@ async def caption_unit(
     meta_path = Path(out_dir) / f"{video}.json"
     if (done := cached_output(meta_path, key)) is not None and table_path(out_dir, video).exists():
         return {**done, "cached": True}
-    result = await caption_video(client, video, sorted(manifest.paths(frames_dir).items()), prompt, params)
+    with count_usage() as usage:
+        result = await caption_video(client, video, sorted(manifest.paths(frames_dir).items()), prompt, params)
     save_captions(result, out_dir)
-    meta = {"video": video, "key": key, "rows": len(result.table), "dropped": result.dropped, "model": client.model}
+    meta = {
+        "video": video, "key": key, "rows": len(result.table), "dropped": result.dropped, "model": client.model,
+        "usage": usage.as_dict(),
+    }
     atomic_write_json(meta_path, meta)
     return {**meta, "cached": False}
 

@@ -495,6 +495,18 @@ def run(
     wait: bool = typer.Option(True, help="wait while another run holds the results folder (--no-wait: exit 2)"),
 ) -> None:
     """The whole recipe, from videos to submission.csv; rerun to resume (Ctrl-C stops it cleanly)."""
+    from coool.terminal import run_summary
+
+    outcome = _run_recipe(ctx, data, recipe, results, concurrent=concurrent, prefect=prefect, wait=wait)
+    run_summary(outcome)
+    typer.echo(f"submission: {outcome['written']['final']}  ({outcome['videos']} videos, {outcome['failures']} failure(s))")
+
+
+def _run_recipe(
+    ctx: typer.Context, data: Path, recipe: str, results: Path | None, *, concurrent: bool, prefect: bool, wait: bool = True
+) -> dict[str, Any]:
+    """One recipe, end to end (``coool run``): the results folder's lock, Ctrl-C, and a clear
+    error and exit 2 when it can't start."""
     from coool.interrupt import EXIT_INTERRUPTED, Interrupted, interrupted_message, prefect_interrupt_wording
     from coool.preflight import RunStopped, UserError, check_data, check_results_folder, folders_line, load_checked_settings
     from coool.recipe import RecipeError, load_recipe
@@ -522,7 +534,7 @@ def run(
                 from flows.pipeline import pipeline_flow
 
                 with prefect_interrupt_wording() as wording:
-                    outcome = asyncio.run(_interruptible(
+                    outcome: dict[str, Any] = asyncio.run(_interruptible(
                         pipeline_flow(
                             data_root=str(data), recipe=recipe, results_dir=str(results) if results else None,
                             concurrent=concurrent, settings_file=str(settings_file) if settings_file else None,
@@ -550,7 +562,55 @@ def run(
         done, total = _units_done(pipeline or Run(settings, loaded), data)
         typer.secho(interrupted_message(done, total), fg="yellow", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    typer.echo(f"submission: {outcome['written']['final']}  ({outcome['videos']} videos, {outcome['failures']} failure(s))")
+    return outcome
+
+
+@app.command("compare-recipes")
+def compare_recipes(
+    ctx: typer.Context,
+    recipes: list[str] = typer.Argument(
+        None, help="two recipes, names (coool/recipes) or YAML paths (default: second-place second-place-plus)"
+    ),
+    data: Path = typer.Option(..., "--data", help="folder with videos/ and heatmaps/"),
+    results: Path | None = typer.Option(None, help="ONE results folder for both (default: settings results_dir)"),
+    concurrent: bool = typer.Option(False, help="all role servers up at once: no stage barriers"),
+    prefect: bool = typer.Option(True, help="run as Prefect flows (--no-prefect: plain asyncio)"),
+    meteor: bool = typer.Option(True, help="METEOR in the text metrics (--no-meteor: skip java)"),
+    studio: bool = typer.Option(False, "--studio", help="then serve the studio on the results folder"),
+    port: int = typer.Option(8765, help="the studio's port"),
+    wait: bool = typer.Option(True, help="wait while another run holds the results folder (--no-wait: exit 2)"),
+) -> None:
+    """Run two recipes into one results folder (sharing every cached stage they have in common),
+    compare their final submissions and point at the studio's blind A/B page for the pair."""
+    from coool.compare import compare_command
+    from coool.recipe import RecipeError, load_recipe
+    from coool.recipe_compare import DEFAULT_PAIR, ab_url, check_pair
+    from coool.workspace import Workspace
+
+    pair = list(recipes or DEFAULT_PAIR)
+    try:
+        loaded = [load_recipe(r) for r in pair]
+        check_pair([r.name for r in loaded])
+    except (RecipeError, ValueError) as exc:
+        _fail(str(exc))
+    folder = (results or _settings(ctx).results_dir).resolve()
+    finals = []
+    for name, recipe in zip(pair, loaded):
+        typer.secho(f"== {recipe.name}", bold=True)
+        outcome = _run_recipe(ctx, data, name, folder, concurrent=concurrent, prefect=prefect, wait=wait)
+        finals.append(Workspace(folder).recipe_submission(recipe.name))
+        typer.echo(f"{recipe.name}: {finals[-1]}  ({outcome['videos']} videos, {outcome['failures']} failure(s))")
+    code = compare_command(finals, meteor=meteor)
+    url = ab_url(folder, finals[0], finals[1], port=port)
+    typer.echo(f"blind A/B of the pair: coool studio {folder} --port {port}   then open {url}")
+    if studio:
+        from coool.studio.app import studio_command
+
+        try:
+            studio_command(folder, None, [], host="127.0.0.1", port=port, truth=None, allow_remote=False)
+        except ValueError as exc:
+            _fail(str(exc))
+    raise typer.Exit(code)
 
 
 async def _interruptible(work: Awaitable[Any], on_signal: Callable[[], None] = lambda: None) -> Any:
@@ -569,6 +629,60 @@ def _units_done(pipeline: Any, data: Path) -> tuple[int, int]:
     except ValueError:
         return 0, 0
     return units_done(pipeline, sorted(p.video_id for p in pairs if p.heatmap is not None))
+
+
+@app.command()
+def estimate(
+    ctx: typer.Context,
+    results: Path = typer.Argument(..., help="results folder of a finished run on a sample of videos"),
+    videos: int = typer.Option(661, "--videos", help="videos in the run to project to (the test set has 661)"),
+    recipe: str | None = typer.Option(None, help="the run's recipe (default: the one run.json records, else second-place)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """A full run's tokens per stage and role, projected from a finished run's recorded usage."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from coool.estimate import CAVEATS, estimate_run
+    from coool.files import read_json
+    from coool.recipe import RecipeError, load_recipe
+    from coool.run import Run
+
+    if not results.is_dir():
+        _fail(f"error: {results}: no such results folder")
+    recorded = results / "run.json"
+    name = recipe or (str(read_json(recorded).get("recipe") or "") if recorded.exists() else "") or "second-place"
+    try:
+        run = Run(_settings(ctx, results_dir=results), load_recipe(name))
+        est = estimate_run(run, videos)
+    except (RecipeError, ValueError) as exc:
+        _fail(f"error: {exc}")
+    if as_json:
+        typer.echo(json.dumps(est.as_dict(), indent=2))
+        return
+    console = Console()
+    console.print(f"{results}: recipe {est.recipe}, {est.sample} video(s) in the sample; projected to {videos} videos")
+    table = Table("stage", "role", "model", "videos counted", "no usage", "prompt/video (sd)", "completion/video (sd)",
+                  "projected prompt (95%)", "projected completion (95%)", title="tokens per stage")
+    for s in est.stages:
+        cells = []
+        for field in ("prompt_tokens", "completion_tokens"):
+            cells.append(f"{s.mean(field):,.0f} ({s.stdev(field):,.0f})")
+        for field in ("prompt_tokens", "completion_tokens"):
+            total, half = s.projected(field, videos)
+            cells.append(f"{total:,.0f} ± {half:,.0f}")
+        table.add_row(s.stage, s.role, s.model, str(s.counted), str(s.missing), *cells)
+    console.print(table)
+    roles = Table("role", "projected prompt", "projected cached prompt", "projected completion", title="tokens per role")
+    for role, totals in est.by_role().items():
+        roles.add_row(role, f"{totals['prompt_tokens']:,.0f}", f"{totals['cached_prompt_tokens']:,.0f}",
+                      f"{totals['completion_tokens']:,.0f}")
+    console.print(roles)
+    console.print("What a sample can't tell:")
+    for caveat in CAVEATS:
+        console.print(f"  - {caveat}")
 
 
 # -- comparing and scoring ------------------------------------------------------------------

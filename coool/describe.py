@@ -1,4 +1,7 @@
-"""Stage 4: describe the incident from a window of raw frames (Qwen3-VL or GLM-4.5V).
+"""Stage 4: describe the incident from a window of frames (Qwen3-VL or GLM-4.5V).
+
+The frames are the raw video frames, or (``frames: stacked``, the "add heatmap"
+configuration v4-heatmap) the gaze heatmap stacked above each.
 
 Three prompts per video (counts, texts, reconcile), each answered with
 ``n`` samples that are cleaned and voted (PIPELINE.md, stage 4). By default
@@ -14,7 +17,7 @@ import asyncio
 import json
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,8 +26,8 @@ import pandas as pd
 from coool import schema as S
 from coool.captions import load_captions
 from coool.files import atomic_write_json, combined_hash, read_json
-from coool.frames import extract_raw_frames, load_manifest
-from coool.llm import ChatClient, ImageFile, ModelRequestError, user_message
+from coool.frames import FrameManifest, extract_raw_frames, extract_stacked_frames, load_manifest
+from coool.llm import ChatClient, ImageFile, ModelRequestError, count_usage, user_message
 from coool.params import DescribeConfig
 from coool.parsing import (
     MAX_COUNT,
@@ -60,6 +63,8 @@ _FAITHFUL = DescribeConfig(name="faithful", window="detected-frame", pre=0, post
 # The reconcile request appends the two earlier results as one JSON object under these keys.
 RECONCILE_COUNTS_KEY = "First prediction (Counts JSON)"
 RECONCILE_TEXTS_KEY = "Second prediction (Texts JSON)"
+# The paragraph that opens every prompt of a configuration with ``frames: stacked``.
+STACKED_FRAMES = "stacked_frames"
 # The snippet the v6 count pass inserts; the faithful prompts hold two placeholders for it
 # (a paragraph of its own, and the end of a line).
 IGNORE_IMAGE_TEXT = "ignore_image_text"
@@ -79,10 +84,17 @@ class DescribePromptSet:
     def load(cls, config: DescribeConfig, override_dir: str | Path | None = None) -> DescribePromptSet:
         variant = "plus" if config.plus_prompts else None
         snippets = tuple((name, load_snippet(name, override_dir, variant=variant)) for name in config.extra)
+        # Stacked frames: the prompts first say what the two halves of each image are.
+        lead = load_snippet(STACKED_FRAMES, override_dir, variant=variant).strip() if config.frames == "stacked" else ""
+
+        def prompt(name: str) -> Prompt:
+            loaded = load_prompt(name, override_dir, variant=variant)
+            return replace(loaded, text=f"{lead}\n\n{loaded.text}") if lead else loaded
+
         return cls(
-            counts=load_prompt(config.prompts.counts, override_dir, variant=variant),
-            texts=load_prompt(config.prompts.texts, override_dir, variant=variant),
-            reconcile=load_prompt(config.prompts.reconcile, override_dir, variant=variant),
+            counts=prompt(config.prompts.counts),
+            texts=prompt(config.prompts.texts),
+            reconcile=prompt(config.prompts.reconcile),
             extra="\n".join(text for _, text in snippets),
             snippets=snippets,
         )
@@ -464,6 +476,14 @@ async def describe_video(
     return DescribeResult(video=video, config=config.name, window=list(window), row=row, passes=passes, notes=notes)
 
 
+def window_images(config: DescribeConfig, manifest: FrameManifest, window: Sequence[int], frames_dir: Path) -> dict[int, Path]:
+    """The images the describer is shown, decoded on demand into ``frames_dir``: the raw video
+    frames (``raw/``), or with ``frames: stacked`` the heatmap above each (``stacked-window/``)."""
+    if config.frames == "stacked":
+        return extract_stacked_frames(manifest.video.path, manifest.heatmap.path, window, frames_dir)
+    return extract_raw_frames(manifest.video.path, window, frames_dir)
+
+
 def describe_key(video_sha256: str, window: Sequence[int], config: DescribeConfig, prompts: DescribePromptSet, model: str) -> str:
     """What determines a description: the video, the window, the configuration, its prompts, the model."""
     return combined_hash([video_sha256, json.dumps(list(window)), config.model_dump_json(), prompts.sha256, model])
@@ -483,8 +503,9 @@ async def describe_unit(
 ) -> dict[str, Any]:
     """Stage 4 for one (video, configuration), resumable.
 
-    The window comes from the caption table or the detected frame; its raw
-    frames are decoded on demand into ``frames_dir/raw``. Skipped when
+    The window comes from the caption table or the detected frame; its frames
+    (raw, or stacked under ``frames: stacked``) are decoded on demand into
+    ``frames_dir`` (``window_images``). Skipped when
     ``<out>/<video>.json`` was made with the same key.
     """
     manifest = load_manifest(frames_dir)
@@ -500,11 +521,15 @@ async def describe_unit(
     if (done := cached_output(path, key)) is not None:
         return {"video": video, "frame": done["frame"], "window": done["window"], "cached": True}
     # Decoding is CPU work: keep it off the event loop that drives the requests.
-    images = await asyncio.to_thread(extract_raw_frames, manifest.video.path, window, frames_dir)
-    result = await describe_video(client, config, prompts, video, window, images)
-    atomic_write_json(path, {"key": key, "model": client.model, **result.as_dict()})
+    images = await asyncio.to_thread(window_images, config, manifest, window, frames_dir)
+    with count_usage() as usage:
+        result = await describe_video(client, config, prompts, video, window, images)
+    atomic_write_json(path, {"key": key, "model": client.model, "usage": usage.as_dict(), **result.as_dict()})
     reasks = sum(len(p.reasks) for p in result.passes.values())
-    return {"video": video, "frame": result.frame, "window": window, "cached": False, "notes": result.notes, "reasks": reasks}
+    return {
+        "video": video, "frame": result.frame, "window": window, "cached": False, "notes": result.notes, "reasks": reasks,
+        "usage": usage.as_dict(),
+    }
 
 
 def load_description_row(path: Path) -> dict[str, Any]:

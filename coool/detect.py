@@ -15,7 +15,7 @@ from coool import schema as S
 from coool.captions import load_captions
 from coool.files import atomic_write_json, atomic_write_text, combined_hash, file_sha256, text_sha256
 from coool.frames import load_manifest
-from coool.llm import ChatClient, Sample, user_message
+from coool.llm import ChatClient, Sample, count_usage, user_message
 from coool.params import DetectParams
 from coool.parsing import parse_json_strict
 from coool.prompts import Prompt, stage_prompt
@@ -221,10 +221,14 @@ async def detect_unit(
         return {"video": video, "frame": done["frame"], "cached": True}
     # The original reads its caption CSV as text (pandas types it again for the markdown).
     table = load_captions(captions_path, coerce=params.compact_table)
-    result = await detect_video(client, video, table, prompt, params, last_frame=last_frame)
-    atomic_write_json(path, {"key": key, "model": client.model, **result.as_dict()})
+    with count_usage() as usage:
+        result = await detect_video(client, video, table, prompt, params, last_frame=last_frame)
+    atomic_write_json(path, {"key": key, "model": client.model, "usage": usage.as_dict(), **result.as_dict()})
     reasks = result.attempts - 1 if result.attempts > 1 else 0
-    return {"video": video, "frame": result.frame, "cached": False, "notes": result.notes, "reasks": reasks}
+    return {
+        "video": video, "frame": result.frame, "cached": False, "notes": result.notes, "reasks": reasks,
+        "usage": usage.as_dict(),
+    }
 
 
 class DetectStage:

@@ -15,7 +15,7 @@ import pandas as pd
 from coool import schema as S
 from coool.files import atomic_write_json, combined_hash, json_sha256, read_json
 from coool.frames import load_manifest
-from coool.llm import ChatClient, user_message
+from coool.llm import ChatClient, count_usage, user_message
 from coool.params import EnsembleParams
 from coool.parsing import clean_text, coerce_int, parse_json_lenient
 from coool.prompts import Prompt, stage_prompt
@@ -314,10 +314,14 @@ async def ensemble_unit(
     path = Path(out_dir) / f"{video}.json"
     if (done := cached_output(path, key)) is not None:
         return {"video": video, "row": done["row"], "cached": True}
-    result = await ensemble_video(client, prompt, video, base_row, inputs, params)
-    atomic_write_json(path, {"key": key, "model": client.model, **result.as_dict()})
+    with count_usage() as usage:
+        result = await ensemble_video(client, prompt, video, base_row, inputs, params)
+    atomic_write_json(path, {"key": key, "model": client.model, "usage": usage.as_dict(), **result.as_dict()})
     reasks = max(len(result.samples) - 1, 0)
-    return {"video": video, "row": result.row, "cached": False, "notes": result.notes, "reasks": reasks}
+    return {
+        "video": video, "row": result.row, "cached": False, "notes": result.notes, "reasks": reasks,
+        "usage": usage.as_dict(),
+    }
 
 
 class EnsembleStage:

@@ -369,3 +369,30 @@ def extract_raw_frames(
     missing = [n for n, p in paths.items() if not p.is_file()]
     write_images(((paths[n], image) for n, image in read_frames(video, missing)), "png")
     return dict(sorted(paths.items()))
+
+
+# Window frames with the heatmap on top, for describe configurations with ``frames: stacked``.
+# Not ``stacked/``: extract_caption_frames prunes that folder to the caption frames.
+STACKED_WINDOW_DIR = "stacked-window"
+
+
+def extract_stacked_frames(
+    video: str | os.PathLike[str],
+    heatmap: str | os.PathLike[str],
+    numbers: Iterable[int],
+    out_dir: str | os.PathLike[str],
+) -> dict[int, Path]:
+    """Write ``out_dir/stacked-window/<frame:06d>.png`` (heatmap above video frame n, the heatmap
+    frame chosen by the length rule, as for captioning) for wanted frames not already there.
+
+    Returns frame -> path for every wanted frame; decodes only if one is missing.
+    """
+    video, heatmap, out_dir = Path(video), Path(heatmap), Path(out_dir)
+    paths = {int(n): out_dir / STACKED_WINDOW_DIR / f"{int(n):06d}.png" for n in numbers}
+    missing = [n for n, p in paths.items() if not p.is_file()]
+    if missing:
+        heatmap_frames = probe(heatmap).frames
+        top_of = {n: heatmap_frame_for(n, heatmap_frames) for n in missing}
+        tops = dict(read_frames(heatmap, set(top_of.values())))  # a window's worth of frames at most
+        write_images(((paths[n], stack(tops[top_of[n]], image)) for n, image in read_frames(video, missing)), "png")
+    return dict(sorted(paths.items()))

@@ -11,6 +11,7 @@ it changes, and two recipes share every stage they have in common.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,3 +73,34 @@ def resolve(names: list[str] | str) -> set[str]:
     if unknown:
         raise ValueError(f"improvements: unknown switch(es) {unknown}; known: {sorted(known)}")
     return set(names)
+
+
+PLUS = "plus"
+
+
+def enabled_switches(params: BaseModel) -> list[str]:
+    """The names of the switches that are on in ``params``, sorted."""
+    return sorted(i.name for i in improvements_of("", type(params)) if getattr(params, i.name, False) is True)
+
+
+def variant_of(params: BaseModel) -> str:
+    """The name of the outputs ``params`` makes, beside the original's: ``""`` with no switch on
+    (the original's paths), ``plus`` with every switch the stage declares on, else ``sw-`` and a
+    short hash of the switches that are on (two sets of switches never share a folder)."""
+    on = enabled_switches(params)
+    if not on:
+        return ""
+    if len(on) == len(improvements_of("", type(params))):
+        return PLUS
+    return "sw-" + hashlib.sha256(",".join(on).encode("utf-8")).hexdigest()[:8]
+
+
+def joint_variant(variants: list[str]) -> str:
+    """The variant of something made from outputs of these variants (merges, the count pass's
+    table, the recipe's submissions): the common one, else a short hash of all of them."""
+    distinct = sorted(set(variants))
+    if distinct in ([], [""]):
+        return ""
+    if len(distinct) == 1:
+        return distinct[0]
+    return "sw-" + hashlib.sha256("|".join(distinct).encode("utf-8")).hexdigest()[:8]

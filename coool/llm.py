@@ -26,7 +26,9 @@ import itertools
 import logging
 import mimetypes
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -121,6 +123,7 @@ class RequestStats:
     samples: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
     errors: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
@@ -131,8 +134,85 @@ class RequestStats:
             "samples": self.samples,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
             "errors": dict(self.errors),
         }
+
+
+@dataclass
+class Usage:
+    """The tokens of the responses one piece of work received, as the server reported them.
+
+    ``cached_prompt_tokens`` is None until a response reports it
+    (``usage.prompt_tokens_details.cached_tokens``: vLLM only sends it when its
+    prefix cache details are enabled); ``responses`` counts the answers whose
+    usage was added (a response without ``usage`` counts in ``unreported``).
+    """
+
+    responses: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int | None = None
+    unreported: int = 0
+
+    def add_response(self, usage: Any) -> None:
+        """Add one response's ``usage`` (the SDK's CompletionUsage, or None)."""
+        if usage is None:
+            self.unreported += 1
+            return
+        self.responses += 1
+        self.prompt_tokens += usage.prompt_tokens or 0
+        self.completion_tokens += usage.completion_tokens or 0
+        details = getattr(usage, "prompt_tokens_details", None)
+        cached = getattr(details, "cached_tokens", None) if details is not None else None
+        if cached is not None:
+            self.cached_prompt_tokens = (self.cached_prompt_tokens or 0) + int(cached)
+
+    def add(self, other: Usage | dict[str, Any]) -> None:
+        """Add another Usage (or its ``as_dict``): sums for a stage or a run."""
+        data = other.as_dict() if isinstance(other, Usage) else other
+        self.responses += int(data.get("responses") or 0)
+        self.prompt_tokens += int(data.get("prompt_tokens") or 0)
+        self.completion_tokens += int(data.get("completion_tokens") or 0)
+        self.unreported += int(data.get("unreported") or 0)
+        if data.get("cached_prompt_tokens") is not None:
+            self.cached_prompt_tokens = (self.cached_prompt_tokens or 0) + int(data["cached_prompt_tokens"])
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "responses": self.responses,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
+            "unreported": self.unreported,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Usage:
+        usage = cls()
+        if data:
+            usage.add(data)
+        return usage
+
+
+# The Usage of the (stage, video) unit running in this context: a unit's requests run in
+# tasks it starts (they inherit the context), while a role's client serves many units at once.
+_UNIT_USAGE: ContextVar[Usage | None] = ContextVar("coool_unit_usage", default=None)
+
+
+@contextmanager
+def count_usage() -> Iterator[Usage]:
+    """A Usage that every response received inside the block (by any ChatClient) is added to."""
+    usage = Usage()
+    token = _UNIT_USAGE.set(usage)
+    try:
+        yield usage
+    finally:
+        _UNIT_USAGE.reset(token)
 
 
 def split_reasoning(content: str | None, reasoning: str | None = None) -> tuple[str, str | None]:
@@ -398,9 +478,13 @@ class ChatClient:
             return [Sample(content="", finish_reason="too_large") for _ in range(kwargs["n"])]
         finally:
             self._in_flight[i] -= 1
-        if response.usage:
-            self.stats.prompt_tokens += response.usage.prompt_tokens or 0
-            self.stats.completion_tokens += response.usage.completion_tokens or 0
+        usage = Usage()
+        usage.add_response(response.usage)
+        self.stats.prompt_tokens += usage.prompt_tokens
+        self.stats.completion_tokens += usage.completion_tokens
+        self.stats.cached_prompt_tokens += usage.cached_prompt_tokens or 0
+        if (unit := _UNIT_USAGE.get()) is not None:
+            unit.add(usage)
         samples = []
         for choice in sorted(response.choices, key=lambda c: c.index):
             message = choice.message

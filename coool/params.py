@@ -96,6 +96,12 @@ class DescribeConfig(_Strict):
     step: int = Field(1, ge=1)
     prompts: DescribePrompts = Field(default_factory=DescribePrompts)
     extra: tuple[str, ...] = Field((), description="snippets appended to every describe prompt")
+    # What the describer is shown for each window frame. "stacked": the gaze heatmap frame above the
+    # video frame, as captioning sees it (the original's unpublished "add heatmap" run; v4-heatmap);
+    # the prompts then start with the stacked_frames snippet, which says what the two halves are.
+    frames: Literal["raw", "stacked"] = Field(
+        "raw", description="raw video frames (the original's describe runs) or stacked frames, heatmap on top"
+    )
     n: int = Field(4, ge=1)
     temperature: float = 0.6
     top_p: float = 0.95

@@ -15,8 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from coool.improvements import joint_variant, variant_of, with_improvements
 from coool.improvements import resolve as resolve_improvements
-from coool.improvements import with_improvements
 from coool.params import (
     CaptionParams,
     CountPassParams,
@@ -135,6 +135,21 @@ class Recipe(BaseModel):
         """The describe configurations a submission is made from."""
         sources = self.submission_kind(name).sources(self, name)
         return set().union(*(self.describe_sources(s) for s in sources)) if sources else {name}
+
+    def output_variants(self) -> dict[str, str]:
+        """Per stage, the variant its outputs are filed under (coool.workspace.Workspace): what
+        its own switches and those of the stages it reads make of it. All ``""`` in the original
+        method; another recipe's switched outputs live beside the original's, never over them."""
+        caption = variant_of(self.caption)
+        detect = joint_variant([caption, variant_of(self.detect)])
+        out = {"caption": caption, "detect": detect}
+        for name, config in self._configs.items():
+            out[f"describe:{name}"] = joint_variant([detect, variant_of(config)])
+        used = [*self.describe, *([self.count_pass.config] if self.count_pass else [])]
+        out["derived"] = joint_variant([out[f"describe:{c}"] for c in used])
+        if self.ensemble is not None:
+            out["ensemble"] = joint_variant([out["derived"], variant_of(self.ensemble)])
+        return out
 
     def stages(self) -> list[Stage]:
         """The model stages with their roles and dependencies, in a valid order."""

@@ -44,7 +44,8 @@ class Run:
     def __init__(self, settings: Settings, recipe: Recipe, *, results_dir: Path | None = None) -> None:
         self.settings = settings
         self.recipe = recipe
-        self.ws = Workspace(results_dir or settings.results_dir)
+        # The recipe's switched outputs are filed beside the original method's (docs/LAYOUT.md).
+        self.ws = Workspace(results_dir or settings.results_dir, variants=recipe.output_variants())
         self.configs: dict[str, DescribeConfig] = recipe.configs
         # Each stage's prompts, loaded once (a bad prompt file fails the run before any work).
         self.prompts: dict[str, Any] = {st.name: self.kind(st).prompts(recipe, st) for st in recipe.stages()}
@@ -173,7 +174,9 @@ class Run:
 
         ``key``: the stage key if the caller computed it already (the Prefect task's cache key).
         """
-        return await self.kind(stage).run(self, stage, video, key or self.stage_key(stage, video))
+        key = key or self.stage_key(stage, video)
+        outcome = await self.kind(stage).run(self, stage, video, key)
+        return {**outcome, "key": key}  # the stage summary's per-video table shows it
 
     def stage_key(self, stage: Stage, video: int) -> str | None:
         """The key of (stage, video): what determines its output, recorded in the output
@@ -205,7 +208,8 @@ class Run:
         return self.recipe.submission_kind(name).path(self, name)
 
     def assemble(self, videos: list[int]) -> dict[str, Path]:
-        """``failures.csv``, every submission of the recipe as a CSV, and last the final ``submission.csv``.
+        """``failures.csv``, every submission of the recipe as a CSV, the same rows as the recipe's
+        own ``submissions/<recipe>.csv`` (kept when another recipe runs), and last ``submission.csv``.
 
         A video with no row (it failed) gets the fallback row: the files are
         always complete and valid. The order matters when a write fails (a
@@ -220,6 +224,8 @@ class Run:
             written[name] = write_submission(rows, self.submission_path(name), expected_videos=videos)
             if name == self.recipe.final:
                 final_rows = rows
+        # Not in ``written`` (its keys are the recipe's submissions and "final").
+        write_submission(final_rows, self.ws.recipe_submission(self.recipe.name), expected_videos=videos)
         written["final"] = write_submission(final_rows, self.ws.submission_csv, expected_videos=videos)
         return written
 
@@ -280,6 +286,7 @@ async def run_plain(
     role and URL) and stopped when no later phase needs them.
     """
     from coool.servers import ServerManager
+    from coool.summary import role_models, total_tokens
 
     started = time.perf_counter()
     pairs, videos = pipeline.collect_inputs(videos_dir, heatmaps_dir)
@@ -291,7 +298,8 @@ async def run_plain(
         pipeline.stopped()
         raise
     written = pipeline.finish(videos)
+    stages = [r.as_dict() for r in pipeline.reports]
     return {
         "videos": len(videos), "failures": len(pipeline.failures), "seconds": time.perf_counter() - started,
-        "written": written, "stages": [r.as_dict() for r in pipeline.reports],
+        "written": written, "stages": stages, "roles": role_models(pipeline), "tokens": total_tokens(stages).as_dict(),
     }

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from coool.decode import VideoError
 from coool.inputs import VideoPair
+from coool.llm import Usage
 from coool.preflight import EnvironmentStop, RefusedStop, RunStopped, environment_error, environment_message, refusal
 from coool.recipe import Phase, waves
 from coool.stage import Stage
@@ -62,8 +63,15 @@ class StageReport:
     fallbacks: dict[int, list[str]] = field(default_factory=dict)
     # Why videos were skipped: {reason: count}.
     skipped_why: dict[str, int] = field(default_factory=dict)
+    # The tokens of the responses this run received for the stage (cached videos cost none).
+    tokens: Usage = field(default_factory=Usage)
+    # Per video: what the task-run-level view shows (cache key, tokens, cached or not).
+    units: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def add(self, outcome: Mapping[str, Any]) -> None:
+        video = outcome.get("video")
+        if video is not None:
+            self.units[int(video)] = unit_record(outcome)
         if outcome.get("skipped"):
             self.skipped += 1
             reason = str(outcome["skipped"])
@@ -72,7 +80,8 @@ class StageReport:
             self.cached += 1
         else:
             self.done += 1
-            video = outcome.get("video")
+            if outcome.get("usage"):
+                self.tokens.add(outcome["usage"])
             if video is None:
                 return
             if outcome.get("reasks"):
@@ -96,6 +105,8 @@ class StageReport:
             "reasked": {str(v): n for v, n in sorted(self.reasked.items())},
             "fallbacks": {str(v): notes for v, notes in sorted(self.fallbacks.items())},
             "seconds": round(self.seconds, 3),
+            "tokens": self.tokens.as_dict(),
+            "units": {str(v): u for v, u in sorted(self.units.items())},
         }
 
     @classmethod
@@ -105,6 +116,7 @@ class StageReport:
             dict(data.get("requests") or {}), float(data["seconds"]),
             {int(v): n for v, n in (data.get("reasked") or {}).items()},
             {int(v): list(n) for v, n in (data.get("fallbacks") or {}).items()}, dict(data.get("skipped_why") or {}),
+            Usage.from_dict(data.get("tokens")), {int(v): dict(u) for v, u in (data.get("units") or {}).items()},
         )
 
 
@@ -142,6 +154,19 @@ class StopRule:
                 f"(...{example})"
             )
         return None
+
+
+def unit_record(outcome: Mapping[str, Any]) -> dict[str, Any]:
+    """What a stage summary shows of one video's unit: how it ended, its key, its tokens."""
+    status = "skipped" if outcome.get("skipped") else "cached" if outcome.get("cached") else "done"
+    record: dict[str, Any] = {"status": status}
+    if outcome.get("key"):
+        record["key"] = str(outcome["key"])
+    if outcome.get("skipped"):
+        record["why"] = str(outcome["skipped"])
+    if status == "done" and outcome.get("usage"):
+        record["usage"] = dict(outcome["usage"])
+    return record
 
 
 def blocked_by(stage: Stage, failed: set[str]) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +13,25 @@ from coool.files import atomic_write_json, read_json
 
 @dataclass(frozen=True)
 class Workspace:
+    """Every path of a results folder.
+
+    ``variants`` (``Recipe.output_variants()``): per stage (``caption``, ``detect``,
+    ``describe:<config>``, ``derived`` for merges and the count pass's table, ``ensemble``),
+    the variant its outputs are filed under. ``""`` (the original method, and a bare
+    ``Workspace(root)``) keeps the plain paths; ``plus`` files them as ``captions+plus/``,
+    ``describe/v4+plus/``, ... so that two recipes' outputs live side by side.
+    """
+
     root: Path
+    variants: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root).resolve())
+
+    def _marked(self, name: str, stage: str) -> str:
+        """``name`` as filed for ``stage``'s variant (``name+<variant>``)."""
+        variant = self.variants.get(stage, "")
+        return f"{name}+{variant}" if variant else name
 
     # stage 1
     def frames_dir(self, video: int) -> Path:
@@ -26,7 +43,7 @@ class Workspace:
     # stage 2
     @property
     def captions_dir(self) -> Path:
-        return self.root / "captions"
+        return self.root / self._marked("captions", "caption")
 
     def captions_path(self, video: int) -> Path:
         return self.captions_dir / f"{video}.csv"
@@ -41,14 +58,14 @@ class Workspace:
     # stage 3
     @property
     def detect_dir(self) -> Path:
-        return self.root / "detect"
+        return self.root / self._marked("detect", "detect")
 
     def detect_path(self, video: int) -> Path:
         return self.detect_dir / f"{video}.json"
 
     @property
     def detections_csv(self) -> Path:
-        return self.root / "detect.csv"
+        return self.root / f"{self._marked('detect', 'detect')}.csv"
 
     # stage 4
     @property
@@ -62,7 +79,8 @@ class Workspace:
         return sorted(p.name for p in self.describe_root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def describe_dir(self, config: str) -> Path:
-        return self.describe_root / config
+        """The configuration's folder (a name ``describe_configs()`` listed is used as it is)."""
+        return self.describe_root / self._marked(config, f"describe:{config}")
 
     def describe_path(self, config: str, video: int) -> Path:
         return self.describe_dir(config) / f"{video}.json"
@@ -71,23 +89,38 @@ class Workspace:
         return self.describe_dir(config) / "submission.csv"
 
     def merge_csv(self, name: str) -> Path:
-        return self.root / "merges" / f"{name}.csv"
+        return self.root / "merges" / f"{self._marked(name, 'derived')}.csv"
 
     @property
     def count_pass_csv(self) -> Path:
-        return self.root / "countpass.csv"
+        return self.root / f"{self._marked('countpass', 'derived')}.csv"
 
     # stage 5
     @property
     def ensemble_dir(self) -> Path:
-        return self.root / "ensemble"
+        return self.root / self._marked("ensemble", "ensemble")
 
     def ensemble_path(self, video: int) -> Path:
         return self.ensemble_dir / f"{video}.json"
 
     @property
     def submission_csv(self) -> Path:
+        """The final submission of the last run, whichever its recipe."""
         return self.root / "submission.csv"
+
+    @property
+    def submissions_dir(self) -> Path:
+        return self.root / "submissions"
+
+    def recipe_submission(self, recipe: str) -> Path:
+        """The final submission of recipe ``recipe``: kept when another recipe runs in the same folder."""
+        return self.submissions_dir / f"{safe_name(recipe)}.csv"
+
+    def recipe_submissions(self) -> dict[str, Path]:
+        """Every recipe's final submission in the folder, by file stem."""
+        if not self.submissions_dir.is_dir():
+            return {}
+        return {p.stem: p for p in sorted(self.submissions_dir.glob("*.csv")) if not p.name.startswith(".")}
 
     @property
     def failures_csv(self) -> Path:
@@ -106,6 +139,12 @@ class Workspace:
         current = read_json(self.run_json) if self.run_json.exists() else {}
         current.update(info)
         return atomic_write_json(self.run_json, current)
+
+
+def safe_name(name: str) -> str:
+    """``name`` as one file name: characters other than letters, digits, ``.``, ``_``, ``-`` become ``_``."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")
+    return cleaned or "_"
 
 
 def cached_output(path: Path, key: str) -> dict[str, Any] | None:

@@ -39,6 +39,7 @@ from coool.runlock import aresults_lock
 from coool.schedule import Scheduler, StageReport
 from coool.settings import Settings, load_settings
 from coool.stage import Stage, StageError
+from coool.summary import tokens_text, unit_end_text, unit_start_text, units_markdown
 
 
 class AtomicLocalFileSystem(LocalFileSystem):
@@ -185,8 +186,18 @@ def _retry_worthwhile(task: Any, task_run: Any, state: Any) -> bool:
     retry_condition_fn=_retry_worthwhile,
 )
 async def stage_video(pipeline: Run, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
-    """One stage for one video (a Prefect task run named like ``caption-video-17``; its cache key is ``key``)."""
-    return await pipeline.run_stage(stage, video, key)
+    """One stage for one video (a Prefect task run named like ``caption-video-17``; its cache key is ``key``).
+
+    Its page in the UI says what it is and what it did in two log lines: Prefect 3 shows no
+    parameter values for a task run (only upstream task inputs) and leaves its "Cache Key"
+    field empty (the key lives in the state's details), and log lines are sent in batches,
+    so they cost the task no API round trip (artifacts or tags per task would).
+    """
+    logger = get_run_logger()
+    logger.info(unit_start_text(stage, video, pipeline.identity(stage), key))
+    outcome = await pipeline.run_stage(stage, video, key)
+    logger.info(unit_end_text(outcome))
+    return outcome
 
 
 def task_name(stage: Stage, video: int) -> str:
@@ -286,7 +297,10 @@ async def artifact_progress(label: str, total: int) -> AsyncIterator[Callable[[]
     await progress.close()
 
 
-def stage_summary_markdown(report: StageReport, total: int) -> str:
+def stage_summary_markdown(report: StageReport, total: int, stage: Stage | None = None) -> str:
+    """The stage's summary artifact. Its per-video table is what each task run did (cache key,
+    responses, re-asks, fallbacks, tokens): one artifact per stage, not one per task run,
+    so the task runs cost no extra API calls."""
     lines = [
         f"# {report.stage}",
         "",
@@ -297,6 +311,7 @@ def stage_summary_markdown(report: StageReport, total: int) -> str:
     if report.requests:
         counts = {k: v for k, v in report.requests.items() if k != "errors"}
         lines += ["", "**Requests**: " + ", ".join(f"{k} {v}" for k, v in counts.items())]
+        lines += ["", f"**Tokens**: {tokens_text(report.tokens)}"]
         errors = report.requests.get("errors") or {}
         if errors:
             lines += ["", "## Retried (transient errors, by type)", "", "| error | count |", "|---|---|"]
@@ -313,12 +328,17 @@ def stage_summary_markdown(report: StageReport, total: int) -> str:
     if report.failed:
         lines += ["", "## Failed (these videos get the fallback row)", "", "| video | error |", "|---|---|"]
         lines += [f"| {f.video} | {f.error.replace('|', '/')[:300]} |" for f in report.failed]
+    units = units_markdown(report, (lambda v: task_name(stage, v)) if stage else None)
+    if units:
+        lines += ["", *units]
     return "\n".join(lines)
 
 
-async def publish_stage_summary(report: StageReport, total: int) -> None:
+async def publish_stage_summary(report: StageReport, total: int, stage: Stage | None = None) -> None:
     key = re.sub(r"[^a-z0-9-]+", "-", f"summary-{report.stage}".lower())
-    await acreate_markdown_artifact(stage_summary_markdown(report, total), key=key, description=f"{report.stage} summary")
+    await acreate_markdown_artifact(
+        stage_summary_markdown(report, total, stage), key=key, description=f"{report.stage} summary"
+    )
 
 
 async def publish_submission(path: Path, title: str) -> None:
@@ -364,10 +384,11 @@ async def run_stage_flow(
         ACTIVE_RUN.reset(token)
         if manager:
             await manager.stop_all()
-    await publish_stage_summary(report, len(videos))
+    await publish_stage_summary(report, len(videos), stage)
     get_run_logger().info(
-        "%s: %d done, %d cached, %d skipped, %d failed in %.1fs",
+        "%s: %d done, %d cached, %d skipped, %d failed in %.1fs; tokens: %s",
         stage.name, report.done, report.cached, report.skipped, len(report.failed), report.seconds,
+        tokens_text(report.tokens),
     )
     return report.as_dict()
 

@@ -24,10 +24,10 @@ from prefect.artifacts import acreate_markdown_artifact
 
 from coool.inputs import VideoPair
 from coool.preflight import RunStopped
-from coool.run import Run
 from coool.schedule import StageReport
 from coool.servers import ServerManager
 from coool.stage import Stage
+from coool.summary import role_models, run_summary_markdown, total_tokens
 from flows.caption import caption_flow
 from flows.common import ACTIVE_RUN, FlowRun, cached_stage, holding_results, publish_submission, stage_tags
 from flows.describe import count_pass_flow, describe_flow
@@ -53,30 +53,6 @@ def _stage_subflow(params: dict[str, Any]) -> Any:
             return StageReport.from_dict(await start(stage, videos=videos, **params))
 
     return run
-
-
-def _summary_markdown(pipeline: Run, videos: list[int], reports: list[dict[str, Any]], seconds: float) -> str:
-    lines = [
-        f"# coool run: recipe `{pipeline.recipe.name}`",
-        "",
-        f"{len(videos)} videos, {len(pipeline.failures)} failure(s), {seconds:.1f} s. "
-        f"Submission: `{pipeline.ws.submission_csv}`",
-        "",
-        "| stage | done | from cache | skipped | failed | requests | retried | re-asked videos | fell-back videos | seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in reports:
-        requests = r.get("requests", {})
-        skipped = f"{r['skipped']}" + "".join(f" ({why}: {n})" for why, n in r.get("skipped_why", {}).items())
-        lines.append(
-            f"| {r['stage']} | {r['done']} | {r['cached']} | {skipped} | {len(r['failed'])} | "
-            f"{requests.get('requests', '')} | {requests.get('retries', '')} | {len(r.get('reasked', {}))} | "
-            f"{len(r.get('fallbacks', {}))} | {r['seconds']} |"
-        )
-    if pipeline.failures:
-        lines += ["", "## Failures (fallback rows)", "", "| video | stage | error |", "|---|---|---|"]
-        lines += [f"| {f.video} | {f.stage} | {f.error.replace('|', '/')[:300]} |" for f in pipeline.failures]
-    return "\n".join(lines)
 
 
 @flow(name="coool-pipeline", flow_run_name="pipeline-{recipe}")
@@ -139,7 +115,7 @@ async def _pipeline(run: FlowRun, data_root: str, recipe: str, concurrent: bool,
     stage_reports = [r.as_dict() for r in reports]
     await publish_submission(written["final"], f"{recipe}: final submission ({len(videos)} videos)")
     await acreate_markdown_artifact(
-        _summary_markdown(pipeline, videos, stage_reports, seconds), key="run-summary", description="run summary"
+        run_summary_markdown(pipeline, videos, stage_reports, seconds), key="run-summary", description="run summary"
     )
     logger.info("submission: %s (%d videos, %d failure(s))", written["final"], len(videos), len(pipeline.failures))
     return {
@@ -148,4 +124,6 @@ async def _pipeline(run: FlowRun, data_root: str, recipe: str, concurrent: bool,
         "seconds": round(seconds, 3),
         "written": {k: str(v) for k, v in written.items()},
         "stages": stage_reports,
+        "roles": role_models(pipeline),
+        "tokens": total_tokens(stage_reports).as_dict(),
     }

@@ -61,6 +61,9 @@ class SimConfig(BaseModel):
     task_latency_s: dict[str, float] = Field(default_factory=dict)
     # Like vLLM's --api-key: /v1/* requests must carry "Authorization: Bearer <key>" (else 401).
     api_key: str | None = Field(None, repr=False)
+    # How many chat requests /sim/requests keeps (the most recent; 0: none). Bodies carry
+    # their images, so the log is bounded.
+    request_log: int = Field(100, ge=0)
 
     @field_validator("models", mode="before")
     @classmethod

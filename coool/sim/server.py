@@ -40,6 +40,24 @@ OWNED_BY = "coool-simulation"
 SIM_HEADER = "X-Coool-Simulated"
 _REASONING_LEVEL = re.compile(r"reasoning:\s*(low|medium|high)", re.IGNORECASE)
 _HANG_POLL_S = 0.1
+_ABSOLUTE_FORM = re.compile(r"^https?://[^/]+(/.*)?$")
+
+
+class ProxyForm:
+    """Pure ASGI middleware: a request addressed as to an HTTP proxy ("POST http://host:port/v1/...")
+    is served as its path, so a client whose server URL is written into its code can be pointed
+    at the simulation through ``HTTP_PROXY``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (match := _ABSOLUTE_FORM.match(scope.get("path", ""))):
+            path = match.group(1) or "/"
+            raw = scope.get("raw_path") or b""
+            raw_match = _ABSOLUTE_FORM.match(raw.decode("latin-1")) if raw else None
+            scope = {**scope, "path": path, "raw_path": (raw_match.group(1) or "/").encode("latin-1") if raw_match else path.encode()}
+        await self.app(scope, receive, send)
 
 
 class SimulatedHeader:
@@ -77,6 +95,9 @@ class Stats:
     max_processing: int = 0
     scripted: int = 0  # requests answered from /sim/script
     active: Counter[str] = field(default_factory=Counter)  # per task title: arrived, not yet answered
+    # The usage the answers reported (sums over responses): what a client's token count must match.
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +115,8 @@ class Stats:
             "max_in_flight": self.max_in_flight,
             "processing": self.processing,
             "max_processing": self.max_processing,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
         }
 
     def reset(self) -> None:
@@ -103,6 +126,18 @@ class Stats:
         self.in_flight = self.max_in_flight = live
         self.processing = self.max_processing = busy
         self.active = active
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    """One chat request as it arrived: its JSON body (images included) and the task recognised."""
+
+    seq: int  # arrival order, from 0 since the last reset
+    body: Any
+    task: str | None  # None when the request was refused before it was recognised
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "task": self.task, "body": self.body}
 
 
 @dataclass
@@ -124,6 +159,10 @@ class SimState:
         self.latency_s = config.latency_s
         self.task_latency_s = dict(config.task_latency_s)
         self.scripts: dict[str, deque[Script]] = {}
+        # Every chat request received (the most recent config.request_log), for tests that
+        # compare what two clients sent.
+        self.requests: deque[LoggedRequest] = deque(maxlen=config.request_log)
+        self.logged = 0
         # How often each unseeded request body was seen (by digest): see ``_prepare``.
         self.repeats: Counter[str] = Counter()
         self._slots: asyncio.Semaphore | None = None
@@ -180,6 +219,7 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_middleware(SimulatedHeader)
+    app.add_middleware(ProxyForm)
     app.state.sim = state
 
     @app.get("/health")
@@ -205,8 +245,19 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         state.stats.reset()
         state.faults.restart()  # and the fault sequence, so a test can replay it
         state.scripts.clear()
+        _clear_log(state)
         state.repeats.clear()
         return state.stats.as_dict()
+
+    @app.get("/sim/requests")
+    async def get_requests() -> dict[str, Any]:
+        """The chat requests received since the last reset (or clear), oldest first."""
+        return {"simulated": True, "requests": [r.as_dict() for r in state.requests]}
+
+    @app.delete("/sim/requests")
+    async def clear_requests() -> dict[str, Any]:
+        _clear_log(state)
+        return {"simulated": True, "requests": []}
 
     @app.get("/sim/script")
     async def get_scripts() -> dict[str, Any]:
@@ -271,6 +322,17 @@ def create_app(config: SimConfig | None = None) -> FastAPI:
         return await _chat(state, request)
 
     return app
+
+
+def _clear_log(state: SimState) -> None:
+    state.requests.clear()
+    state.logged = 0
+
+
+def _log_request(state: SimState, body: Any, task: str | None) -> None:
+    if state.config.request_log:
+        state.requests.append(LoggedRequest(state.logged, body, task))
+    state.logged += 1
 
 
 def _parse_script(body: Any) -> tuple[str, Script]:
@@ -391,6 +453,16 @@ async def _prepare(state: SimState, request: Request) -> tuple[ChatRequest, Chat
         raw = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"the body is not JSON: {exc}") from exc
+    try:
+        req, chat_input = await _checked(state, raw)
+    except RequestError:
+        _log_request(state, raw, None)
+        raise
+    _log_request(state, raw, recognise_task(chat_input.schema, chat_input.schema_name, chat_input.text))
+    return req, chat_input
+
+
+async def _checked(state: SimState, raw: Any) -> tuple[ChatRequest, ChatInput]:
     req = parse_request(raw)
     if req.model not in state.config.models:
         raise RequestError(404, f"The model `{req.model}` does not exist.")
@@ -475,6 +547,8 @@ async def _complete(
     state.stats.choices += len(choices)
     texts = [m.text() for m in req.messages]
     prompt = prompt_tokens(texts, len(chat_input.images))
+    state.stats.prompt_tokens += prompt
+    state.stats.completion_tokens += sum(tokens)
     return {
         "id": f"chatcmpl-sim-{uuid.uuid4().hex}",
         "object": "chat.completion",

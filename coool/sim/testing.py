@@ -102,6 +102,14 @@ class SimHandle:
     def pending_scripts(self) -> dict[str, Any]:
         return _call("GET", f"{self.base_url}/sim/script")["pending"]
 
+    def requests(self) -> list[dict[str, Any]]:
+        """The chat requests received since the last reset, oldest first: ``seq``, ``task``
+        (None when refused) and ``body`` (the JSON the client sent, images included)."""
+        return _call("GET", f"{self.base_url}/sim/requests")["requests"]
+
+    def clear_requests(self) -> None:
+        _call("DELETE", f"{self.base_url}/sim/requests")
+
     def set_latency(self, latency_s: float | None = None, *, tasks: Mapping[str, float | None] | None = None) -> dict[str, Any]:
         """Change the simulated latency at runtime: the base one and/or per task title (None: back to the base)."""
         body: dict[str, Any] = {}

