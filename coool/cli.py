@@ -46,10 +46,16 @@ def main(
 
 
 def _settings(ctx: typer.Context, **overrides: Any) -> Settings:
-    """The command's Settings: the --settings file, else COOOL_SETTINGS_FILE, the environment, the defaults."""
-    from coool.settings import load_settings
+    """The command's Settings: the --settings file, else COOOL_SETTINGS_FILE, the environment, the defaults.
 
-    return load_settings(ctx.find_root().obj, **overrides)
+    A bad settings file is one line naming it, exit 2."""
+    from coool.preflight import UserError, load_checked_settings
+
+    try:
+        return load_checked_settings(ctx.find_root().obj, **overrides)
+    except UserError as exc:
+        _fail(f"error: {exc}")
+        raise  # (unreachable: _fail exits)
 
 
 def _one_stage(
@@ -79,6 +85,16 @@ def _one_stage(
 def _fail(message: str, code: int = 2) -> None:
     typer.secho(message, fg="red", err=True)
     raise typer.Exit(code)
+
+
+def _output_folder(folder: Path) -> None:
+    """A stage command's output folder must take files: checked before any work (one line, exit 2)."""
+    from coool.preflight import UserError, check_results_folder
+
+    try:
+        check_results_folder(folder, "output folder")
+    except UserError as exc:
+        _fail(f"error: {exc}")
 
 
 # -- submissions ---------------------------------------------------------------
@@ -181,6 +197,7 @@ def frames(
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    _output_folder(out_dir)
     settings = _settings(ctx)
 
     async def unit(pair: VideoPair) -> dict[str, Any]:
@@ -284,6 +301,7 @@ def caption(
     videos = _ids_in(frames_dir, "*/manifest.json")
     if not videos:
         _fail(f"{frames_dir}: no <id>/manifest.json (run `coool frames` first)")
+    _output_folder(out_dir)
     prompt, params = load_prompt("caption", prompts), CaptionParams()
     result = _one_stage(
         settings, "caption", "captioner",
@@ -313,6 +331,7 @@ def detect(
     if not videos:
         _fail(f"{captions_dir}: no <id>.csv caption tables")
     out = work or output.parent / "detect"
+    _output_folder(out)
     prompt = load_prompt("detect", prompts)
     result = _one_stage(
         settings, "detect", "detector",
@@ -380,6 +399,7 @@ def describe(
     if not videos:
         _fail(f"{frames_dir}: no <id>/manifest.json (run `coool frames` first)")
     work = work or output.parent / "describe" / config
+    _output_folder(work)
     rows, code = _describe_rows(_settings(ctx), config, videos, frames_dir, captions_dir, detections, work, prompts)
     write_submission([rows.get(v) or S.fallback_row(v) for v in videos], output, expected_videos=videos)
     typer.echo(f"{output}: {len(videos)} rows ({len(videos) - len(rows)} fallback)")
@@ -409,6 +429,7 @@ def count_pass(
         _fail(str(exc), 1)
     videos = videos_needing_count_pass(frame, threshold)
     work = work or output.parent / "describe" / config
+    _output_folder(work)
     rows, code = (
         _describe_rows(_settings(ctx), config, videos, frames_dir, None, detections, work, prompts) if videos else ({}, 0)
     )
@@ -445,6 +466,7 @@ def ensemble(
     except SubmissionError as exc:
         _fail(str(exc), 1)
     out = work or output.parent / "ensemble"
+    _output_folder(out)
     prompt = load_prompt("ensemble", prompts)
     base_rows = {int(r[S.VIDEO]): r for r in base_frame.to_dict("records")}
     result = _one_stage(
@@ -489,26 +511,31 @@ def _run_recipe(
     """One recipe, end to end (``coool run``): the results folder's lock, Ctrl-C, and a clear
     error and exit 2 when it can't start."""
     from coool.interrupt import EXIT_INTERRUPTED, Interrupted, interrupted_message, prefect_interrupt_wording
+    from coool.preflight import RunStopped, UserError, check_data, check_results_folder, folders_line, load_checked_settings
     from coool.recipe import RecipeError, load_recipe
     from coool.run import Run, run_plain
     from coool.runlock import ResultsInUse, results_lock
     from coool.servers import ServerUnavailable
 
+    settings_file = ctx.find_root().obj
+    # Everything the user gave is checked before Prefect or any server starts: one line, exit 2.
     try:
+        videos_dir, heatmaps_dir = check_data(data)
         loaded = load_recipe(recipe)
-    except RecipeError as exc:
-        _fail(str(exc))
-    settings = _settings(ctx, **({"results_dir": results} if results else {}))
-    if settings.data_root is None:  # as the flow does: file:// images may come from under it
-        settings.data_root = data.resolve()
-    pipeline: Run | None = None
+        settings = load_checked_settings(settings_file, **({"results_dir": results} if results else {}))
+        results_dir = check_results_folder(settings.results_dir)
+        if settings.data_root is None:  # as the flow does: file:// images may come from under it
+            settings.data_root = data.resolve()
+        pipeline = Run(settings, loaded)  # prompts load here: a bad prompt file is the user's too
+    except (UserError, RecipeError, ValueError, OSError) as exc:
+        _fail(f"error: {exc}")
+    typer.echo(folders_line(videos_dir, heatmaps_dir, results_dir, recipe, settings_file))
     try:
         # One run per results folder (the flow takes the same lock: here it finds it held).
         with results_lock(settings.results_dir, wait=wait, on_wait=lambda m: typer.secho(m, fg="yellow", err=True)):
             if prefect:
                 from flows.pipeline import pipeline_flow
 
-                settings_file = ctx.find_root().obj
                 with prefect_interrupt_wording() as wording:
                     outcome: dict[str, Any] = asyncio.run(_interruptible(
                         pipeline_flow(
@@ -518,12 +545,15 @@ def _run_recipe(
                         on_signal=lambda: setattr(wording, "active", True),
                     ))
             else:
-                pipeline = Run(settings, loaded)
                 outcome = asyncio.run(
-                    _interruptible(run_plain(pipeline, data / "videos", data / "heatmaps", concurrent=concurrent))
+                    _interruptible(run_plain(pipeline, videos_dir, heatmaps_dir, concurrent=concurrent))
                 )
     except ResultsInUse as exc:
         _fail(f"error: {exc}")
+    except RunStopped as exc:
+        # An error of the environment or a stage refused on every request: the run
+        # stopped, failures.csv says what happened, no final submission was written.
+        _fail(f"error: {exc}", 1)
     except (ServerUnavailable, ValueError) as exc:
         # Inputs that can't be used at all (no videos) or a model server that is not
         # there: one clear line, no traceback, and no submission was written.

@@ -26,6 +26,7 @@ from coool.inputs import VideoPair, scan_inputs, video_id_of
 from coool.llm import ChatClient, MediaPathError, UrlLimits
 from coool.memory import limit_malloc_arenas
 from coool.params import DescribeConfig
+from coool.preflight import EnvironmentStop, RunStopped, environment_error, environment_message
 from coool.recipe import Phase, Recipe, phases
 from coool.registry import STAGE_KINDS
 from coool.schedule import Failure, Progress, Scheduler, StageReport, no_progress
@@ -216,12 +217,15 @@ class Run:
         return self.recipe.submission_kind(name).path(self, name)
 
     def assemble(self, videos: list[int]) -> dict[str, Path]:
-        """Every submission of the recipe as a CSV, the final ``submission.csv`` and the same
-        rows as the recipe's own ``submissions/<recipe>.csv`` (kept when another recipe runs).
+        """``failures.csv``, every submission of the recipe as a CSV, the same rows as the recipe's
+        own ``submissions/<recipe>.csv`` (kept when another recipe runs), and last ``submission.csv``.
 
         A video with no row (it failed) gets the fallback row: the files are
-        always complete and valid.
+        always complete and valid. The order matters when a write fails (a
+        full disk): failures.csv says what happened, and no final submission
+        is written unless every other file was.
         """
+        self.write_failures()
         written = {}
         final_rows: list[dict[str, Any]] = []
         for name in self.recipe.submissions():
@@ -232,7 +236,6 @@ class Run:
         # Not in ``written`` (its keys are the recipe's submissions and "final").
         write_submission(final_rows, self.ws.recipe_submission(self.recipe.name), expected_videos=videos)
         written["final"] = write_submission(final_rows, self.ws.submission_csv, expected_videos=videos)
-        self.write_failures()
         return written
 
     def write_failures(self) -> Path:
@@ -253,11 +256,27 @@ class Run:
 
 
     def finish(self, videos: list[int]) -> dict[str, Path]:
-        """After the last stage: the detections table and every submission."""
-        detections = {v: f for v in videos if (f := self.detected_frame(v)) is not None}
-        if detections:
-            write_detections(detections, self.ws.detections_csv)
-        return self.assemble(videos)
+        """After the last stage: the detections table and every submission.
+
+        An error of the environment while writing them (no space, read-only)
+        stops the run (EnvironmentStop) rather than leaving a traceback.
+        """
+        try:
+            detections = {v: f for v in videos if (f := self.detected_frame(v)) is not None}
+            if detections:
+                write_detections(detections, self.ws.detections_csv)
+            return self.assemble(videos)
+        except OSError as exc:
+            if (env := environment_error(exc)) is None:
+                raise
+            raise EnvironmentStop(environment_message(env, self.ws.root)) from exc
+
+    def stopped(self) -> None:
+        """The run stops before its submissions (RunStopped): record what failed, if the disk lets us."""
+        try:
+            self.write_failures()
+        except OSError:
+            pass  # the stop's own message names the problem; failures.csv is what could not be written
 
 
 def plain_scheduler(pipeline: Run, *, servers: ServerManager | None = None, progress: Progress = no_progress) -> Scheduler:
@@ -285,7 +304,11 @@ async def run_plain(
     pairs, videos = pipeline.collect_inputs(videos_dir, heatmaps_dir)
     pipeline.clean_temp_files()
     scheduler = plain_scheduler(pipeline, servers=ServerManager(pipeline.settings))
-    pipeline.reports = await scheduler.run(pipeline, pairs, videos, concurrent=concurrent)
+    try:
+        pipeline.reports = await scheduler.run(pipeline, pairs, videos, concurrent=concurrent)
+    except RunStopped:
+        pipeline.stopped()
+        raise
     written = pipeline.finish(videos)
     stages = [r.as_dict() for r in pipeline.reports]
     return {

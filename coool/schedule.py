@@ -14,11 +14,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from coool.decode import VideoError
 from coool.inputs import VideoPair
 from coool.llm import Usage
+from coool.preflight import EnvironmentStop, RefusedStop, RunStopped, environment_error, environment_message, refusal
 from coool.recipe import Phase, waves
 from coool.stage import Stage
 
@@ -124,6 +126,42 @@ class StageReport:
         )
 
 
+# A stage stops when its first REFUSED_AFTER finished videos (all of them, if it has
+# fewer) failed with the same refusal and none succeeded: a configuration error,
+# not bad luck. A few refused videos among working ones stay per-video failures.
+REFUSED_AFTER = 3
+
+
+class StopRule:
+    """Whether a stage's failures so far say the run must stop (see REFUSED_AFTER, environment_error)."""
+
+    def __init__(self, stage: Stage, total: int, results_dir: Path) -> None:
+        self.stage, self.total, self.results_dir = stage, total, results_dir
+        self.finished: list[str | None] = []  # per finished video, in order: its refusal, None if it did not fail so
+        self.example = ""  # the first failure's text, quoted in the stop
+
+    def succeeded(self) -> None:
+        self.finished.append(None)
+
+    def failed(self, exc: BaseException) -> RunStopped | None:
+        """The stop this failure calls for, if any."""
+        if (env := environment_error(exc)) is not None:
+            return EnvironmentStop(environment_message(env, self.results_dir))
+        self.finished.append(refusal(exc))
+        if len(self.finished) == 1:
+            self.example = str(exc)
+        first = self.finished[: min(REFUSED_AFTER, self.total)]
+        if len(first) == min(REFUSED_AFTER, self.total) and first[0] is not None and len(set(first)) == 1:
+            role = f" (role {self.stage.role})" if self.stage.role else ""
+            example = " ".join(self.example.split())[-200:]
+            return RefusedStop(
+                f"{self.stage.name}{role}: every request was refused: {first[0]}; the first {len(first)} of "
+                f"{self.total} video(s) failed this way and none succeeded: check the role's model, URL and key "
+                f"(...{example})"
+            )
+        return None
+
+
 def unit_record(outcome: Mapping[str, Any]) -> dict[str, Any]:
     """What a stage summary shows of one video's unit: how it ended, its key, its tokens."""
     status = "skipped" if outcome.get("skipped") else "cached" if outcome.get("cached") else "done"
@@ -224,19 +262,27 @@ class Scheduler:
         report = StageReport(stage.name)
         limit = asyncio.Semaphore(bound)
         started = time.perf_counter()
+        rule, stops = StopRule(stage, len(videos), self.settings.results_dir), []
 
         async def one(video: int, advance: Callable[[], None]) -> None:
             try:
                 async with limit:
+                    if stops:  # the run is stopping: start nothing more
+                        return
                     report.add(await unit(video))
+                    rule.succeeded()
             except Exception as exc:  # a failed video must not stop the others
                 report.failed.append(fail(video, exc))
+                if (stop := rule.failed(exc)) is not None:
+                    stops.append(stop)
             finally:
                 advance()
 
         async with self.progress(stage.name, len(videos)) as advance:
             await asyncio.gather(*(one(v, advance) for v in videos))
         report.seconds = time.perf_counter() - started
+        if stops:
+            raise stops[0]
         return report
 
     # -- the whole plan ---------------------------------------------------------------
@@ -327,24 +373,33 @@ class Scheduler:
     async def _chains(self, stages: list[Stage], videos: list[int], failed: dict[int, set[str]]) -> list[StageReport]:
         """Concurrent mode: each video runs its stages in order, no stage barrier; one report per stage."""
         reports = {s.name: StageReport(s.name) for s in stages}
+        rules = {s.name: StopRule(s, len(videos), self.settings.results_dir) for s in stages}
+        stops: list[RunStopped] = []
         limit = asyncio.Semaphore(self.settings.video_concurrency)
         started = time.perf_counter()
 
         async def chain(video: int) -> None:
             async with limit:
                 for stage in stages:
+                    if stops:  # the run is stopping: start nothing more
+                        return
                     if blocked_by(stage, failed.setdefault(video, set())):
                         failed[video].add(stage.name)
                         continue
                     try:
                         reports[stage.name].add(await self.unit(stage, video))
+                        rules[stage.name].succeeded()
                     except Exception as exc:  # a failed video must not stop the others
                         failed[video].add(stage.name)
                         reports[stage.name].failed.append(self.fail(video, stage.name, exc))
+                        if (stop := rules[stage.name].failed(exc)) is not None:
+                            stops.append(stop)
 
         await asyncio.gather(*(chain(v) for v in videos))
         for report in reports.values():
             report.seconds = time.perf_counter() - started
+        if stops:
+            raise stops[0]
         return list(reports.values())
 
 

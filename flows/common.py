@@ -32,6 +32,7 @@ from prefect.filesystems import LocalFileSystem, WritableFileSystem
 
 from coool.files import atomic_write_bytes, text_sha256
 from coool.inputs import VideoPair
+from coool.preflight import ENVIRONMENT_ERRNOS
 from coool.recipe import load_recipe
 from coool.run import Run
 from coool.runlock import aresults_lock
@@ -111,7 +112,10 @@ class FlowRun:
         if not state.is_completed():
             error = await error_text(state)
             get_run_logger().warning("%s: video %d failed: %s", stage.name, video, error)
-            raise UnitFailed(error)
+            # The task's exception is the cause: the scheduler tells a disk that is full or a
+            # request refused on every video from one video's failure by it.
+            cause = await state.aresult(raise_on_failure=False)
+            raise UnitFailed(error) from (cause if isinstance(cause, BaseException) else None)
         outcome = await state.aresult()
         return {**outcome, "cached": outcome.get("cached") or state.name == "Cached"}
 
@@ -168,7 +172,10 @@ def _retry_worthwhile(task: Any, task_run: Any, state: Any) -> bool:
     Prefect's failed-state message names the exception type ("Task run
     encountered an exception StageError: ..."), which is all we need here.
     """
-    return StageError.__name__ not in (state.message or "")
+    message = state.message or ""
+    # Nor a full or read-only disk: the scheduler stops the run on it (coool.preflight.ENVIRONMENT_ERRNOS).
+    environment = any(int(n) in ENVIRONMENT_ERRNOS for n in re.findall(r"\[Errno (\d+)\]", message))
+    return StageError.__name__ not in message and not environment
 
 
 @task(

@@ -23,6 +23,7 @@ from prefect import flow, get_run_logger, tags
 from prefect.artifacts import acreate_markdown_artifact
 
 from coool.inputs import VideoPair
+from coool.preflight import RunStopped
 from coool.schedule import StageReport
 from coool.servers import ServerManager
 from coool.stage import Stage
@@ -104,6 +105,9 @@ async def _pipeline(run: FlowRun, data_root: str, recipe: str, concurrent: bool,
         reports = await run.scheduler(ServerManager(pipeline.settings)).run(
             pipeline, run.pairs, videos, concurrent=concurrent, run_frames=frames, run_stage=_stage_subflow(params), cached=cached
         )
+    except RunStopped:
+        pipeline.stopped()  # failures.csv, and no submission
+        raise
     finally:
         ACTIVE_RUN.reset(token)
     written = pipeline.finish(videos)
