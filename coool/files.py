@@ -42,7 +42,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     return path
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (a live process of another user counts)."""
     if pid <= 0:
         return False
     try:
@@ -71,7 +72,7 @@ def clean_stale_temp_files(root: str | os.PathLike[str]) -> list[Path]:
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
             match = _TEMP_NAME.match(name)
-            if match and not _pid_alive(int(match.group("pid"))):
+            if match and not pid_alive(int(match.group("pid"))):
                 target = Path(dirpath) / name
                 try:
                     target.unlink()

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from coool.files import pid_alive
+
 LOCK_NAME = ".coool-run.lock"
 # A lock file still empty this long after it was created is a writer killed between
 # create and write (the record is a few hundred bytes, written at once).
@@ -99,24 +101,12 @@ def _proc_start_time(pid: int) -> float | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
 def holder_gone(holder: Holder) -> bool:
     """Whether the holder's process is gone (stale lock). Only decidable on its own host:
     a lock of another host counts as held."""
     if holder.host != socket.gethostname():
         return False
-    if not _pid_alive(holder.pid):
+    if not pid_alive(holder.pid):
         return True
     started = process_start_time(holder.pid)
     # A pid reused by a later process: its start time is not the recorded one
