@@ -236,7 +236,7 @@ def run_serve(
     assert entrypoint is not None and entrypoint[-1] == installed, "the ENTRYPOINT runs the copied serve.sh"
     shell = entrypoint[:-1] or []
     return subprocess.run(
-        [*shell, str(IMAGES / image / "serve.sh"), *args], env=full_env, capture_output=True, text=True, timeout=30
+        [*shell, str(IMAGES / "serve.sh"), *args], env=full_env, capture_output=True, text=True, timeout=30
     )
 
 
@@ -254,8 +254,9 @@ ROLE_IMAGE = {"captioner": "glm45v", "detector": "gpt-oss", "describer": "qwen3"
 
 
 def test_the_three_images_share_one_serve_script() -> None:
-    texts = {image: (IMAGES / image / "serve.sh").read_bytes() for image in VLLM_IMAGES}
-    assert len(set(texts.values())) == 1, "images/*/serve.sh must be the same file (copy images/qwen3/serve.sh)"
+    # One file, images/serve.sh, copied by each Dockerfile from the images/ build context.
+    assert (IMAGES / "serve.sh").is_file()
+    assert not [image for image in VLLM_IMAGES if (IMAGES / image / "serve.sh").exists()]
 
 
 @pytest.mark.parametrize("image", VLLM_IMAGES)
