@@ -242,6 +242,7 @@ def test_an_api_key_never_reaches_results_logs_or_prefect(
 
 def test_a_wrong_api_key_is_not_echoed_in_failures(clips4: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from coool.preflight import RunStopped
     from coool.run import run_plain
 
     caplog.set_level(logging.DEBUG)
@@ -250,8 +251,11 @@ def test_a_wrong_api_key_is_not_echoed_in_failures(clips4: Path, tmp_path: Path,
         for key, value in {**role_env(sim.url), **per_role("API_KEY", wrong)}.items():
             monkeypatch.setenv(key, value)
         pipeline = Run(load_settings(results_dir=tmp_path / "r"), load_recipe("quick"))
-        asyncio.run(run_plain(pipeline, clips4 / "videos", clips4 / "heatmaps"))
+        # Every request refused the same way stops the run (issue #15.4), saying why, key not shown.
+        with pytest.raises(RunStopped) as stopped:
+            asyncio.run(run_plain(pipeline, clips4 / "videos", clips4 / "heatmaps"))
         assert sim.stats()["rejected"] > 0
+    assert "401" in str(stopped.value) and wrong not in str(stopped.value)
     listed = failures(tmp_path / "r")
     assert not listed.empty and listed["error"].str.contains("401").all()  # a 4xx: not retried, reported
     assert _grep_tree(tmp_path / "r", wrong) == []
