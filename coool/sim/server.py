@@ -481,7 +481,9 @@ async def _checked(state: SimState, raw: Any) -> tuple[ChatRequest, ChatInput]:
     system_text = "\n".join(m.text() for m in req.messages if m.role in ("system", "developer"))
     kwargs = req.chat_template_kwargs or {}
     canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    if "seed" not in raw:
+    # Near-greedy sampling (the captioner's 0.01) gives the same answer every time, whatever else
+    # was asked before: only a sampling temperature makes a repeated body answer afresh.
+    if "seed" not in raw and float(raw.get("temperature", 1.0) or 0.0) >= 0.1:
         # A sampling server answers a request without a seed afresh each time (the original's
         # detector sends its 12 samples as 12 identical n=1 requests): the k-th identical body
         # gets other choices. The first one answers as before; the answers stay a function of
