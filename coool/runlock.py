@@ -216,6 +216,28 @@ def held_here(results_dir: str | os.PathLike[str]) -> bool:
     return _key(results_dir) in _HELD.get()
 
 
+def _still_waiting(
+    lock: RunLock, holder: Holder, *, wait: bool, told: bool, on_wait: Callable[[str], None], hint: str
+) -> bool:
+    """One poll of a held lock: give up (``wait`` False), or say once who holds it. Returns ``told``."""
+    if not wait:
+        raise ResultsInUse(lock.folder, holder)
+    if not told:
+        on_wait(in_use_message(lock.folder, holder) + hint)
+    return True
+
+
+@contextmanager
+def _holding(lock: RunLock, results_dir: str | os.PathLike[str]) -> Iterator[None]:
+    """The block runs holding the lock (nested runs in this context see it held); released after."""
+    token = _HELD.set(_HELD.get() | {_key(results_dir)})
+    try:
+        yield
+    finally:
+        _HELD.reset(token)
+        lock.release()
+
+
 @contextmanager
 def results_lock(
     results_dir: str | os.PathLike[str],
@@ -233,18 +255,10 @@ def results_lock(
     lock = RunLock(results_dir, command)
     told = False
     while (holder := lock.try_acquire()) is not None:
-        if not wait:
-            raise ResultsInUse(lock.folder, holder)
-        if not told:
-            on_wait(in_use_message(lock.folder, holder) + "; waiting... (--no-wait to exit)")
-            told = True
+        told = _still_waiting(lock, holder, wait=wait, told=told, on_wait=on_wait, hint="; waiting... (--no-wait to exit)")
         time.sleep(poll_s)
-    token = _HELD.set(_HELD.get() | {_key(results_dir)})
-    try:
+    with _holding(lock, results_dir):
         yield
-    finally:
-        _HELD.reset(token)
-        lock.release()
 
 
 @asynccontextmanager
@@ -263,15 +277,7 @@ async def aresults_lock(
     lock = RunLock(results_dir, command)
     told = False
     while (holder := lock.try_acquire()) is not None:
-        if not wait:
-            raise ResultsInUse(lock.folder, holder)
-        if not told:
-            on_wait(in_use_message(lock.folder, holder) + "; waiting...")
-            told = True
+        told = _still_waiting(lock, holder, wait=wait, told=told, on_wait=on_wait, hint="; waiting...")
         await asyncio.sleep(poll_s)
-    token = _HELD.set(_HELD.get() | {_key(results_dir)})
-    try:
+    with _holding(lock, results_dir):
         yield
-    finally:
-        _HELD.reset(token)
-        lock.release()
