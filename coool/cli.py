@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from coool import schema as S
+from coool import schema as cols
 
 if TYPE_CHECKING:
     from coool.frames import FrameManifest
@@ -401,7 +401,7 @@ def describe(
     work = work or output.parent / "describe" / config
     _output_folder(work)
     rows, code = _describe_rows(_settings(ctx), config, videos, frames_dir, captions_dir, detections, work, prompts)
-    write_submission([rows.get(v) or S.fallback_row(v) for v in videos], output, expected_videos=videos)
+    write_submission([rows.get(v) or cols.fallback_row(v) for v in videos], output, expected_videos=videos)
     typer.echo(f"{output}: {len(videos)} rows ({len(videos) - len(rows)} fallback)")
     raise typer.Exit(code)
 
@@ -468,7 +468,7 @@ def ensemble(
     out = work or output.parent / "ensemble"
     _output_folder(out)
     prompt = load_prompt("ensemble", prompts)
-    base_rows = {int(r[S.VIDEO]): r for r in base_frame.to_dict("records")}
+    base_rows = {int(r[cols.VIDEO]): r for r in base_frame.to_dict("records")}
     result = _one_stage(
         settings, "ensemble", "ensembler",
         lambda client, v: ensemble_unit(client, v, base_rows[v], frames, out, prompt, EnsembleParams()), sorted(base_rows),
