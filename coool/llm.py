@@ -12,6 +12,8 @@ What it adds over the bare SDK, and why:
 - vLLM's sampling extras (top_k, min_p, repetition_penalty, chat_template_kwargs)
   passed through ``extra_body``;
 - images as base64 data URLs or ``file://`` URLs restricted to a media root;
+  a data URL is made while the request body is sent, one image at a time, so a
+  request waiting for its answer holds none of its images;
 - ``timeout_s`` as a deadline for the whole attempt (the SDK's timeouts are per
   read: a server that drips a byte a second would never time out);
 - a cap on the size of a response, enforced while it is read: a larger one is
@@ -23,10 +25,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import json
 import logging
 import mimetypes
+import secrets
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -36,6 +40,7 @@ from typing import Any, Literal
 import httpx2  # the openai SDK's HTTP client: its transports and types
 import openai
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+from openai.types.chat import ChatCompletion
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -259,14 +264,56 @@ def image_url(
 
 @dataclass(frozen=True)
 class ImageFile:
-    """An image part whose base64 data URL is made only when its request is sent.
+    """An image part whose base64 data URL is made only while its request is sent.
 
     A stage queues far more requests than the client lets in flight (every
-    frame of up to ``video_concurrency`` videos); holding paths instead of
-    ~200 KB data URLs keeps memory bounded by the requests in flight.
+    frame of up to ``video_concurrency`` videos), and a request in flight
+    mostly waits for its answer: holding paths instead of ~110 KB data URLs
+    (24 of them in a describe request) keeps memory from following either
+    (``streamed_body``).
     """
 
     path: Path
+
+
+# Stands for an ImageFile in a body's JSON; random, so no message text can contain it.
+_IMAGE_MARK = f"coool-image-{secrets.token_hex(16)}"
+
+
+def streamed_body(body: dict[str, Any]) -> AsyncIterator[bytes] | None:
+    """``body`` as JSON bytes made as they are sent, each ImageFile's data URL read and encoded
+    in its turn; None when the body has no ImageFile part (it is sent whole, as usual).
+
+    A describe request carries 24 frames: as whole JSON they would be held twice (the data
+    URLs and the encoded body) for as long as the request waits for its answer, and the
+    peak memory of a run would follow the requests in flight (bench figure 5b).
+    """
+    images: list[Path] = []
+
+    def marked(value: Any) -> str:
+        if isinstance(value, ImageFile):
+            images.append(value.path)
+            return _IMAGE_MARK
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+    text = json.dumps(body, default=marked)
+    if not images:
+        return None
+    for path in images:  # a missing file is our error, raised now (not a connection error mid-send, retried)
+        if not path.is_file():
+            raise FileNotFoundError(f"image file not found: {path}")
+    # json.dumps visits values in the order it writes them: the i-th mark is images[i].
+    pieces = text.split(f'"{_IMAGE_MARK}"')
+    if len(pieces) != len(images) + 1:
+        raise AssertionError("an image mark in the body is not an image")  # pragma: no cover
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for piece, path in zip(pieces, images):
+            yield piece.encode("ascii")
+            yield json.dumps(image_url(path, "data")).encode("ascii")
+        yield pieces[-1].encode("ascii")
+
+    return chunks()
 
 
 def user_message(text: str, images: Sequence[str | ImageFile] = ()) -> dict[str, Any]:
@@ -346,22 +393,6 @@ class ChatClient:
         if self.settings.image_transport == "file":
             return image_url(path, "file", self.media_root)
         return ImageFile(Path(path))
-
-    @staticmethod
-    def _with_image_urls(kwargs: dict[str, Any]) -> dict[str, Any]:
-        """``kwargs`` with every ImageFile part replaced by its data URL (the caller's messages are untouched)."""
-
-        def sendable(part: dict[str, Any]) -> dict[str, Any]:
-            url = part.get("image_url", {}).get("url")
-            if not isinstance(url, ImageFile):
-                return part
-            return {**part, "image_url": {**part["image_url"], "url": image_url(url.path, "data")}}
-
-        messages = [
-            {**m, "content": [sendable(p) for p in m["content"]]} if isinstance(m.get("content"), list) else m
-            for m in kwargs["messages"]
-        ]
-        return {**kwargs, "messages": messages}
 
     def response_format(self, name: str, schema: dict[str, Any]) -> dict[str, Any]:
         """json_schema when the role's server enforces schemas, else json_object."""
@@ -457,12 +488,17 @@ class ChatClient:
         try:
             async with self._limits[i]:
                 self.stats.requests += 1
-                # Images are encoded here, inside the in-flight bound, and dropped after.
-                request = self._with_image_urls(kwargs)
+                # Images are encoded here, inside the in-flight bound, as the body is sent (one
+                # at a time); the request then waits for its answer holding none of them.
+                body = streamed_body({**kwargs, **extra})
+                client = self._clients[i]
                 # The deadline starts once the request may go (not while it queues for the bound).
                 try:
                     async with asyncio.timeout(self.settings.timeout_s):
-                        response = await self._clients[i].chat.completions.create(**request, extra_body=extra or None)
+                        if body is None:
+                            response = await client.chat.completions.create(**kwargs, extra_body=extra or None)
+                        else:  # the SDK's own path for a body it does not build (same errors, same parsing)
+                            response = await client.post("/chat/completions", cast_to=ChatCompletion, content=body)
                 except TimeoutError as exc:
                     url = self._clients[i].base_url.join("chat/completions")
                     raise openai.APITimeoutError(request=httpx2.Request("POST", url)) from exc

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,11 @@ from coool.llm import (
     json_schema_format,
     split_n,
     split_reasoning,
+    streamed_body,
     user_message,
 )
-from coool.sim.testing import SimHandle, free_port, running_sim_server
+from coool.settings import RoleSettings
+from coool.sim.testing import SimHandle, free_port, running_sim_server, start_sim_process
 
 HELLO = [user_message("Say hello.")]
 
@@ -401,6 +404,52 @@ async def test_image_files_are_sent_as_data_urls_and_the_callers_messages_keep_p
     urls = [p["image_url"]["url"] for p in body["messages"][0]["content"] if p["type"] == "image_url"]
     assert urls == [image_url(frame), image_url(frame)]
     assert messages[0]["content"][0]["image_url"]["url"] == ImageFile(frame)
+
+
+async def test_a_streamed_body_is_the_whole_json_with_the_images_read_as_it_is_sent(media: Path) -> None:
+    frame, jpeg = media / "frames" / "000001.png", media / "frames" / "000011.jpg"
+    body = {"model": "m", "messages": [user_message('Say "what"?', [ImageFile(frame), ImageFile(jpeg), ImageFile(frame)])]}
+    chunks = streamed_body(body)
+    assert chunks is not None
+    frame.write_bytes(b"changed before sending")  # nothing was read yet: what is sent is what is on disk then
+    sent = json.loads(b"".join([c async for c in chunks]))
+    urls = [p["image_url"]["url"] for p in sent["messages"][0]["content"] if p["type"] == "image_url"]
+    assert urls == [image_url(frame), image_url(jpeg), image_url(frame)]
+    assert sent["messages"][0]["content"][-1] == {"type": "text", "text": 'Say "what"?'}
+    assert streamed_body({"model": "m", "messages": HELLO}) is None  # no image: sent whole, as before
+
+
+async def test_a_missing_image_fails_the_request_without_retrying(recorder: Recorder, role, media: Path) -> None:
+    async with ChatClient("describer", role(urls=["http://rec/v1"], model="m")) as client:
+        with pytest.raises(ModelRequestError, match="not found"):
+            await client.complete([user_message("What?", [client.image_url(media / "frames" / "gone.png")])])
+        assert (client.stats.retries, recorder.bodies) == (0, [])
+
+
+async def test_requests_waiting_for_answers_hold_none_of_their_images(stage1) -> None:
+    # Eight describe-like requests (every stage-1 frame of a clip each) wait at once on a
+    # slow simulated server in its own process, so only this client's memory is traced.
+    frames = [path for _, path in stage1.frames(0)] * 4  # ~1.5 MB of data URLs a request
+    encoded = sum(len(image_url(path)) for path in frames)  # one request's images as data URLs
+    port = free_port()
+    process = start_sim_process(port, latency=0.5, model=["sim-model"])
+    try:
+        settings = RoleSettings(model="sim-model", urls=[f"http://127.0.0.1:{port}/v1"], backoff_s=0.0)
+        async with ChatClient("describer", settings) as client:
+            messages = [user_message("What happens in these frames?", [client.image_url(p) for p in frames])]
+            await client.complete(messages)  # first-use allocations of the SDK and the HTTP pool, untraced
+            tracemalloc.start()
+            try:
+                answers = await asyncio.gather(*(client.complete(messages) for _ in range(8)))
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+    finally:
+        process.terminate()
+        process.wait()
+    assert len(answers) == 8 and all(a[0].content for a in answers)  # the server read every request whole
+    # Whole JSON bodies held 2 x 8 x `encoded` bytes (data URLs and body) until the answers came.
+    assert peak < 2 * encoded, (peak, encoded)
 
 
 async def test_split_requests_seeds_follow_vllms_per_sample_seeds(recorder: Recorder, role) -> None:
