@@ -40,7 +40,8 @@ class RecordingClient(ChatClient):
 
         async def keep(request: httpx.Request) -> None:
             if request.url.path.endswith("/chat/completions"):
-                self.bodies.append(request.content)
+                # A body with images is streamed (coool.llm.streamed_body): read it whole here, it is then sent as read.
+                self.bodies.append(await request.aread())
 
         key = settings.api_key.get_secret_value()
         self._clients = [
