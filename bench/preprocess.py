@@ -52,7 +52,7 @@ def _job(approach: str, video: str, heatmap: str, out: str) -> dict[str, Any]:
 
     c0 = _cpu()
     if approach in ("floor", "floor_grab"):
-        frames = 0
+        decoded = 0
         for path in (video, heatmap):
             cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
             if approach == "floor":
@@ -60,25 +60,25 @@ def _job(approach: str, video: str, heatmap: str, out: str) -> dict[str, Any]:
                     ok, _ = cap.read()
                     if not ok:
                         break
-                    frames += 1
+                    decoded += 1
             else:
                 while cap.grab():
-                    frames += 1
+                    decoded += 1
             cap.release()
     elif approach == "ours_jpg":
         from coool.frames import extract_caption_frames
 
         extract_caption_frames(video, heatmap, out, every=10, image_format="jpg")
     elif approach in ("ours", "ours_before_png_fix"):
-        import coool.frames as V
+        from coool import frames
 
-        saved = V.IMAGE_FORMATS["png"]
+        saved = frames.IMAGE_FORMATS["png"]
         if approach == "ours_before_png_fix":
-            V.IMAGE_FORMATS["png"] = (".png", [cv2.IMWRITE_PNG_COMPRESSION, 1])
+            frames.IMAGE_FORMATS["png"] = (".png", [cv2.IMWRITE_PNG_COMPRESSION, 1])
         try:
-            V.extract_caption_frames(video, heatmap, out, every=10, image_format="png")
+            frames.extract_caption_frames(video, heatmap, out, every=10, image_format="png")
         finally:
-            V.IMAGE_FORMATS["png"] = saved
+            frames.IMAGE_FORMATS["png"] = saved
     elif approach == "original":
         from bench.baseline_original import preprocess
 

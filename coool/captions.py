@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from coool import schema as S
+from coool import schema as cols
 from coool.files import atomic_write_json, atomic_write_text, combined_hash
 from coool.frames import FrameManifest, load_manifest
 from coool.llm import ChatClient, ModelRequestError, count_usage
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from coool.recipe import Recipe
     from coool.run import Run
 
-TABLE_COLUMNS: tuple[str, ...] = ("frame", "image", *S.CAPTION_FIELDS)
+TABLE_COLUMNS: tuple[str, ...] = ("frame", "image", *cols.CAPTION_FIELDS)
 
 
 @dataclass
@@ -71,7 +71,7 @@ def parse_caption_answer(content: str | None) -> dict[str, Any] | None:
 
 def raw_caption_row(obj: dict[str, Any]) -> dict[str, Any]:
     """The 11 fields as the model wrote them, a missing one blank (the original's caption CSV)."""
-    return {field: obj.get(field, "") for field in S.CAPTION_FIELDS}
+    return {field: obj.get(field, "") for field in cols.CAPTION_FIELDS}
 
 
 async def caption_frame(client: ChatClient, prompt: Prompt, frame: int, image: Path, params: CaptionParams) -> dict[str, Any]:
@@ -153,7 +153,7 @@ def load_captions(path: Path, *, coerce: bool = True) -> pd.DataFrame:
     missing = [c for c in TABLE_COLUMNS if c not in table.columns]
     if missing:
         raise StageError(f"{path}: not a caption table (missing {missing})")
-    numeric = ("frame", S.CAP_DETECTION, S.CAP_EGO, *S.CAPTION_COUNT_FIELDS) if coerce else ("frame",)
+    numeric = ("frame", cols.CAP_DETECTION, cols.CAP_EGO, *cols.CAPTION_COUNT_FIELDS) if coerce else ("frame",)
     for column in numeric:
         table[column] = pd.to_numeric(table[column], errors="coerce").fillna(0).astype(int)
     return table.sort_values("frame", kind="stable").reset_index(drop=True)

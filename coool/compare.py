@@ -21,24 +21,24 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
 
-from coool import schema as S
+from coool import schema as cols
 from coool.submission import SubmissionError, load_submission, typed
 from coool.textmetrics import METEOR, METRICS, TextScores, evaluate_texts
 
-COMPARED_COLUMNS: tuple[str, ...] = S.ANSWER_FIELDS
+COMPARED_COLUMNS: tuple[str, ...] = cols.ANSWER_FIELDS
 # Short table headers; the JSON keeps the real column names.
 SHORT: dict[str, str] = {
-    S.START_FRAME: "start",
-    S.DETECTION: "detect",
-    S.SEVERITY: "severity",
-    S.EGO: "ego",
-    S.LABEL: "label",
-    S.N_BICYCLISTS: "#bicycl",
-    S.N_ANIMALS: "#animal",
-    S.N_PEDESTRIANS: "#pedest",
-    S.N_VEHICLES: "#vehicl",
-    S.CAPTION: "caption",
-    S.REASON: "reason",
+    cols.START_FRAME: "start",
+    cols.DETECTION: "detect",
+    cols.SEVERITY: "severity",
+    cols.EGO: "ego",
+    cols.LABEL: "label",
+    cols.N_BICYCLISTS: "#bicycl",
+    cols.N_ANIMALS: "#animal",
+    cols.N_PEDESTRIANS: "#pedest",
+    cols.N_VEHICLES: "#vehicl",
+    cols.CAPTION: "caption",
+    cols.REASON: "reason",
 }
 
 
@@ -71,7 +71,7 @@ def _pair(a: str, b: str, left: pd.DataFrame, right: pd.DataFrame) -> PairAgreem
         b=b,
         n_common=len(common),
         agreement={c: None if empty else float((l[c] == r[c]).mean()) for c in COMPARED_COLUMNS},
-        start_frame_mean_abs_diff=None if empty else float((l[S.START_FRAME] - r[S.START_FRAME]).abs().mean()),
+        start_frame_mean_abs_diff=None if empty else float((l[cols.START_FRAME] - r[cols.START_FRAME]).abs().mean()),
     )
 
 
@@ -89,7 +89,7 @@ def compare_submissions(
     """
     if len(frames) < 2:
         raise ValueError("need at least two submissions to compare")
-    indexed = {name: typed(frame).set_index(S.VIDEO) for name, frame in frames.items()}
+    indexed = {name: typed(frame).set_index(cols.VIDEO) for name, frame in frames.items()}
     names = list(indexed)
     pairs = [_pair(a, b, indexed[a], indexed[b]) for a, b in itertools.combinations(names, 2)]
 
@@ -98,7 +98,7 @@ def compare_submissions(
     for name in names:
         others = [indexed[o] for o in names if o != name]
         own = indexed[name]
-        for column in S.TEXT_COLUMNS:
+        for column in cols.TEXT_COLUMNS:
             # Videos some other submission also answered; its texts are the references.
             references = {
                 int(i): [str(o.at[i, column]) for o in others if i in o.index] for i in own.index

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from coool import schema as S
+from coool import schema as cols
 from coool.describe import DESCRIBE, DESCRIBED
 from coool.files import combined_hash, json_sha256
 from coool.frames import load_manifest
@@ -26,16 +26,16 @@ if TYPE_CHECKING:
     from coool.run import Run
 
 # The spec clips these three; bicyclists/scooters are left as described.
-CLIPPED: tuple[str, ...] = (S.N_ANIMALS, S.N_PEDESTRIANS, S.N_VEHICLES)
+CLIPPED: tuple[str, ...] = (cols.N_ANIMALS, cols.N_PEDESTRIANS, cols.N_VEHICLES)
 
 
 def needs_count_pass(row: Mapping[str, Any], threshold: int = 10) -> bool:
-    return any(int(row[c]) > threshold for c in S.COUNT_COLUMNS)
+    return any(int(row[c]) > threshold for c in cols.COUNT_COLUMNS)
 
 
 def videos_needing_count_pass(submission: pd.DataFrame, threshold: int = 10) -> list[int]:
     """Ids of the rows whose any count exceeds ``threshold``, in id order."""
-    return sorted(int(r[S.VIDEO]) for r in submission.to_dict("records") if needs_count_pass(r, threshold))
+    return sorted(int(r[cols.VIDEO]) for r in submission.to_dict("records") if needs_count_pass(r, threshold))
 
 
 def clip_counts(row: Mapping[str, Any], clip: int = 20) -> dict[str, Any]:
@@ -60,10 +60,10 @@ def apply_count_pass(
     rows = []
     for row in submission.to_dict("records"):
         if needs_count_pass(row, threshold):
-            row = clip_counts(redescribed.get(int(row[S.VIDEO]), row), clip)
-            row[S.VIDEO] = int(row[S.VIDEO])
+            row = clip_counts(redescribed.get(int(row[cols.VIDEO]), row), clip)
+            row[cols.VIDEO] = int(row[cols.VIDEO])
         rows.append(row)
-    return pd.DataFrame(rows, columns=list(S.COLUMNS))
+    return pd.DataFrame(rows, columns=list(cols.COLUMNS))
 
 
 SKIPPED = "no count above the threshold"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from coool import schema as S
+from coool import schema as cols
 from coool.captions import load_captions
 from coool.files import atomic_write_json, combined_hash, read_json
 from coool.frames import FrameManifest, extract_raw_frames, extract_stacked_frames, load_manifest
@@ -51,9 +51,9 @@ if TYPE_CHECKING:
     from coool.run import Run
 
 PASS_FIELDS: dict[str, tuple[str, ...]] = {
-    "counts": S.ANSWER_FIELDS[:9],
-    "texts": (S.START_FRAME, S.CAPTION, S.REASON),
-    "reconcile": S.ANSWER_FIELDS,
+    "counts": cols.ANSWER_FIELDS[:9],
+    "texts": (cols.START_FRAME, cols.CAPTION, cols.REASON),
+    "reconcile": cols.ANSWER_FIELDS,
 }
 
 
@@ -156,7 +156,7 @@ class DescribeResult:
 
     @property
     def frame(self) -> int:
-        return int(self.row[S.START_FRAME])
+        return int(self.row[cols.START_FRAME])
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -209,17 +209,17 @@ def clean_answer(content: str, fields: Sequence[str], config: DescribeConfig) ->
     else:
         out = clean_sample(parsed, tuple(fields), absent_as_none=config.blank_as_absent)
     if config.canonical_values:
-        for column, canonical in ((S.SEVERITY, canonical_severity), (S.LABEL, canonical_label)):
+        for column, canonical in ((cols.SEVERITY, canonical_severity), (cols.LABEL, canonical_label)):
             if column in out and out[column] is not None:
                 out[column] = canonical(out[column]) or _blank(config)
     if config.english_reask:
-        for column in S.TEXT_COLUMNS:
+        for column in cols.TEXT_COLUMNS:
             if isinstance(out.get(column), str) and not is_english(out[column]):
                 out[column] = _blank(config)
     return out
 
 
-_TEXT_FIELDS = frozenset((S.SEVERITY, S.LABEL, *S.TEXT_COLUMNS))
+_TEXT_FIELDS = frozenset((cols.SEVERITY, cols.LABEL, *cols.TEXT_COLUMNS))
 
 
 def vote(answers: Sequence[Mapping[str, Any]], fields: Sequence[str], config: DescribeConfig) -> dict[str, Any]:
@@ -343,21 +343,21 @@ def _allowed(field: str, value: Any, config: DescribeConfig) -> Any:
     """
     if value is None:
         return None
-    if field == S.SEVERITY:
+    if field == cols.SEVERITY:
         return canonical_severity(str(value))
-    if field == S.LABEL:
+    if field == cols.LABEL:
         return canonical_label(str(value))
-    if field in S.TEXT_COLUMNS:
+    if field in cols.TEXT_COLUMNS:
         text = clean_text(str(value)) if config.clean_texts else str(value).strip()
         return text if text and is_english(text) else None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         return None
     number = int(value)
-    if field == S.DETECTION:
-        return number if number in S.DETECTION_VALUES else None
-    if field == S.EGO:
-        return number if number in S.EGO_VALUES else None
-    if field in S.COUNT_COLUMNS:
+    if field == cols.DETECTION:
+        return number if number in cols.DETECTION_VALUES else None
+    if field == cols.EGO:
+        return number if number in cols.EGO_VALUES else None
+    if field in cols.COUNT_COLUMNS:
         return min(number, MAX_COUNT) if number >= 0 else None  # guard: 64-bit readers
     return number
 
@@ -399,7 +399,7 @@ def final_row(
     config = config or _FAITHFUL
     row: dict[str, Any] = {}
     order = ("reconcile", "texts", "counts")
-    for f in S.ANSWER_FIELDS:
+    for f in cols.ANSWER_FIELDS:
         value = None
         for name in order:
             candidate = _allowed(f, passes[name].voted.get(f), config) if name in passes else None
@@ -407,32 +407,32 @@ def final_row(
                 value = candidate
                 break
         row[f] = value
-    defaults = S.fallback_row(video)
-    if row[S.DETECTION] is None:
+    defaults = cols.fallback_row(video)
+    if row[cols.DETECTION] is None:
         notes.append("no pass gave Incident Detection: treated as no incident (-1)")
-        row[S.DETECTION] = -1
-    for f in (S.EGO, *S.COUNT_COLUMNS):
+        row[cols.DETECTION] = -1
+    for f in (cols.EGO, *cols.COUNT_COLUMNS):
         if row[f] is None:
             row[f] = 0
-    for f in S.TEXT_COLUMNS:
+    for f in cols.TEXT_COLUMNS:
         if row[f] is None:
             notes.append(f"no usable {f!r}: the fallback sentence was used")
             row[f] = defaults[f]
     if config.consistency_rules:
         row = consistent(row)
-    if row[S.SEVERITY] is None:
+    if row[cols.SEVERITY] is None:
         notes.append("no usable 'Crash Severity': '0. No Crash' was used")
-        row[S.SEVERITY] = S.NO_CRASH
-    if row[S.LABEL] is None:
+        row[cols.SEVERITY] = cols.NO_CRASH
+    if row[cols.LABEL] is None:
         notes.append("no usable 'Label': 'unknown' was used")
-        row[S.LABEL] = S.UNKNOWN_LABEL
-    index = row[S.START_FRAME] if row[S.START_FRAME] is not None else -1
+        row[cols.LABEL] = cols.UNKNOWN_LABEL
+    index = row[cols.START_FRAME] if row[cols.START_FRAME] is not None else -1
     frame, clamped = start_frame(list(window), int(index), clamp_negative=config.clamp_start_index)
     if clamped:
         notes.append(f"start index {index} is outside the {len(window)}-frame window: clamped")
-    row[S.START_FRAME] = frame
-    row[S.VIDEO] = int(video)
-    return {c: row[c] for c in S.COLUMNS}
+    row[cols.START_FRAME] = frame
+    row[cols.VIDEO] = int(video)
+    return {c: row[c] for c in cols.COLUMNS}
 
 
 def reconcile_context(counts: Mapping[str, Any], texts: Mapping[str, Any]) -> str:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from coool import schema as S
+from coool import schema as cols
 from coool.captions import load_captions
 from coool.files import atomic_write_json, atomic_write_text, combined_hash, file_sha256, text_sha256
 from coool.frames import load_manifest
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from coool.run import Run
 
 # The table the detector reads: every caption field, not the image path.
-MARKDOWN_COLUMNS: tuple[str, ...] = ("frame", *S.CAPTION_FIELDS)
+MARKDOWN_COLUMNS: tuple[str, ...] = ("frame", *cols.CAPTION_FIELDS)
 
 
 def caption_markdown(table: pd.DataFrame) -> str:
@@ -44,8 +44,8 @@ def caption_markdown(table: pd.DataFrame) -> str:
 
 # The original's caption CSV columns, in its order: frame, the image path, then the fields.
 ORIGINAL_COLUMNS: tuple[str, ...] = (
-    "frame", "path", S.SCENE, S.HAZARD_CLUES, S.GAZE, S.CAP_DETECTION, S.CAP_SEVERITY, S.CAP_EGO, S.CAP_LABEL,
-    *S.CAPTION_COUNT_FIELDS,
+    "frame", "path", cols.SCENE, cols.HAZARD_CLUES, cols.GAZE, cols.CAP_DETECTION, cols.CAP_SEVERITY, cols.CAP_EGO, cols.CAP_LABEL,
+    *cols.CAPTION_COUNT_FIELDS,
 )
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from coool import schema as S
+from coool import schema as cols
 from coool.files import atomic_write_json, combined_hash, json_sha256, read_json
 from coool.frames import load_manifest
 from coool.llm import ChatClient, count_usage, user_message
@@ -101,7 +101,7 @@ def candidates_for(
         frame = inputs[name]
         # Positions, not a filtered copy of the frame: this runs per video and per
         # input, so copying whole 661-row frames made stage 5 quadratic.
-        hits = np.flatnonzero(frame[S.VIDEO].to_numpy().astype(int) == int(video))
+        hits = np.flatnonzero(frame[cols.VIDEO].to_numpy().astype(int) == int(video))
         if not len(hits):
             missing.append(name)
             continue
@@ -109,9 +109,9 @@ def candidates_for(
         found.append(
             Candidate(
                 name,
-                int(frame[S.START_FRAME].iat[i]),
-                normalize_text(frame[S.CAPTION].iat[i], broad=broad),
-                normalize_text(frame[S.REASON].iat[i], broad=broad),
+                int(frame[cols.START_FRAME].iat[i]),
+                normalize_text(frame[cols.CAPTION].iat[i], broad=broad),
+                normalize_text(frame[cols.REASON].iat[i], broad=broad),
             )
         )
     return found, missing
@@ -224,7 +224,7 @@ async def ensemble_video(
     base row's text (noted); texts are made one line (``clean_text``).
     """
     candidates, missing = candidates_for(video, inputs, broad=params.broad_normalise)
-    row = {c: base_row[c] for c in S.COLUMNS}
+    row = {c: base_row[c] for c in cols.COLUMNS}
     result = EnsembleResult(video=video, row=row, candidates=candidates, missing_inputs=missing)
     if missing:
         result.notes.append(f"inputs without this video (skipped): {', '.join(missing)}")
@@ -269,18 +269,18 @@ async def ensemble_video(
         fallback = most_common_frame(frames)
         result.notes.append(f"frame {frame} is not an input frame: the most common input frame {fallback} is used")
         frame = fallback
-    row[S.START_FRAME] = frame
+    row[cols.START_FRAME] = frame
     if params.strict_english:
         if _usable(answer):
             assert answer is not None
-            row[S.CAPTION] = answer["caption_before"]
-            row[S.REASON] = answer["reason"]
+            row[cols.CAPTION] = answer["caption_before"]
+            row[cols.REASON] = answer["reason"]
         else:
             result.notes.append("no usable texts: the base row's caption and reason are kept")
         return result
     # Guards where the original would write an invalid row (a blank or non-English text): the
     # base row's text stays. Every text is made one line (control characters dropped).
-    for column, key in ((S.CAPTION, "caption_before"), (S.REASON, "reason")):
+    for column, key in ((cols.CAPTION, "caption_before"), (cols.REASON, "reason")):
         text = clean_text(str((answer or {}).get(key) or ""))
         if not text:
             result.notes.append(f"no {key} in the answer: the base row's text is kept")
@@ -346,8 +346,8 @@ class EnsembleStage:
     def _inputs(self, run: Run, video: int) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
         spec = run.recipe.ensemble
         assert spec is not None
-        base = run.row(spec.base, video) or S.fallback_row(video)
-        inputs = {n: pd.DataFrame([r], columns=list(S.COLUMNS)) for n in spec.inputs if (r := run.row(n, video))}
+        base = run.row(spec.base, video) or cols.fallback_row(video)
+        inputs = {n: pd.DataFrame([r], columns=list(cols.COLUMNS)) for n in spec.inputs if (r := run.row(n, video))}
         return base, inputs
 
     def key(self, run: Run, stage: Stage, video: int) -> str | None:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import json_repair
 
-from coool import schema as S
+from coool import schema as cols
 
 _THINK_END = "</think>"
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n?(.*?)```", re.DOTALL)
@@ -33,8 +33,8 @@ _NO_CLUE = frozenset({"", "none", "null", "na", "n/a"})
 MAX_COUNT = 2**31 - 1
 _LABEL_CUTOFF = 0.85
 
-_ANSWER_COUNTS = frozenset(S.COUNT_COLUMNS)
-_ANSWER_STRINGS = frozenset((S.CAPTION, S.REASON, S.SEVERITY, S.LABEL))
+_ANSWER_COUNTS = frozenset(cols.COUNT_COLUMNS)
+_ANSWER_STRINGS = frozenset((cols.CAPTION, cols.REASON, cols.SEVERITY, cols.LABEL))
 
 
 # ---------------------------------------------------------------- parsing
@@ -226,12 +226,12 @@ def _text(value: object) -> str | None:
 
 def _detection(value: object) -> int:
     number = coerce_int(value)
-    return number if number in S.DETECTION_VALUES else 0
+    return number if number in cols.DETECTION_VALUES else 0
 
 
 def _ego(value: object) -> int:
     number = coerce_int(value)
-    return number if number in S.EGO_VALUES else 0
+    return number if number in cols.EGO_VALUES else 0
 
 
 def coerce_answer(obj: Mapping) -> dict:
@@ -248,16 +248,16 @@ def coerce_answer(obj: Mapping) -> dict:
     original: keys are matched ignoring case, spaces, underscores and
     punctuation ("incident_detection", "Ego car involved").
     """
-    found = _lookup(obj, S.ANSWER_FIELDS) if isinstance(obj, Mapping) else {}
+    found = _lookup(obj, cols.ANSWER_FIELDS) if isinstance(obj, Mapping) else {}
     out: dict[str, object] = {}
-    for field in S.ANSWER_FIELDS:
+    for field in cols.ANSWER_FIELDS:
         if field not in found:
             out[field] = None
             continue
         value = found[field]
-        if field == S.DETECTION:
+        if field == cols.DETECTION:
             out[field] = _detection(value)
-        elif field == S.EGO:
+        elif field == cols.EGO:
             out[field] = _ego(value)
         elif field in _ANSWER_COUNTS:
             out[field] = min(max(coerce_int(value), 0), MAX_COUNT)
@@ -283,14 +283,14 @@ def canonical_severity(value: str | None) -> str | None:
     if value is None:
         return None
     text = str(value)
-    if text in S.SEVERITIES:
+    if text in cols.SEVERITIES:
         return text
     folded = _fold(text)
-    for severity in S.SEVERITIES:
+    for severity in cols.SEVERITIES:
         if folded == _fold(severity) or folded == _fold(severity.partition(". ")[2]):
             return severity
     digit = _SEVERITY_DIGIT.match(folded)
-    return S.SEVERITIES[int(digit.group(1))] if digit else None
+    return cols.SEVERITIES[int(digit.group(1))] if digit else None
 
 
 def _mentions_ego(text: str) -> bool:
@@ -309,10 +309,10 @@ def canonical_label(value: str | None) -> str | None:
     if value is None:
         return None
     text = str(value)
-    if text in S.LABELS:
+    if text in cols.LABELS:
         return text
     folded = _fold(text)
-    by_fold = {_fold(label): label for label in S.LABELS}
+    by_fold = {_fold(label): label for label in cols.LABELS}
     if folded in by_fold:
         return by_fold[folded]
     for match in difflib.get_close_matches(folded, list(by_fold), n=3, cutoff=_LABEL_CUTOFF):
@@ -333,20 +333,20 @@ def coerce_caption(obj: Mapping) -> dict:
     Incident_Detection reads 0), a missing text is "", a missing
     severity/label is "unknown"; keys match loosely as in ``coerce_answer``.
     """
-    found = _lookup(obj, S.CAPTION_FIELDS) if isinstance(obj, Mapping) else {}
+    found = _lookup(obj, cols.CAPTION_FIELDS) if isinstance(obj, Mapping) else {}
     out: dict[str, object] = {}
-    for field in S.CAPTION_FIELDS:
+    for field in cols.CAPTION_FIELDS:
         value = found.get(field)
-        if field == S.CAP_DETECTION:
+        if field == cols.CAP_DETECTION:
             out[field] = _detection(value)
-        elif field == S.CAP_EGO:
+        elif field == cols.CAP_EGO:
             out[field] = _ego(value)
-        elif field in S.CAPTION_COUNT_FIELDS:
+        elif field in cols.CAPTION_COUNT_FIELDS:
             out[field] = min(max(coerce_int(value), 0), MAX_COUNT)
-        elif field == S.CAP_SEVERITY:
+        elif field == cols.CAP_SEVERITY:
             out[field] = canonical_severity(_text(value)) or "unknown"
-        elif field == S.CAP_LABEL:
-            out[field] = canonical_label(_text(value)) or S.UNKNOWN_LABEL
+        elif field == cols.CAP_LABEL:
+            out[field] = canonical_label(_text(value)) or cols.UNKNOWN_LABEL
         else:
             out[field] = _text(value) or ""
     return out
@@ -373,7 +373,7 @@ def has_hazard_clue(value: object) -> bool:
 _OPEN_FENCE = re.compile(r"^```(?:json|JSON)?\s*")
 _CLOSE_FENCE = re.compile(r"\s*```$")
 _ORIGINAL_INT = re.compile(r"^-?\d+")
-_ORIGINAL_NUMBERS = frozenset((S.START_FRAME, S.DETECTION, S.EGO, *S.COUNT_COLUMNS))
+_ORIGINAL_NUMBERS = frozenset((cols.START_FRAME, cols.DETECTION, cols.EGO, *cols.COUNT_COLUMNS))
 
 
 def _first_brace_block(text: str) -> str | None:
@@ -457,9 +457,9 @@ def clean_sample(obj: Mapping, fields: tuple[str, ...] | list[str], *, absent_as
             continue
         if field in _ORIGINAL_NUMBERS:
             number = _original_int(value)
-            if field == S.DETECTION and number not in S.DETECTION_VALUES:
+            if field == cols.DETECTION and number not in cols.DETECTION_VALUES:
                 number = 0
-            elif field == S.EGO and number not in S.EGO_VALUES:
+            elif field == cols.EGO and number not in cols.EGO_VALUES:
                 number = 0
             elif field in _ANSWER_COUNTS and number < 0:
                 number = 0

@@ -12,17 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coool import schema as S
+from coool import schema as cols
 from coool.files import json_sha256
 
 BUILTIN_DIR = Path(__file__).parent / "prompts"
 
 _LISTS: dict[str, tuple[str, ...]] = {
-    "severities": S.SEVERITIES,
-    "severities_unknown": S.CAPTION_SEVERITIES,
-    "collision_severities": tuple(s for s in S.SEVERITIES if s != S.NO_CRASH),
-    "labels": S.LABELS,
-    "hazard_labels": S.HAZARD_LABELS,
+    "severities": cols.SEVERITIES,
+    "severities_unknown": cols.CAPTION_SEVERITIES,
+    "collision_severities": tuple(s for s in cols.SEVERITIES if s != cols.NO_CRASH),
+    "labels": cols.LABELS,
+    "hazard_labels": cols.HAZARD_LABELS,
 }
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from coool import schema as S
+from coool import schema as cols
 from coool.detect import write_detections
 from coool.files import atomic_write_text, clean_stale_temp_files, combined_hash, read_json
 from coool.frames import FrameManifest, extract_caption_frames, load_manifest, manifest_warnings
@@ -229,7 +229,7 @@ class Run:
         written = {}
         final_rows: list[dict[str, Any]] = []
         for name in self.recipe.submissions():
-            rows = [self.row(name, v) or S.fallback_row(v) for v in videos]
+            rows = [self.row(name, v) or cols.fallback_row(v) for v in videos]
             written[name] = write_submission(rows, self.submission_path(name), expected_videos=videos)
             if name == self.recipe.final:
                 final_rows = rows

@@ -25,13 +25,13 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
 
-from coool import schema as S
+from coool import schema as cols
 from coool.submission import SubmissionError, load_submission, typed, validate
 from coool.textmetrics import METRICS, TextScores, evaluate_texts
 
-ACCURACY_COLUMNS: tuple[str, ...] = (S.DETECTION, S.SEVERITY, S.EGO, S.LABEL, *S.COUNT_COLUMNS)
+ACCURACY_COLUMNS: tuple[str, ...] = (cols.DETECTION, cols.SEVERITY, cols.EGO, cols.LABEL, *cols.COUNT_COLUMNS)
 # The leaderboard calls the Label column "Incident Recognition".
-LEADERBOARD_NAMES: dict[str, str] = {S.START_FRAME: "Incident Window", S.LABEL: "Incident Recognition"}
+LEADERBOARD_NAMES: dict[str, str] = {cols.START_FRAME: "Incident Window", cols.LABEL: "Incident Recognition"}
 
 
 def leaderboard_name(column: str) -> str:
@@ -51,7 +51,7 @@ class Score(BaseModel):
 
     def leaderboard(self) -> dict[str, float | None]:
         """Every score under the leaderboard's names, flat (texts as '<column> <metric>')."""
-        out: dict[str, float | None] = {leaderboard_name(S.START_FRAME): self.incident_window}
+        out: dict[str, float | None] = {leaderboard_name(cols.START_FRAME): self.incident_window}
         out.update({leaderboard_name(c): v for c, v in self.accuracy.items()})
         for column, scores in self.text.items():
             out.update({f"{column} {m}": v for m, v in scores.scores.items()})
@@ -62,7 +62,7 @@ def _checked(frame: pd.DataFrame, what: str) -> pd.DataFrame:
     errors = [p for p in validate(frame) if p.level == "error"]
     if errors:
         raise SubmissionError(f"{what}: {len(errors)} problem(s), first: {errors[0]}")
-    return typed(frame).set_index(S.VIDEO)
+    return typed(frame).set_index(cols.VIDEO)
 
 
 def score_submission(
@@ -89,7 +89,7 @@ def score_submission(
 
     # Reindex puts NaN on missing ids: a NaN never equals a truth value.
     guess = sub.reindex(ids)
-    window_error = (guess[S.START_FRAME].fillna(0) - true[S.START_FRAME]).abs()
+    window_error = (guess[cols.START_FRAME].fillna(0) - true[cols.START_FRAME]).abs()
     accuracy = {c: float((guess[c] == true[c]).mean()) for c in ACCURACY_COLUMNS}
 
     text = {
@@ -99,7 +99,7 @@ def score_submission(
             metrics,
             spice_jar=spice_jar,
         )
-        for column in S.TEXT_COLUMNS
+        for column in cols.TEXT_COLUMNS
     }
     return Score(
         n_truth=len(ids),
@@ -127,7 +127,7 @@ def render_score(score: Score, console: Console, title: str = "Score") -> None:
     table.add_column("column")
     table.add_column("score", justify="right")
     table.add_column("measure")
-    table.add_row(leaderboard_name(S.START_FRAME), f"{score.incident_window:.2f}", "mean |frame error|, lower is better")
+    table.add_row(leaderboard_name(cols.START_FRAME), f"{score.incident_window:.2f}", "mean |frame error|, lower is better")
     for column, value in score.accuracy.items():
         table.add_row(leaderboard_name(column), _fmt(value), "accuracy")
     console.print(table)

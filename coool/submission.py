@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
-from coool import schema as S
+from coool import schema as cols
 from coool.files import atomic_write_text
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def shape_problems(text: str) -> list[str]:
 def typed(frame: pd.DataFrame) -> pd.DataFrame:
     """Integer columns as ints (the frame must be valid)."""
     out = frame.copy()
-    for column in (S.VIDEO, S.START_FRAME, S.DETECTION, S.EGO, *S.COUNT_COLUMNS):
+    for column in (cols.VIDEO, cols.START_FRAME, cols.DETECTION, cols.EGO, *cols.COUNT_COLUMNS):
         out[column] = out[column].astype(int)
     return out
 
@@ -118,7 +118,7 @@ def load_submission(path: str | os.PathLike[str], *, strict: bool = False) -> pd
         shown = "\n  ".join(str(p) for p in errors[:20])
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
         raise SubmissionError(f"{path}: {len(errors)} problem(s):\n  {shown}{more}")
-    return typed(frame).sort_values(S.VIDEO).reset_index(drop=True)
+    return typed(frame).sort_values(cols.VIDEO).reset_index(drop=True)
 
 
 _INT = re.compile(r"-?[0-9]+")
@@ -162,9 +162,9 @@ def validate(
     """
     problems: list[Problem] = []
     header = list(frame.columns)
-    if header != list(S.COLUMNS):
-        missing = [c for c in S.COLUMNS if c not in header]
-        extra = [c for c in header if c not in S.COLUMNS]
+    if header != list(cols.COLUMNS):
+        missing = [c for c in cols.COLUMNS if c not in header]
+        extra = [c for c in header if c not in cols.COLUMNS]
         detail = []
         if missing:
             detail.append(f"missing {missing}")
@@ -172,7 +172,7 @@ def validate(
             detail.append(f"unexpected {extra}")
         if not missing and not extra:
             detail.append("columns out of order")
-        problems.append(Problem(None, None, f"header must be exactly {list(S.COLUMNS)}: " + "; ".join(detail)))
+        problems.append(Problem(None, None, f"header must be exactly {list(cols.COLUMNS)}: " + "; ".join(detail)))
         return problems
     if frame.empty:
         problems.append(Problem(None, None, "no rows"))
@@ -182,31 +182,31 @@ def validate(
         def bad(column: str, message: str, level: Literal["error", "warning"] = "error", row_number: int = i) -> None:
             problems.append(Problem(row_number, column, message, level))
 
-        video = _as_int(row[S.VIDEO])
+        video = _as_int(row[cols.VIDEO])
         if video is None or video < 0:
-            bad(S.VIDEO, f"video id must be a non-negative integer, got {row[S.VIDEO]!r}")
+            bad(cols.VIDEO, f"video id must be a non-negative integer, got {row[cols.VIDEO]!r}")
         elif video in seen:
-            bad(S.VIDEO, f"video {video} appears again (first at row {seen[video]})")
+            bad(cols.VIDEO, f"video {video} appears again (first at row {seen[video]})")
         else:
             seen[video] = i
 
-        start = _as_int(row[S.START_FRAME])
+        start = _as_int(row[cols.START_FRAME])
         if start is None or start < 1:
-            bad(S.START_FRAME, f"must be an integer >= 1 (frames are 1-based), got {row[S.START_FRAME]!r}")
-        detection = _as_int(row[S.DETECTION])
-        if detection not in S.DETECTION_VALUES:
-            bad(S.DETECTION, f"must be one of 1, 0, -1, got {row[S.DETECTION]!r}")
-        if row[S.SEVERITY] not in S.SEVERITIES:
-            bad(S.SEVERITY, f"not an allowed severity: {row[S.SEVERITY]!r}")
-        if _as_int(row[S.EGO]) not in S.EGO_VALUES:
-            bad(S.EGO, f"must be 0 or 1, got {row[S.EGO]!r}")
-        if row[S.LABEL] not in S.LABELS:
-            bad(S.LABEL, f"not one of the 19 labels: {row[S.LABEL]!r}", "error" if strict else "warning")
-        for column in S.COUNT_COLUMNS:
+            bad(cols.START_FRAME, f"must be an integer >= 1 (frames are 1-based), got {row[cols.START_FRAME]!r}")
+        detection = _as_int(row[cols.DETECTION])
+        if detection not in cols.DETECTION_VALUES:
+            bad(cols.DETECTION, f"must be one of 1, 0, -1, got {row[cols.DETECTION]!r}")
+        if row[cols.SEVERITY] not in cols.SEVERITIES:
+            bad(cols.SEVERITY, f"not an allowed severity: {row[cols.SEVERITY]!r}")
+        if _as_int(row[cols.EGO]) not in cols.EGO_VALUES:
+            bad(cols.EGO, f"must be 0 or 1, got {row[cols.EGO]!r}")
+        if row[cols.LABEL] not in cols.LABELS:
+            bad(cols.LABEL, f"not one of the 19 labels: {row[cols.LABEL]!r}", "error" if strict else "warning")
+        for column in cols.COUNT_COLUMNS:
             count = _as_int(row[column])
             if count is None or count < 0:
                 bad(column, f"must be a non-negative integer, got {row[column]!r}")
-        for column in S.TEXT_COLUMNS:
+        for column in cols.TEXT_COLUMNS:
             text = str(row[column]).strip()
             if not text:
                 bad(column, "empty text")
@@ -222,9 +222,9 @@ def validate(
         missing_ids = sorted(expected - set(seen))
         extra_ids = sorted(set(seen) - expected)
         if missing_ids:
-            problems.append(Problem(None, S.VIDEO, f"missing videos: {_ids(missing_ids)}"))
+            problems.append(Problem(None, cols.VIDEO, f"missing videos: {_ids(missing_ids)}"))
         if extra_ids:
-            problems.append(Problem(None, S.VIDEO, f"videos not in the input: {_ids(extra_ids)}"))
+            problems.append(Problem(None, cols.VIDEO, f"videos not in the input: {_ids(extra_ids)}"))
     return problems
 
 
@@ -238,11 +238,11 @@ def submission_text(rows: Iterable[Mapping[str, object]]) -> str:
     ordered = sorted(rows, key=_video_order)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(S.COLUMNS)
-    text_columns = {S.SEVERITY, S.LABEL, *S.TEXT_COLUMNS}
+    writer.writerow(cols.COLUMNS)
+    text_columns = {cols.SEVERITY, cols.LABEL, *cols.TEXT_COLUMNS}
     for row in ordered:
         cells = []
-        for column in S.COLUMNS:
+        for column in cols.COLUMNS:
             value = row[column]
             if column in text_columns:
                 cells.append('"' + str(value).replace('"', '""') + '"')
@@ -254,7 +254,7 @@ def submission_text(rows: Iterable[Mapping[str, object]]) -> str:
 
 def _video_order(row: Mapping[str, object]) -> tuple[int, int, str]:
     # A video id that is not an integer sorts last (validation then reports it).
-    cell = _int_cell(row[S.VIDEO])
+    cell = _int_cell(row[cols.VIDEO])
     number = _as_int(cell)
     return (0, number, "") if number is not None else (1, 0, cell)
 
@@ -292,7 +292,7 @@ def write_submission(
 
 def nothing_found(row: Mapping[str, object]) -> bool:
     """The merge rule's test: start frame 1 and detection -1."""
-    return int(row[S.START_FRAME]) == 1 and int(row[S.DETECTION]) == -1  # type: ignore[call-overload]
+    return int(row[cols.START_FRAME]) == 1 and int(row[cols.DETECTION]) == -1  # type: ignore[call-overload]
 
 
 def merge_row(
@@ -314,14 +314,14 @@ def merge(primary: pd.DataFrame, fallback: pd.DataFrame) -> tuple[pd.DataFrame, 
     Returns the merged submission (sorted by video) and the ids taken from
     the fallback. A video only in the fallback is not added.
     """
-    fallback_rows = {int(r[S.VIDEO]): r for r in typed(fallback).to_dict("records")}
+    fallback_rows = {int(r[cols.VIDEO]): r for r in typed(fallback).to_dict("records")}
     merged, taken = [], []
     for row in typed(primary).to_dict("records"):
-        chosen = merge_row(row, fallback_rows.get(int(row[S.VIDEO])))
+        chosen = merge_row(row, fallback_rows.get(int(row[cols.VIDEO])))
         if chosen is not row:
-            taken.append(int(row[S.VIDEO]))
+            taken.append(int(row[cols.VIDEO]))
         merged.append(chosen)
-    out = pd.DataFrame(merged, columns=list(S.COLUMNS)).sort_values(S.VIDEO).reset_index(drop=True)
+    out = pd.DataFrame(merged, columns=list(cols.COLUMNS)).sort_values(cols.VIDEO).reset_index(drop=True)
     return out, taken
 
 

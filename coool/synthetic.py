@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel
 
-from coool import schema as S
+from coool import schema as cols
 from coool.files import atomic_write_json, atomic_write_text
 
 # Saturated red, robust to MPEG-4's colour smearing (chroma is subsampled).
@@ -79,22 +79,22 @@ class ClipTruth(BaseModel):
     def row(self) -> dict[str, object]:
         """The ground-truth submission row for this clip."""
         if self.event_frame is None:
-            row = S.fallback_row(self.video_id)
-            row[S.CAPTION], row[S.REASON] = self.caption, self.reason
+            row = cols.fallback_row(self.video_id)
+            row[cols.CAPTION], row[cols.REASON] = self.caption, self.reason
             return row
         return {
-            S.VIDEO: self.video_id,
-            S.START_FRAME: self.event_frame,
-            S.DETECTION: 1,
-            S.SEVERITY: EVENT_SEVERITY,
-            S.EGO: 1,
-            S.LABEL: EVENT_LABEL,
-            S.N_BICYCLISTS: 0,
-            S.N_ANIMALS: 0,
-            S.N_PEDESTRIANS: 0,
-            S.N_VEHICLES: self.vehicles,
-            S.CAPTION: self.caption,
-            S.REASON: self.reason,
+            cols.VIDEO: self.video_id,
+            cols.START_FRAME: self.event_frame,
+            cols.DETECTION: 1,
+            cols.SEVERITY: EVENT_SEVERITY,
+            cols.EGO: 1,
+            cols.LABEL: EVENT_LABEL,
+            cols.N_BICYCLISTS: 0,
+            cols.N_ANIMALS: 0,
+            cols.N_PEDESTRIANS: 0,
+            cols.N_VEHICLES: self.vehicles,
+            cols.CAPTION: self.caption,
+            cols.REASON: self.reason,
         }
 
 
@@ -400,7 +400,7 @@ def default_events(n: int, frames: int, seed: int = 0) -> list[int]:
 def truth_csv(truths: list[ClipTruth]) -> str:
     """A submission-like CSV of the truths (header from coool.schema, texts quoted)."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(S.COLUMNS), quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(cols.COLUMNS), quoting=csv.QUOTE_NONNUMERIC, lineterminator="\n")
     writer.writeheader()
     for t in sorted(truths, key=lambda t: t.video_id):
         writer.writerow(t.row())

@@ -12,13 +12,13 @@ from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
-from coool import schema as S
+from coool import schema as cols
 from coool.parsing import canonical_label, canonical_severity
 
 T = TypeVar("T", bound=Hashable)
 
-_CATEGORICAL: tuple[str, ...] = (S.DETECTION, S.SEVERITY, S.LABEL, S.EGO)
-_CANONICAL = {S.SEVERITY: canonical_severity, S.LABEL: canonical_label}
+_CATEGORICAL: tuple[str, ...] = (cols.DETECTION, cols.SEVERITY, cols.LABEL, cols.EGO)
+_CANONICAL = {cols.SEVERITY: canonical_severity, cols.LABEL: canonical_label}
 _EGO_SEVERITY = "1. Ego-car collided but did not stop"
 _OTHERS_SEVERITY = "6. One or Multiple vehicles collided but ego-car is fine"
 
@@ -80,7 +80,7 @@ def _pick_text_sample(samples: Sequence[Mapping], voted: Mapping, canonical: boo
     """
 
     def filled(sample: Mapping) -> int:
-        return sum(not _is_blank(sample.get(field)) for field in S.TEXT_COLUMNS)
+        return sum(not _is_blank(sample.get(field)) for field in cols.TEXT_COLUMNS)
 
     most_filled = max(filled(sample) for sample in samples)
     best: Mapping | None = None
@@ -112,26 +112,26 @@ def vote_samples(samples: Sequence[Mapping], *, canonical: bool = True) -> dict:
     ``blank_as_absent`` switch's vote; ``vote_original`` is the original's.
     """
     voted: dict[str, object] = {}
-    for field in S.ANSWER_FIELDS:
-        if field in S.TEXT_COLUMNS:
+    for field in cols.ANSWER_FIELDS:
+        if field in cols.TEXT_COLUMNS:
             continue  # chosen below, once the categorical vote is known
         values = (_canonical(field, sample.get(field)) if canonical else sample.get(field) for sample in samples)
         present = [value for value in values if value is not None]
         if not present:
             voted[field] = None
-        elif field == S.START_FRAME:
+        elif field == cols.START_FRAME:
             voted[field] = vote_start_index(present)
-        elif field in S.COUNT_COLUMNS:
+        elif field in cols.COUNT_COLUMNS:
             voted[field] = median_count(present)
         else:
             voted[field] = majority(present)
     if samples:
         chosen = _pick_text_sample(samples, voted, canonical)
-        for field in S.TEXT_COLUMNS:
+        for field in cols.TEXT_COLUMNS:
             voted[field] = chosen.get(field)
     else:
-        voted.update({field: None for field in S.TEXT_COLUMNS})
-    return {field: voted[field] for field in S.ANSWER_FIELDS}
+        voted.update({field: None for field in cols.TEXT_COLUMNS})
+    return {field: voted[field] for field in cols.ANSWER_FIELDS}
 
 
 def _original_majority(values: Sequence[object]) -> object:
@@ -170,20 +170,20 @@ def vote_original(samples: Sequence[Mapping]) -> dict:
     def values(field: str) -> list[object]:
         return [sample[field] for sample in samples if field in sample]
 
-    for field in (S.DETECTION, S.EGO, S.SEVERITY, S.LABEL):
+    for field in (cols.DETECTION, cols.EGO, cols.SEVERITY, cols.LABEL):
         if field in present:
             voted[field] = _original_majority(values(field))
-    for field in S.COUNT_COLUMNS:
+    for field in cols.COUNT_COLUMNS:
         if field in present:
             voted[field] = _original_median(values(field))
-    if S.START_FRAME in present:
-        numbers = [v for v in values(S.START_FRAME) if isinstance(v, (int, float))]
+    if cols.START_FRAME in present:
+        numbers = [v for v in values(cols.START_FRAME) if isinstance(v, (int, float))]
         others = [v for v in numbers if v != -1]
         if others:
             start = _original_majority(others)
         else:
             start = -1 if numbers else 0
-        voted[S.START_FRAME] = int(start)  # type: ignore[call-overload]
+        voted[cols.START_FRAME] = int(start)  # type: ignore[call-overload]
 
     def agreement(sample: Mapping) -> int:
         return sum(
@@ -191,7 +191,7 @@ def vote_original(samples: Sequence[Mapping]) -> dict:
         )
 
     best = max(samples, key=agreement)  # max keeps the first of equals
-    for field in S.TEXT_COLUMNS:
+    for field in cols.TEXT_COLUMNS:
         if field in best:
             voted[field] = best[field]
     return voted
@@ -239,21 +239,21 @@ def consistent(row: Mapping) -> dict:
     Returns a new dict; the input is untouched.
     """
     out = dict(row)
-    detection = out.get(S.DETECTION)
+    detection = out.get(cols.DETECTION)
     if detection == -1:
-        out[S.SEVERITY] = S.NO_CRASH
-        out[S.EGO] = 0
-        out[S.LABEL] = S.UNKNOWN_LABEL
-        out.update({field: 0 for field in S.COUNT_COLUMNS})
+        out[cols.SEVERITY] = cols.NO_CRASH
+        out[cols.EGO] = 0
+        out[cols.LABEL] = cols.UNKNOWN_LABEL
+        out.update({field: 0 for field in cols.COUNT_COLUMNS})
     elif detection == 0:
-        out[S.SEVERITY] = S.NO_CRASH
-        if out.get(S.LABEL) not in S.HAZARD_LABELS:
-            out[S.LABEL] = S.UNKNOWN_LABEL
+        out[cols.SEVERITY] = cols.NO_CRASH
+        if out.get(cols.LABEL) not in cols.HAZARD_LABELS:
+            out[cols.LABEL] = cols.UNKNOWN_LABEL
     elif detection == 1:
-        if out.get(S.SEVERITY) in (None, S.NO_CRASH):
-            out[S.SEVERITY] = _EGO_SEVERITY if out.get(S.EGO) == 1 else _OTHERS_SEVERITY
-        if out.get(S.LABEL) is None:
-            out[S.LABEL] = S.UNKNOWN_LABEL
+        if out.get(cols.SEVERITY) in (None, cols.NO_CRASH):
+            out[cols.SEVERITY] = _EGO_SEVERITY if out.get(cols.EGO) == 1 else _OTHERS_SEVERITY
+        if out.get(cols.LABEL) is None:
+            out[cols.LABEL] = cols.UNKNOWN_LABEL
     return out
 
 

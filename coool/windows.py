@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from coool import schema as S
+from coool import schema as cols
 from coool.parsing import coerce_int, has_hazard_clue
 
 FRAME = "frame"  # the Stage 2 table's frame-number column
@@ -54,16 +54,16 @@ def is_no_clue(value: object) -> bool:
 
 def _trigger_position_original(rows: pd.DataFrame) -> int:
     """The original's trigger row: detection that is a number other than -1, else a clue, else most counts."""
-    for position, value in enumerate(rows[S.CAP_DETECTION]):
+    for position, value in enumerate(rows[cols.CAP_DETECTION]):
         detection = read_cell_int(value)
         if detection is not None and detection != -1:
             return position
-    for position, value in enumerate(rows[S.HAZARD_CLUES]):
+    for position, value in enumerate(rows[cols.HAZARD_CLUES]):
         if not is_no_clue(value):
             return position
     best, best_sum = 0, -1
     for position, (_, row) in enumerate(rows.iterrows()):
-        total = sum(read_cell_int(row[field]) or 0 for field in S.CAPTION_COUNT_FIELDS)
+        total = sum(read_cell_int(row[field]) or 0 for field in cols.CAPTION_COUNT_FIELDS)
         if total > best_sum:  # strictly greater: the first such row
             best, best_sum = position, total
     return best
@@ -75,14 +75,14 @@ def _trigger_position_lenient(rows: pd.DataFrame) -> int:
     A blank or non-numeric detection reads 0 and so triggers; a clue is
     "none" also with punctuation around it; negative counts count 0.
     """
-    for position, value in enumerate(rows[S.CAP_DETECTION]):
+    for position, value in enumerate(rows[cols.CAP_DETECTION]):
         if coerce_int(value) != -1:
             return position
-    for position, value in enumerate(rows[S.HAZARD_CLUES]):
+    for position, value in enumerate(rows[cols.HAZARD_CLUES]):
         if has_hazard_clue(value):
             return position
     totals = [
-        sum(max(coerce_int(row[field]), 0) for field in S.CAPTION_COUNT_FIELDS)
+        sum(max(coerce_int(row[field]), 0) for field in cols.CAPTION_COUNT_FIELDS)
         for _, row in rows.iterrows()
     ]
     return totals.index(max(totals))  # index() gives the first such row
@@ -104,7 +104,7 @@ def caption_trigger_window(rows: pd.DataFrame, pre: int, post: int, *, lenient: 
     ValueError for an empty table, missing columns or a negative pre/post.
     """
     _check_pre_post(pre, post)
-    needed = (FRAME, S.CAP_DETECTION, S.HAZARD_CLUES, *S.CAPTION_COUNT_FIELDS)
+    needed = (FRAME, cols.CAP_DETECTION, cols.HAZARD_CLUES, *cols.CAPTION_COUNT_FIELDS)
     missing = [column for column in needed if column not in rows.columns]
     if missing:
         raise ValueError(f"caption table lacks columns {missing}")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from coool import schema as S
+from coool import schema as cols
 from coool.sim.fill import fill_schema, inline_refs, is_valid
 from coool.sim.images import FrameFacts, StackedFacts, analyse_frame, analyse_stacked, side_of
 
@@ -54,19 +54,19 @@ ENS_CAPTION, ENS_REASON, ENS_FRAME = "caption_before", "reason", "incident_start
 
 def _label(text: str) -> str:
     # Checked lookup: a typo here fails at import instead of producing an invalid label.
-    if text not in S.LABELS:
+    if text not in cols.LABELS:
         raise ValueError(f"{text!r} is not a 2COOOL label")
     return text
 
 
 def _severity(code: int) -> str:
-    return next(s for s in S.SEVERITIES if s.startswith(f"{code}."))
+    return next(s for s in cols.SEVERITIES if s.startswith(f"{code}."))
 
 
 BARRIER_LABEL = _label("ego-car hits barrier")
 HIT_SEVERITY = _severity(1)
 # Strings that come from the fixed vocabulary and so stay English under the non-English fault.
-_VOCABULARY = frozenset(S.SEVERITIES) | frozenset(S.CAPTION_SEVERITIES) | frozenset(S.LABELS)
+_VOCABULARY = frozenset(cols.SEVERITIES) | frozenset(cols.CAPTION_SEVERITIES) | frozenset(cols.LABELS)
 NON_ENGLISH_TEXT = "自车在车道内行驶，前方道路上出现红色障碍物。"
 
 # One English sentence each, 10-18 words, present tense: the describe prompts' style.
@@ -148,10 +148,10 @@ def recognise_task(schema: dict[str, Any] | None, schema_name: str | None, text:
         return INCIDENT_FRAME
     if ENS_FRAME in text or ENS_CAPTION in text:
         return ENSEMBLE
-    if any(key in text for key in (S.SCENE, S.GAZE, S.HAZARD_CLUES)):
+    if any(key in text for key in (cols.SCENE, cols.GAZE, cols.HAZARD_CLUES)):
         return FRAME_CAPTION
-    has_texts = S.CAPTION in text or S.REASON in text
-    has_counts = any(column in text for column in S.COUNT_COLUMNS) or S.SEVERITY in text
+    has_texts = cols.CAPTION in text or cols.REASON in text
+    has_counts = any(column in text for column in cols.COUNT_COLUMNS) or cols.SEVERITY in text
     if has_texts and has_counts:
         return DESCRIBE_RECONCILE
     if has_texts:
@@ -168,7 +168,7 @@ def parse_markdown_table(text: str) -> list[dict[str, str]]:
         if not line.startswith("|"):
             continue
         header = [cell.lower() for cell in _cells(line)]
-        if "frame" not in header or S.CAP_DETECTION.lower() not in header:
+        if "frame" not in header or cols.CAP_DETECTION.lower() not in header:
             continue
         rows = []
         for row_line in lines[i + 1 :]:
@@ -220,17 +220,17 @@ def frame_caption(facts: StackedFacts | None) -> tuple[dict[str, Any], str]:
     else:
         gaze = f"the road {_WHERE[side_of(facts.gaze_x)]}"
     fields = {
-        S.SCENE: description + ".",
-        S.HAZARD_CLUES: "red obstacle ahead in the ego lane" if detection != -1 else "none",
-        S.GAZE: gaze,
-        S.CAP_BICYCLISTS: 0,
-        S.CAP_ANIMALS: 0,
-        S.CAP_PEDESTRIANS: 0,
-        S.CAP_VEHICLES: scene.vehicles,
-        S.CAP_DETECTION: detection,
-        S.CAP_SEVERITY: HIT_SEVERITY if detection == 1 else S.NO_CRASH,
-        S.CAP_EGO: 1 if detection == 1 else 0,
-        S.CAP_LABEL: BARRIER_LABEL if detection == 1 else S.UNKNOWN_LABEL,
+        cols.SCENE: description + ".",
+        cols.HAZARD_CLUES: "red obstacle ahead in the ego lane" if detection != -1 else "none",
+        cols.GAZE: gaze,
+        cols.CAP_BICYCLISTS: 0,
+        cols.CAP_ANIMALS: 0,
+        cols.CAP_PEDESTRIANS: 0,
+        cols.CAP_VEHICLES: scene.vehicles,
+        cols.CAP_DETECTION: detection,
+        cols.CAP_SEVERITY: HIT_SEVERITY if detection == 1 else cols.NO_CRASH,
+        cols.CAP_EGO: 1 if detection == 1 else 0,
+        cols.CAP_LABEL: BARRIER_LABEL if detection == 1 else cols.UNKNOWN_LABEL,
     }
     why = (
         f"the dashcam half has {scene.red_fraction:.1%} saturated red pixels and "
@@ -241,20 +241,20 @@ def frame_caption(facts: StackedFacts | None) -> tuple[dict[str, Any], str]:
 
 def _no_incident_caption(description: str) -> dict[str, Any]:
     return {
-        S.SCENE: description,
-        S.HAZARD_CLUES: "none",
-        S.GAZE: "no gaze mark is visible",
-        **{field: 0 for field in S.CAPTION_COUNT_FIELDS},
-        S.CAP_DETECTION: -1,
-        S.CAP_SEVERITY: S.NO_CRASH,
-        S.CAP_EGO: 0,
-        S.CAP_LABEL: S.UNKNOWN_LABEL,
+        cols.SCENE: description,
+        cols.HAZARD_CLUES: "none",
+        cols.GAZE: "no gaze mark is visible",
+        **{field: 0 for field in cols.CAPTION_COUNT_FIELDS},
+        cols.CAP_DETECTION: -1,
+        cols.CAP_SEVERITY: cols.NO_CRASH,
+        cols.CAP_EGO: 0,
+        cols.CAP_LABEL: cols.UNKNOWN_LABEL,
     }
 
 
 def incident_frame(text: str, temperature: float, rng: random.Random) -> tuple[dict[str, Any], str]:
     rows = parse_markdown_table(text)
-    detection_key = S.CAP_DETECTION.lower()
+    detection_key = cols.CAP_DETECTION.lower()
     frames = [_leading_int(row.get("frame")) for row in rows]
     flagged = [
         pos
@@ -282,17 +282,17 @@ def describe(frames: Sequence[FrameFacts], index: int) -> tuple[dict[str, Any], 
     # The most vehicles seen in any frame: the growing obstacle may hide some later on.
     vehicles = max((f.vehicles for f in frames), default=0)
     fields: dict[str, Any] = {
-        S.START_FRAME: start,
-        S.DETECTION: detection,
-        S.SEVERITY: HIT_SEVERITY if detection == 1 else S.NO_CRASH,
-        S.EGO: 1 if detection == 1 else 0,
-        S.LABEL: BARRIER_LABEL if detection == 1 else S.UNKNOWN_LABEL,
-        **{column: 0 for column in S.COUNT_COLUMNS},
+        cols.START_FRAME: start,
+        cols.DETECTION: detection,
+        cols.SEVERITY: HIT_SEVERITY if detection == 1 else cols.NO_CRASH,
+        cols.EGO: 1 if detection == 1 else 0,
+        cols.LABEL: BARRIER_LABEL if detection == 1 else cols.UNKNOWN_LABEL,
+        **{column: 0 for column in cols.COUNT_COLUMNS},
         # Detection -1 forces zero counts; otherwise the scene's vehicles count as involved,
         # which is what the synthetic clips' truth says.
-        S.N_VEHICLES: vehicles if detection != -1 else 0,
-        S.CAPTION: CAPTIONS[index % len(CAPTIONS)].format(cars=_cars(vehicles)),
-        S.REASON: REASONS[detection][index % len(REASONS[detection])],
+        cols.N_VEHICLES: vehicles if detection != -1 else 0,
+        cols.CAPTION: CAPTIONS[index % len(CAPTIONS)].format(cars=_cars(vehicles)),
+        cols.REASON: REASONS[detection][index % len(REASONS[detection])],
     }
     why = f"the first of {len(frames)} images with a red obstacle is index {start}"
     return fields, why

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from coool import schema as S
+from coool import schema as cols
 from coool.inputs import VIDEO_EXTENSIONS
 from coool.submission import Problem, SubmissionError, read_submission, validate
 
@@ -63,7 +63,7 @@ def has_submission_header(path: Path) -> bool:
             header = next(csv.reader(fh), None)
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
-    return header is not None and [h.lstrip("\ufeff") for h in header] == list(S.COLUMNS)
+    return header is not None and [h.lstrip("\ufeff") for h in header] == list(cols.COLUMNS)
 
 
 def _order(rel: str) -> tuple[int, str]:
@@ -152,11 +152,11 @@ class Catalog:
             frame = read_submission(ref.path)
             problems = validate(frame)
         except SubmissionError as exc:
-            frame, problems = pd.DataFrame(columns=list(S.COLUMNS)), [Problem(None, None, str(exc))]
+            frame, problems = pd.DataFrame(columns=list(cols.COLUMNS)), [Problem(None, None, str(exc))]
         loaded = LoadedSubmission(ref, frame, problems)
-        if list(frame.columns) == list(S.COLUMNS):
+        if list(frame.columns) == list(cols.COLUMNS):
             for row in frame.to_dict("records"):
-                video = str(row[S.VIDEO]).strip()
+                video = str(row[cols.VIDEO]).strip()
                 if video.isdigit():
                     loaded.rows.setdefault(int(video), {k: str(v) for k, v in row.items()})
         with self._lock:

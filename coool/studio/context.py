@@ -10,7 +10,7 @@ from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from coool import schema as S
+from coool import schema as cols
 from coool.studio import security
 from coool.studio.catalog import Catalog
 from coool.studio.config import StudioConfig
@@ -37,7 +37,7 @@ class Studio:
     def build(cls, config: StudioConfig) -> Studio:
         templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
         register_filters(templates.env)
-        templates.env.globals["S"] = S
+        templates.env.globals["cols"] = cols
         return cls(
             config=config,
             catalog=Catalog(

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 
-from coool import schema as S
+from coool import schema as cols
 from coool.studio.catalog import LoadedSubmission
 from coool.studio.context import Studio, studio
 from coool.studio.votes import CHOICES, TIE, Session, tally, votes_csv
@@ -112,7 +112,7 @@ def ab_video(request: Request, session_id: int, video: int, st: Studio = Depends
         voted=voted,
         vote=voted.get(video),
         sides=sides,
-        text_columns=S.TEXT_COLUMNS,
+        text_columns=cols.TEXT_COLUMNS,
         has_source=source is not None,
         prev_id=prev_id,
         next_id=next_id,

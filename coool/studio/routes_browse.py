@@ -9,10 +9,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from coool import schema as S
+from coool import schema as cols
 from coool.decode import VideoError
-from coool.studio import intermediates as I
-from coool.studio import render, security
+from coool.studio import intermediates, render, security
 from coool.studio.context import Studio, studio
 from coool.studio.media import strip_frames
 from coool.submission import SubmissionError, load_submission
@@ -29,7 +28,7 @@ def home(request: Request, st: Studio = Depends(studio)) -> Response:
     videos = []
     for video in st.catalog.video_ids():
         rows = [s.rows.get(video) for s in loaded]
-        labels = {r[S.LABEL] for r in rows if r}
+        labels = {r[cols.LABEL] for r in rows if r}
         videos.append(
             {
                 "id": video,
@@ -50,29 +49,29 @@ def _neighbours(ids: list[int], video: int) -> tuple[int | None, int | None]:
     return (ids[i - 1] if i > 0 else None), (ids[i + 1] if i + 1 < len(ids) else None)
 
 
-def _lanes(st: Studio, video: int, subs: list[tuple[Any, dict[str, str] | None]]) -> list[I.Lane]:
+def _lanes(st: Studio, video: int, subs: list[tuple[Any, dict[str, str] | None]]) -> list[intermediates.Lane]:
     results = st.config.results_dir
     lanes, covered = [], set()
     for loaded, row in subs:
-        start = row.get(S.START_FRAME, "") if row else ""
-        lane = I.Lane(loaded.ref.label, int(start) if start.strip().isdigit() else None)
-        config = I.submission_config(loaded.ref.key)
-        window = I.describe_window(results, config, video) if config else None
+        start = row.get(cols.START_FRAME, "") if row else ""
+        lane = intermediates.Lane(loaded.ref.label, int(start) if start.strip().isdigit() else None)
+        config = intermediates.submission_config(loaded.ref.key)
+        window = intermediates.describe_window(results, config, video) if config else None
         if window is not None:
             lane.window = window[0]
             covered.add(config)
         lanes.append(lane)
-    for config in I.describe_configs(results):
-        window = I.describe_window(results, config, video)
+    for config in intermediates.describe_configs(results):
+        window = intermediates.describe_window(results, config, video)
         if config not in covered and window is not None:
-            lanes.append(I.Lane(f"describe/{config} window", window[1], window[0], kind="describe"))
-    detected = I.detected_frame(results, video)
+            lanes.append(intermediates.Lane(f"describe/{config} window", window[1], window[0], kind="describe"))
+    detected = intermediates.detected_frame(results, video)
     if detected is not None:
-        lanes.append(I.Lane("detect (stage 3)", detected, kind="detect"))
+        lanes.append(intermediates.Lane("detect (stage 3)", detected, kind="detect"))
     return lanes
 
 
-def _truth_lane(truth: Path | None, video: int) -> I.Lane | None:
+def _truth_lane(truth: Path | None, video: int) -> intermediates.Lane | None:
     """The truth's start frame for this video, drawn first on the timeline (None without a usable truth row)."""
     if truth is None:
         return None
@@ -80,11 +79,11 @@ def _truth_lane(truth: Path | None, video: int) -> I.Lane | None:
         frame = load_submission(truth)
     except (SubmissionError, OSError):
         return None  # the score page says why the truth file is not usable
-    rows = frame[frame[S.VIDEO].astype(str) == str(video)]
+    rows = frame[frame[cols.VIDEO].astype(str) == str(video)]
     if rows.empty:
         return None
-    start = str(rows.iloc[0][S.START_FRAME]).strip()
-    return I.Lane("truth", int(start), kind="truth") if start.isdigit() else None
+    start = str(rows.iloc[0][cols.START_FRAME]).strip()
+    return intermediates.Lane("truth", int(start), kind="truth") if start.isdigit() else None
 
 
 @router.get("/video/{video:int}", response_class=HTMLResponse)
@@ -103,7 +102,7 @@ def video_page(request: Request, video: int, st: Studio = Depends(studio)) -> Re
     mentioned = [f for lane in lanes for f in [lane.start, *lane.window] if f]
     frames = meta.frames if meta else max(mentioned, default=1)
     # Columns where the submissions disagree get highlighted.
-    differ = {c for c in S.COLUMNS if len({row[c] for _, row in subs if row}) > 1}
+    differ = {c for c in cols.COLUMNS if len({row[c] for _, row in subs if row}) > 1}
     prev_id, next_id = _neighbours(ids, video)
     return st.render(
         request,
@@ -116,7 +115,7 @@ def video_page(request: Request, video: int, st: Studio = Depends(studio)) -> Re
         differ=differ,
         lanes=lanes,
         strip=strip_frames(meta.frames) if meta else [],
-        links=I.links(st.config.results_dir, video),
+        links=intermediates.links(st.config.results_dir, video),
         prev_id=prev_id,
         next_id=next_id,
     )

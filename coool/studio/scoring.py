@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from coool import schema as S
+from coool import schema as cols
 from coool.compare import SHORT, compare_submissions
 from coool.score import score_submission
 from coool.studio.catalog import SubmissionRef
@@ -111,7 +111,7 @@ def _scores(refs: list[SubmissionRef], truth: Path, full: bool) -> ScoreView:
             view.messages.append(f"{ref.label}: scoring failed: {type(exc).__name__}: {exc}")
             continue
         flat = score.leaderboard()
-        fields.append((ref.label, {k: v for k, v in flat.items() if not k.startswith(S.TEXT_COLUMNS)}))
+        fields.append((ref.label, {k: v for k, v in flat.items() if not k.startswith(cols.TEXT_COLUMNS)}))
         for column, scores in score.text.items():
             texts.append((f"{ref.label} · {SHORT.get(column, column)}", [_cell(scores.scores.get(m)) for m in metrics]))
             reasons.update(scores.unavailable)
@@ -137,7 +137,7 @@ def _agreement(refs: list[SubmissionRef], view: ScoreView, full: bool) -> ScoreV
         comparison = compare_submissions({ref.label: frame for ref, frame in loaded}, meteor=full)
     except Exception as exc:  # see _scores
         return ScoreView("none", messages=[*view.messages, f"comparison failed: {type(exc).__name__}: {exc}"])
-    columns = [c for c in S.ANSWER_FIELDS]
+    columns = [c for c in cols.ANSWER_FIELDS]
     view.tables.append(Table(
         "Agreement per pair (fraction of common videos where the column is equal; Δstart = mean |start frame difference|)",
         ["videos", "Δstart", *(SHORT.get(c, c) for c in columns)],

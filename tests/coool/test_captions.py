@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from coool import schema as S
+from coool import schema as cols
 from coool.captions import (
     TABLE_COLUMNS,
     CaptionResult,
@@ -29,17 +29,17 @@ CAPTION_PLUS = load_prompt("caption", variant="plus")
 
 def caption_json(**changes: object) -> str:
     answer: dict[str, object] = {
-        S.SCENE: "Ego-car drives on a straight road.",
-        S.HAZARD_CLUES: "none",
-        S.GAZE: "the road ahead",
-        S.CAP_BICYCLISTS: 0,
-        S.CAP_ANIMALS: 0,
-        S.CAP_PEDESTRIANS: 0,
-        S.CAP_VEHICLES: 1,
-        S.CAP_DETECTION: -1,
-        S.CAP_SEVERITY: S.NO_CRASH,
-        S.CAP_EGO: 0,
-        S.CAP_LABEL: S.UNKNOWN_LABEL,
+        cols.SCENE: "Ego-car drives on a straight road.",
+        cols.HAZARD_CLUES: "none",
+        cols.GAZE: "the road ahead",
+        cols.CAP_BICYCLISTS: 0,
+        cols.CAP_ANIMALS: 0,
+        cols.CAP_PEDESTRIANS: 0,
+        cols.CAP_VEHICLES: 1,
+        cols.CAP_DETECTION: -1,
+        cols.CAP_SEVERITY: cols.NO_CRASH,
+        cols.CAP_EGO: 0,
+        cols.CAP_LABEL: cols.UNKNOWN_LABEL,
     }
     answer.update(changes)
     return json.dumps(answer)
@@ -57,10 +57,10 @@ def test_captions_flag_the_event_frames(sim_captions: dict[int, pd.DataFrame], s
         after = table[table["frame"] >= event]
         before = table[table["frame"] < event]
         assert len(after) >= 1 and len(before) >= 1, truth.video_id
-        assert (after[S.CAP_DETECTION] != -1).all(), (truth.video_id, event, table[["frame", S.CAP_DETECTION]])
-        assert (before[S.CAP_DETECTION] == -1).all(), (truth.video_id, event, table[["frame", S.CAP_DETECTION]])
-        assert (before[S.HAZARD_CLUES] == "none").all()
-        assert (after[S.HAZARD_CLUES] != "none").all()
+        assert (after[cols.CAP_DETECTION] != -1).all(), (truth.video_id, event, table[["frame", cols.CAP_DETECTION]])
+        assert (before[cols.CAP_DETECTION] == -1).all(), (truth.video_id, event, table[["frame", cols.CAP_DETECTION]])
+        assert (before[cols.HAZARD_CLUES] == "none").all()
+        assert (after[cols.HAZARD_CLUES] != "none").all()
         for image in table["image"]:
             assert Path(image).is_file() and Path(image).parent.name == "stacked"
 
@@ -112,8 +112,8 @@ async def test_the_plus_prompt_is_coools(scripted_client, stage1) -> None:
 
 
 LOOSE = {
-    S.CAP_DETECTION: "1", S.CAP_VEHICLES: "2 cars", S.CAP_PEDESTRIANS: -3, S.CAP_EGO: 7,
-    S.CAP_SEVERITY: "3", S.CAP_LABEL: "Ego-car hits a pedestrian", S.HAZARD_CLUES: "  a pedestrian steps out ",
+    cols.CAP_DETECTION: "1", cols.CAP_VEHICLES: "2 cars", cols.CAP_PEDESTRIANS: -3, cols.CAP_EGO: 7,
+    cols.CAP_SEVERITY: "3", cols.CAP_LABEL: "Ego-car hits a pedestrian", cols.HAZARD_CLUES: "  a pedestrian steps out ",
 }
 LOOSE_ANSWERS = {
     "000001.png": caption_json(),
@@ -133,8 +133,8 @@ async def test_the_original_keeps_values_as_written(scripted_client, tmp_path: P
     assert result.table["frame"].tolist() == [1, 21, 31] and result.dropped == 2
     assert result.table.iloc[1].to_dict() == {"frame": 21, "image": str(frames[2][1]), **json.loads(caption_json(**LOOSE))}
     missing = result.table.iloc[2].to_dict()
-    assert missing[S.SCENE] == "a road" and missing[S.CAP_DETECTION] == -1
-    assert all(missing[f] == "" for f in S.CAPTION_FIELDS if f not in (S.SCENE, S.CAP_DETECTION))
+    assert missing[cols.SCENE] == "a road" and missing[cols.CAP_DETECTION] == -1
+    assert all(missing[f] == "" for f in cols.CAPTION_FIELDS if f not in (cols.SCENE, cols.CAP_DETECTION))
 
 
 async def test_unparsable_answers_are_dropped_and_loose_ones_coerced(scripted_client, tmp_path: Path) -> None:
@@ -148,11 +148,11 @@ async def test_unparsable_answers_are_dropped_and_loose_ones_coerced(scripted_cl
     assert result.raw[1]["error"] == "answer is not a JSON object"
     assert result.raw[1]["content"] == "I cannot see anything in this picture."
     row = result.table.iloc[1].to_dict()
-    assert row[S.CAP_DETECTION] == 1 and row[S.CAP_VEHICLES] == 2 and row[S.CAP_PEDESTRIANS] == 0
-    assert row[S.CAP_EGO] == 0
-    assert row[S.CAP_SEVERITY] == "3. Ego-car collided with at-least one person or cyclist"
-    assert row[S.CAP_LABEL] == "ego-car hits a pedestrian"
-    assert row[S.HAZARD_CLUES] == "a pedestrian steps out"
+    assert row[cols.CAP_DETECTION] == 1 and row[cols.CAP_VEHICLES] == 2 and row[cols.CAP_PEDESTRIANS] == 0
+    assert row[cols.CAP_EGO] == 0
+    assert row[cols.CAP_SEVERITY] == "3. Ego-car collided with at-least one person or cyclist"
+    assert row[cols.CAP_LABEL] == "ego-car hits a pedestrian"
+    assert row[cols.HAZARD_CLUES] == "a pedestrian steps out"
 
 
 async def test_a_failed_request_is_recorded_not_raised(scripted_client, tmp_path: Path) -> None:
@@ -188,28 +188,28 @@ def test_save_and_load_captions(sim_captions, tmp_path: Path) -> None:
     assert (tmp_path / "1.raw.jsonl").read_text(encoding="utf-8") == '{"frame": 1, "parsed": true}\n'
     loaded = load_captions(path)
     pd.testing.assert_frame_equal(loaded, table, check_dtype=False)
-    for column in ("frame", S.CAP_DETECTION, S.CAP_EGO, *S.CAPTION_COUNT_FIELDS):
+    for column in ("frame", cols.CAP_DETECTION, cols.CAP_EGO, *cols.CAPTION_COUNT_FIELDS):
         assert pd.api.types.is_integer_dtype(loaded[column]), column
 
 
 def test_load_captions_sorts_and_coerces(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     row = {c: "" for c in TABLE_COLUMNS}
-    rows = [row | {"frame": "21", S.CAP_DETECTION: "1"}, row | {"frame": "1", S.CAP_DETECTION: "", S.CAP_VEHICLES: "x"}]
+    rows = [row | {"frame": "21", cols.CAP_DETECTION: "1"}, row | {"frame": "1", cols.CAP_DETECTION: "", cols.CAP_VEHICLES: "x"}]
     pd.DataFrame(rows).to_csv(path, index=False)
     table = load_captions(path)
     assert table["frame"].tolist() == [1, 21]
-    assert table[S.CAP_DETECTION].tolist() == [0, 1] and table[S.CAP_VEHICLES].tolist() == [0, 0]
+    assert table[cols.CAP_DETECTION].tolist() == [0, 1] and table[cols.CAP_VEHICLES].tolist() == [0, 0]
 
 
 def test_load_captions_without_coercion_keeps_the_saved_text(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     row = {c: "" for c in TABLE_COLUMNS}
-    rows = [row | {"frame": "21", S.CAP_DETECTION: "1"}, row | {"frame": "1", S.CAP_DETECTION: "", S.CAP_VEHICLES: "x"}]
+    rows = [row | {"frame": "21", cols.CAP_DETECTION: "1"}, row | {"frame": "1", cols.CAP_DETECTION: "", cols.CAP_VEHICLES: "x"}]
     pd.DataFrame(rows).to_csv(path, index=False)
     table = load_captions(path, coerce=False)
     assert table["frame"].tolist() == [1, 21]
-    assert table[S.CAP_DETECTION].tolist() == ["", "1"] and table[S.CAP_VEHICLES].tolist() == ["x", ""]
+    assert table[cols.CAP_DETECTION].tolist() == ["", "1"] and table[cols.CAP_VEHICLES].tolist() == ["x", ""]
 
 
 def test_load_captions_refuses_another_table(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from coool import schema as S
+from coool import schema as cols
 from coool.cli import app, extract_all
 from coool.detect import read_detections
 from coool.frames import load_manifest
@@ -68,7 +68,7 @@ def test_validate_labels_outside_the_19(ref) -> None:
 
 
 def test_validate_an_invalid_file(tmp_path: Path) -> None:
-    lines = submission_text([S.fallback_row(0), S.fallback_row(1)]).splitlines()
+    lines = submission_text([cols.fallback_row(0), cols.fallback_row(1)]).splitlines()
     lines.insert(2, lines[2].replace("1,1,-1,", "1,1,2,", 1))  # row 2: detection 2; row 3 repeats video 1
     path = tmp_path / "bad.csv"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -194,7 +194,7 @@ def test_caption_from_the_shell(chain: Chain, synthetic_data) -> None:
     assert chain.requests["caption"] == 36
     for truth in synthetic_data.truths:
         table = pd.read_csv(chain.root / "captions" / f"{truth.video_id}.csv")
-        flagged = table.loc[table[S.CAP_DETECTION] != -1, "frame"]
+        flagged = table.loc[table[cols.CAP_DETECTION] != -1, "frame"]
         assert flagged.min() >= truth.event_frame and flagged.min() - truth.event_frame < 10
     again = chain.steps["caption again"]
     assert again.returncode == 0 and "caption: 3 done (3 from cache), 0 failed" in again.stderr
@@ -220,7 +220,7 @@ def test_describe_from_the_shell(chain: Chain, synthetic_data, config: str) -> N
     assert validate(read_submission(chain.root / f"{config}.csv"), expected_videos=[0, 1, 2], strict=True) == []
     rows = load_submission(chain.root / f"{config}.csv")
     for truth in synthetic_data.truths:
-        assert abs(rows.loc[truth.video_id, S.START_FRAME] - truth.event_frame) <= 10
+        assert abs(rows.loc[truth.video_id, cols.START_FRAME] - truth.event_frame) <= 10
     assert sorted(p.name for p in (chain.root / "describe" / config).glob("*.json")) == ["0.json", "1.json", "2.json"]
 
 
@@ -231,10 +231,10 @@ def test_ensemble_from_the_shell(chain: Chain) -> None:
     assert chain.requests["ensemble"] == 3
     out, base = load_submission(chain.root / "ensemble.csv"), load_submission(chain.root / "v4.csv")
     inputs = [base, load_submission(chain.root / "exp004.csv")]
-    kept = [c for c in S.COLUMNS if c not in (S.START_FRAME, S.CAPTION, S.REASON)]
+    kept = [c for c in cols.COLUMNS if c not in (cols.START_FRAME, cols.CAPTION, cols.REASON)]
     assert out[kept].equals(base[kept])
     for v in range(3):
-        assert out.loc[v, S.START_FRAME] in {int(f.loc[v, S.START_FRAME]) for f in inputs}
+        assert out.loc[v, cols.START_FRAME] in {int(f.loc[v, cols.START_FRAME]) for f in inputs}
 
 
 def test_ensemble_inputs_with_the_same_file_name_stay_apart(chain: Chain, sim_server, tmp_path: Path) -> None:
@@ -273,7 +273,7 @@ def test_count_pass_on_the_real_ens2_when_redescription_fails(ref, tmp_path: Pat
     assert result.exit_code == 1  # the three re-descriptions failed (no frames) ...
     assert "3 row(s) re-described (44, 313, 538)" in result.stdout
     out = load_submission(tmp_path / "out.csv")  # ... and the counts are clipped anyway
-    assert out.loc[313].to_dict() == merged.loc[313].to_dict() | {S.N_ANIMALS: 20}
+    assert out.loc[313].to_dict() == merged.loc[313].to_dict() | {cols.N_ANIMALS: 20}
     assert out.drop(index=313).equals(merged.drop(index=313))
 
 
@@ -367,6 +367,38 @@ def test_server_stop_without_its_container_is_one_clear_line() -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("error: detector: cannot stop container coool-detector:")
     assert "Traceback" not in done.stderr
+
+
+def test_server_command_prints_the_launch_of_servers_yaml() -> None:
+    """``coool server command ROLE``: the process backend's ``vllm serve`` line, per launch variant."""
+    original = runner.invoke(app, ["server", "command", "describer"])
+    plus = runner.invoke(app, ["server", "command", "describer", "--launch", "plus"])
+    assert original.exit_code == 0 and plus.exit_code == 0, original.output + plus.output
+    assert " serve " in original.output and original.output != plus.output
+    assert "--reasoning-parser" in plus.output and "--reasoning-parser" not in original.output
+    wrong = runner.invoke(app, ["server", "command", "describer", "--launch", "fast"])
+    assert wrong.exit_code == 2 and "unknown launch 'fast'" in wrong.output
+
+
+def test_server_images_rewrites_a_stale_dockerfile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``coool server images --check`` exits 1 naming a stale Dockerfile; without --check it rewrites it."""
+    from coool import launch
+
+    images = tmp_path / "images"
+    for image in launch.image_names():
+        (images / image).mkdir(parents=True)
+        (images / image / "Dockerfile").write_text(
+            f"FROM base\n{launch.dockerfile_block(image)}\nCMD serve\n", encoding="utf-8"
+        )
+    stale = images / launch.image_names()[0] / "Dockerfile"
+    stale.write_text(stale.read_text(encoding="utf-8").replace("ENV ", "ENV OLD=1 ", 1), encoding="utf-8")
+    monkeypatch.setattr(launch, "IMAGES_DIR", images)
+    checked = runner.invoke(app, ["server", "images", "--check"])
+    assert checked.exit_code == 1 and str(stale) in checked.output
+    written = runner.invoke(app, ["server", "images"])
+    assert written.exit_code == 0 and f"updated {stale}" in written.output
+    assert runner.invoke(app, ["server", "images", "--check"]).exit_code == 0
+    assert stale.read_text(encoding="utf-8").startswith("FROM base\n") and "OLD=1" not in stale.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("command", [SIM_SERVER_COMMAND, (sys.executable, "-m", "coool.sim")], ids=["cli", "python-m"])

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from coool import schema as S
+from coool import schema as cols
 from coool.captions import TABLE_COLUMNS, CaptionResult, save_captions
 from coool.decode import read_frames
 from coool.describe import (
@@ -52,16 +52,16 @@ HIT = "1. Ego-car collided but did not stop"
 def answer(**changes: object) -> dict[str, object]:
     """A complete, valid describe answer (11 fields)."""
     out: dict[str, object] = {
-        S.START_FRAME: 8, S.DETECTION: 1, S.SEVERITY: HIT, S.EGO: 1, S.LABEL: "ego-car hits barrier",
-        S.N_BICYCLISTS: 0, S.N_ANIMALS: 0, S.N_PEDESTRIANS: 0, S.N_VEHICLES: 2,
-        S.CAPTION: "Ego-car drives in the middle lane of a straight road.",
-        S.REASON: "A red barrier appears in the ego lane and ego-car hits it.",
+        cols.START_FRAME: 8, cols.DETECTION: 1, cols.SEVERITY: HIT, cols.EGO: 1, cols.LABEL: "ego-car hits barrier",
+        cols.N_BICYCLISTS: 0, cols.N_ANIMALS: 0, cols.N_PEDESTRIANS: 0, cols.N_VEHICLES: 2,
+        cols.CAPTION: "Ego-car drives in the middle lane of a straight road.",
+        cols.REASON: "A red barrier appears in the ego lane and ego-car hits it.",
     }
     out.update(changes)
     return out
 
 
-def as_json(fields: tuple[str, ...] = S.ANSWER_FIELDS, **changes: object) -> str:
+def as_json(fields: tuple[str, ...] = cols.ANSWER_FIELDS, **changes: object) -> str:
     full = answer(**changes)
     return json.dumps({f: full[f] for f in fields if f in full}, ensure_ascii=False)
 
@@ -78,9 +78,9 @@ def captions(detections: list[int], clues: dict[int, str] | None = None, counts:
     rows = []
     for i, detection in enumerate(detections):
         rows.append({
-            "frame": 1 + 10 * i, "image": "", S.SCENE: "", S.HAZARD_CLUES: (clues or {}).get(i, "none"), S.GAZE: "",
-            S.CAP_BICYCLISTS: 0, S.CAP_ANIMALS: 0, S.CAP_PEDESTRIANS: (counts or {}).get(i, 0), S.CAP_VEHICLES: 0,
-            S.CAP_DETECTION: detection, S.CAP_SEVERITY: "unknown", S.CAP_EGO: 0, S.CAP_LABEL: "unknown",
+            "frame": 1 + 10 * i, "image": "", cols.SCENE: "", cols.HAZARD_CLUES: (clues or {}).get(i, "none"), cols.GAZE: "",
+            cols.CAP_BICYCLISTS: 0, cols.CAP_ANIMALS: 0, cols.CAP_PEDESTRIANS: (counts or {}).get(i, 0), cols.CAP_VEHICLES: 0,
+            cols.CAP_DETECTION: detection, cols.CAP_SEVERITY: "unknown", cols.CAP_EGO: 0, cols.CAP_LABEL: "unknown",
         })
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
@@ -162,67 +162,67 @@ async def test_a_pass_sends_the_spec_sampling(scripted_client) -> None:
 
 async def test_votes_follow_the_rules(scripted_client) -> None:
     samples = [
-        as_json(PASS_FIELDS["counts"], **{S.START_FRAME: -1, S.N_VEHICLES: 1, S.LABEL: "Ego-car hits barrier"}),
-        as_json(PASS_FIELDS["counts"], **{S.START_FRAME: 9, S.N_VEHICLES: 2, S.SEVERITY: "2"}),
-        as_json(PASS_FIELDS["counts"], **{S.START_FRAME: 9, S.N_VEHICLES: 5, S.SEVERITY: "2"}),
-        "```json\n" + as_json(PASS_FIELDS["counts"], **{S.START_FRAME: "7", S.N_VEHICLES: "4 cars"}) + "\n```",
+        as_json(PASS_FIELDS["counts"], **{cols.START_FRAME: -1, cols.N_VEHICLES: 1, cols.LABEL: "Ego-car hits barrier"}),
+        as_json(PASS_FIELDS["counts"], **{cols.START_FRAME: 9, cols.N_VEHICLES: 2, cols.SEVERITY: "2"}),
+        as_json(PASS_FIELDS["counts"], **{cols.START_FRAME: 9, cols.N_VEHICLES: 5, cols.SEVERITY: "2"}),
+        "```json\n" + as_json(PASS_FIELDS["counts"], **{cols.START_FRAME: "7", cols.N_VEHICLES: "4 cars"}) + "\n```",
     ]
     result = await run_pass(scripted_client([samples]), "counts", COUNTS, [], PLUS, VALUES)
     v = result.voted
-    assert v[S.START_FRAME] == 9  # majority ignoring -1
-    assert v[S.N_VEHICLES] == 3  # median of 1, 2, 4, 5 = 3.0
+    assert v[cols.START_FRAME] == 9  # majority ignoring -1
+    assert v[cols.N_VEHICLES] == 3  # median of 1, 2, 4, 5 = 3.0
     # Severity "2" (canonicalised) twice against severity 1 twice: a tie, the smallest in sort order wins.
-    assert v[S.SEVERITY] == HIT
-    assert v[S.LABEL] == "ego-car hits barrier"
+    assert v[cols.SEVERITY] == HIT
+    assert v[cols.LABEL] == "ego-car hits barrier"
 
 
 async def test_an_empty_voted_field_is_asked_again_with_a_rising_penalty(scripted_client) -> None:
     fields = PASS_FIELDS["counts"]
     client = scripted_client([
-        as_json(fields, **{S.LABEL: "fog"}),  # no sample gives an allowed label: the vote is empty
-        as_json(fields, **{S.LABEL: "banana"}),  # still no label
+        as_json(fields, **{cols.LABEL: "fog"}),  # no sample gives an allowed label: the vote is empty
+        as_json(fields, **{cols.LABEL: "banana"}),  # still no label
         "not json",
-        json.dumps({S.LABEL: "Animal on the road"}),  # a partial answer fills the gap
+        json.dumps({cols.LABEL: "Animal on the road"}),  # a partial answer fills the gap
     ])
     result = await run_pass(client, "counts", COUNTS, [], PLUS, VALUES)
     assert [c["repetition_penalty"] for c in client.calls] == [1.0, 1.1, 1.2, 1.3]
     assert [c["n"] for c in client.calls] == [4, 1, 1, 1]
-    assert result.voted[S.LABEL] == "animal on the road"
+    assert result.voted[cols.LABEL] == "animal on the road"
     assert [(r["repetition_penalty"], r["missing"], r["filled"]) for r in result.reasks] == [
-        (1.1, [S.LABEL], []), (1.2, [S.LABEL], []), (1.3, [S.LABEL], [S.LABEL]),
+        (1.1, [cols.LABEL], []), (1.2, [cols.LABEL], []), (1.3, [cols.LABEL], [cols.LABEL]),
     ]
     assert all(c["messages"] == client.calls[0]["messages"] for c in client.calls)  # the same question
 
 
 async def test_re_asks_stop_after_five_tries_capped_at_1_5(scripted_client) -> None:
-    client = scripted_client([as_json(PASS_FIELDS["texts"], **{S.CAPTION: ""})] + ["{}"] * 5)
+    client = scripted_client([as_json(PASS_FIELDS["texts"], **{cols.CAPTION: ""})] + ["{}"] * 5)
     result = await run_pass(client, "texts", TEXTS, [], PLUS, VALUES)
     assert [c["repetition_penalty"] for c in client.calls] == [1.0, 1.1, 1.2, 1.3, 1.4, 1.5]
-    assert result.voted[S.CAPTION] == ""  # still empty: final_row will use the fallback sentence
-    assert result.voted[S.REASON] == answer()[S.REASON]
+    assert result.voted[cols.CAPTION] == ""  # still empty: final_row will use the fallback sentence
+    assert result.voted[cols.REASON] == answer()[cols.REASON]
 
 
 async def test_a_failed_re_ask_keeps_the_vote_instead_of_failing_the_video(scripted_client) -> None:
     from coool.llm import ModelRequestError
 
     client = scripted_client([
-        as_json(PASS_FIELDS["texts"], **{S.CAPTION: ""}),
+        as_json(PASS_FIELDS["texts"], **{cols.CAPTION: ""}),
         ModelRequestError("describer: HTTP 503 from the server"),
     ])
     result = await run_pass(client, "texts", TEXTS, [], PLUS, VALUES)
     assert len(client.calls) == 2  # no more tries once the server failed for good
-    assert result.voted[S.REASON] == answer()[S.REASON]
+    assert result.voted[cols.REASON] == answer()[cols.REASON]
     assert result.reasks[0]["error"].startswith("describer: HTTP 503")
 
 
 async def test_a_text_in_another_script_counts_as_empty(scripted_client) -> None:
     fields = PASS_FIELDS["texts"]
     client = scripted_client([
-        as_json(fields, **{S.CAPTION: "自车在车道内行驶。"}),
-        as_json(fields, **{S.CAPTION: "Ego-car follows a truck in the right lane."}),
+        as_json(fields, **{cols.CAPTION: "自车在车道内行驶。"}),
+        as_json(fields, **{cols.CAPTION: "Ego-car follows a truck in the right lane."}),
     ])
     result = await run_pass(client, "texts", TEXTS, [], PLUS, VALUES)
-    assert result.voted[S.CAPTION] == "Ego-car follows a truck in the right lane."
+    assert result.voted[cols.CAPTION] == "Ego-car follows a truck in the right lane."
     assert len(result.reasks) == 1
 
 
@@ -266,90 +266,90 @@ def passes(reconcile: dict | None = None, texts: dict | None = None, counts: dic
 def test_final_row_from_a_good_reconcile() -> None:
     notes: list[str] = []
     row = final_row(7, WINDOW, passes(answer()), notes, PLUS)
-    assert row == {S.VIDEO: 7, **answer(**{S.START_FRAME: WINDOW[8]})}
-    assert list(row) == list(S.COLUMNS) and notes == [] and strict_problems(row) == []
+    assert row == {cols.VIDEO: 7, **answer(**{cols.START_FRAME: WINDOW[8]})}
+    assert list(row) == list(cols.COLUMNS) and notes == [] and strict_problems(row) == []
 
 
 @pytest.mark.parametrize(("index", "frame"), [(30, WINDOW[-1]), (24, WINDOW[-1]), (-3, WINDOW[0]), (10**12, WINDOW[-1])])
 def test_an_index_outside_the_window_is_clamped(index: int, frame: int) -> None:
     notes: list[str] = []
-    row = final_row(1, WINDOW, passes(answer(**{S.START_FRAME: index})), notes, PLUS)
-    assert row[S.START_FRAME] == frame
+    row = final_row(1, WINDOW, passes(answer(**{cols.START_FRAME: index})), notes, PLUS)
+    assert row[cols.START_FRAME] == frame
     assert notes == [f"start index {index} is outside the 24-frame window: clamped"]
 
 
 def test_index_minus_one_is_frame_1() -> None:
     notes: list[str] = []
-    assert final_row(1, WINDOW, passes(answer(**{S.START_FRAME: -1})), notes, PLUS)[S.START_FRAME] == 1
+    assert final_row(1, WINDOW, passes(answer(**{cols.START_FRAME: -1})), notes, PLUS)[cols.START_FRAME] == 1
     assert notes == []
 
 
 def test_no_incident_forces_the_no_incident_values() -> None:
-    hostile = answer(**{S.DETECTION: -1, S.SEVERITY: "5. Multiple vehicles collided with ego-car", S.EGO: 1,
-                        S.N_PEDESTRIANS: 4, S.N_VEHICLES: 9, S.START_FRAME: 3})
+    hostile = answer(**{cols.DETECTION: -1, cols.SEVERITY: "5. Multiple vehicles collided with ego-car", cols.EGO: 1,
+                        cols.N_PEDESTRIANS: 4, cols.N_VEHICLES: 9, cols.START_FRAME: 3})
     row = final_row(2, WINDOW, passes(hostile), [], PLUS)
-    assert (row[S.SEVERITY], row[S.EGO], row[S.LABEL]) == (S.NO_CRASH, 0, S.UNKNOWN_LABEL)
-    assert [row[c] for c in S.COUNT_COLUMNS] == [0, 0, 0, 0]
-    assert row[S.START_FRAME] == WINDOW[3]  # the start index is left alone
+    assert (row[cols.SEVERITY], row[cols.EGO], row[cols.LABEL]) == (cols.NO_CRASH, 0, cols.UNKNOWN_LABEL)
+    assert [row[c] for c in cols.COUNT_COLUMNS] == [0, 0, 0, 0]
+    assert row[cols.START_FRAME] == WINDOW[3]  # the start index is left alone
     assert strict_problems(row) == []
 
 
 def test_a_hazard_gets_no_crash_and_a_hazard_label() -> None:
-    row = final_row(2, WINDOW, passes(answer(**{S.DETECTION: 0})), [], PLUS)
-    assert (row[S.SEVERITY], row[S.LABEL]) == (S.NO_CRASH, S.UNKNOWN_LABEL)
-    row = final_row(2, WINDOW, passes(answer(**{S.DETECTION: 0, S.LABEL: "animal on the road"})), [], PLUS)
-    assert row[S.LABEL] == "animal on the road"
+    row = final_row(2, WINDOW, passes(answer(**{cols.DETECTION: 0})), [], PLUS)
+    assert (row[cols.SEVERITY], row[cols.LABEL]) == (cols.NO_CRASH, cols.UNKNOWN_LABEL)
+    row = final_row(2, WINDOW, passes(answer(**{cols.DETECTION: 0, cols.LABEL: "animal on the road"})), [], PLUS)
+    assert row[cols.LABEL] == "animal on the road"
 
 
 def test_a_crash_never_says_no_crash() -> None:
-    row = final_row(2, WINDOW, passes(answer(**{S.SEVERITY: S.NO_CRASH, S.EGO: 0})), [], PLUS)
-    assert row[S.SEVERITY] == "6. One or Multiple vehicles collided but ego-car is fine"
+    row = final_row(2, WINDOW, passes(answer(**{cols.SEVERITY: cols.NO_CRASH, cols.EGO: 0})), [], PLUS)
+    assert row[cols.SEVERITY] == "6. One or Multiple vehicles collided but ego-car is fine"
 
 
 def test_values_outside_the_allowed_ones_fall_through_to_the_next_pass() -> None:
-    reconcile = answer(**{S.LABEL: "debris on the road", S.SEVERITY: "7. Apocalypse", S.DETECTION: 4, S.EGO: 3,
-                          S.N_ANIMALS: -2, S.CAPTION: "自车在车道内行驶。", S.REASON: "   "})
-    texts = {S.START_FRAME: 2, S.CAPTION: "Ego-car waits at a red traffic light.", S.REASON: None}
-    counts = answer(**{S.DETECTION: 1, S.LABEL: "car hits barrier", S.SEVERITY: "4", S.EGO: 0, S.N_ANIMALS: 1})
+    reconcile = answer(**{cols.LABEL: "debris on the road", cols.SEVERITY: "7. Apocalypse", cols.DETECTION: 4, cols.EGO: 3,
+                          cols.N_ANIMALS: -2, cols.CAPTION: "自车在车道内行驶。", cols.REASON: "   "})
+    texts = {cols.START_FRAME: 2, cols.CAPTION: "Ego-car waits at a red traffic light.", cols.REASON: None}
+    counts = answer(**{cols.DETECTION: 1, cols.LABEL: "car hits barrier", cols.SEVERITY: "4", cols.EGO: 0, cols.N_ANIMALS: 1})
     counts = {f: counts[f] for f in PASS_FIELDS["counts"]}
     notes: list[str] = []
     row = final_row(3, WINDOW, passes(reconcile, texts, counts), notes, PLUS)
-    assert row[S.LABEL] == "car hits barrier"
-    assert row[S.SEVERITY] == "4. Other cars collided with person/car/object but ego-car is ok"
-    assert (row[S.DETECTION], row[S.EGO], row[S.N_ANIMALS]) == (1, 0, 1)
-    assert row[S.CAPTION] == "Ego-car waits at a red traffic light."
-    assert row[S.REASON] == S.fallback_row(3)[S.REASON]
-    assert row[S.START_FRAME] == WINDOW[8]
+    assert row[cols.LABEL] == "car hits barrier"
+    assert row[cols.SEVERITY] == "4. Other cars collided with person/car/object but ego-car is ok"
+    assert (row[cols.DETECTION], row[cols.EGO], row[cols.N_ANIMALS]) == (1, 0, 1)
+    assert row[cols.CAPTION] == "Ego-car waits at a red traffic light."
+    assert row[cols.REASON] == cols.fallback_row(3)[cols.REASON]
+    assert row[cols.START_FRAME] == WINDOW[8]
     assert notes == ["no usable 'Reason of Incident': the fallback sentence was used"]
     assert strict_problems(row) == []
 
 
 def test_a_billion_is_a_valid_count() -> None:
-    row = final_row(4, WINDOW, passes(answer(**{S.N_VEHICLES: 1_000_000_000, S.N_ANIMALS: 10**30})), [], PLUS)
+    row = final_row(4, WINDOW, passes(answer(**{cols.N_VEHICLES: 1_000_000_000, cols.N_ANIMALS: 10**30})), [], PLUS)
     # A billion stays; a 30-digit count is capped like coerce_answer caps it (64-bit readers must hold it).
-    assert (row[S.N_VEHICLES], row[S.N_ANIMALS]) == (1_000_000_000, MAX_COUNT)
+    assert (row[cols.N_VEHICLES], row[cols.N_ANIMALS]) == (1_000_000_000, MAX_COUNT)
     assert strict_problems(row) == []
 
 
 def test_texts_become_one_clean_line() -> None:
-    reconcile = answer(**{S.CAPTION: "Ego-car waits\n  at the\tlight.\u200b", S.REASON: "\x00\n \u200e"})
-    texts = {S.REASON: "A bus\r\nturns left."}
+    reconcile = answer(**{cols.CAPTION: "Ego-car waits\n  at the\tlight.\u200b", cols.REASON: "\x00\n \u200e"})
+    texts = {cols.REASON: "A bus\r\nturns left."}
     row = final_row(4, WINDOW, passes(reconcile, texts), [], PLUS)
-    assert (row[S.CAPTION], row[S.REASON]) == ("Ego-car waits at the light.", "A bus turns left.")
+    assert (row[cols.CAPTION], row[cols.REASON]) == ("Ego-car waits at the light.", "A bus turns left.")
     assert strict_problems(row) == []
 
 
 def test_nothing_from_any_pass_gives_the_fallback_row() -> None:
     notes: list[str] = []
-    empty = {f: None for f in S.ANSWER_FIELDS}
+    empty = {f: None for f in cols.ANSWER_FIELDS}
     row = final_row(9, WINDOW, passes(empty, {}, empty), notes, PLUS)
-    assert row == S.fallback_row(9)
+    assert row == cols.fallback_row(9)
     assert notes == [
         "no pass gave Incident Detection: treated as no incident (-1)",
         "no usable 'Caption Before Incident': the fallback sentence was used",
         "no usable 'Reason of Incident': the fallback sentence was used",
     ]
-    assert final_row(9, [], {}, [], PLUS) == S.fallback_row(9)
+    assert final_row(9, [], {}, [], PLUS) == cols.fallback_row(9)
 
 
 hostile_values = st.one_of(
@@ -358,17 +358,17 @@ hostile_values = st.one_of(
     st.booleans(),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=30),
-    st.sampled_from([*S.SEVERITIES, *S.LABELS, "自车", "3", "-1", "unknown hazard", "  "]),
+    st.sampled_from([*cols.SEVERITIES, *cols.LABELS, "自车", "3", "-1", "unknown hazard", "  "]),
     st.lists(st.integers(), max_size=2),
 )
-hostile_answer = st.dictionaries(st.sampled_from(S.ANSWER_FIELDS), hostile_values)
+hostile_answer = st.dictionaries(st.sampled_from(cols.ANSWER_FIELDS), hostile_values)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(reconcile=hostile_answer, texts=hostile_answer, counts=hostile_answer, size=st.integers(1, 30))
 def test_final_row_is_never_invalid(reconcile: dict, texts: dict, counts: dict, size: int) -> None:
     row = final_row(5, list(range(1, 1 + 5 * size, 5)), passes(reconcile, texts, counts), [], PLUS)
-    assert list(row) == list(S.COLUMNS)
+    assert list(row) == list(cols.COLUMNS)
     assert strict_problems(row) == []
 
 
@@ -407,7 +407,7 @@ async def test_describe_video_prompts_images_and_extras(scripted_client, tmp_pat
     reconcile_text = client.user_text(2)
     assert json.dumps(result.passes["counts"].voted, ensure_ascii=False, indent=1) in reconcile_text
     assert json.dumps(result.passes["texts"].voted, ensure_ascii=False, indent=1) in reconcile_text
-    assert result.row == {S.VIDEO: 12, **answer(**{S.START_FRAME: 15})}  # index 8 clamped to the last image
+    assert result.row == {cols.VIDEO: 12, **answer(**{cols.START_FRAME: 15})}  # index 8 clamped to the last image
     assert result.notes == ["start index 8 is outside the 3-frame window: clamped"]
     saved = result.as_dict()
     assert saved["frame"] == 15 and saved["window"] == window and set(saved["passes"]) == {"counts", "texts", "reconcile"}
@@ -433,7 +433,7 @@ async def test_describe_unit_against_the_simulator_is_resumable(sim, role, stage
         assert abs(first["frame"] - truth.event_frame) <= 10
         assert sorted(p.name for p in (frames_dir / "raw").iterdir()) == [f"{f:06d}.png" for f in first["window"]]
         saved = json.loads((out / f"{truth.video_id}.json").read_text())
-        assert saved["row"][S.DETECTION] == 1 and saved["row"][S.LABEL] == "ego-car hits barrier"
+        assert saved["row"][cols.DETECTION] == 1 and saved["row"][cols.LABEL] == "ego-car hits barrier"
         assert strict_problems(saved["row"]) == []
         sim.reset()
         again = await describe_unit(client, truth.video_id, V4, DescribePromptSet.load(V4), frames_dir, out,
@@ -521,7 +521,7 @@ async def test_v4_heatmap_describes_from_stacked_frames_end_to_end(sim, role, st
         assert not request["body"]["messages"][0]["content"][0]["text"].startswith(lead)
     row = json.loads((tmp_path / "heatmap" / f"{truth.video_id}.json").read_text())["row"]
     assert strict_problems(row) == []
-    assert row[S.DETECTION] == 1 and abs(done["frame"] - truth.event_frame) <= 10
+    assert row[cols.DETECTION] == 1 and abs(done["frame"] - truth.event_frame) <= 10
 
 
 async def test_a_recipe_runs_v4_heatmap_to_a_valid_submission(sim, synthetic_data, tmp_path: Path) -> None:
@@ -607,8 +607,8 @@ async def test_faithful_request_text_first_json_object_original_sampling(scripte
 
 async def test_faithful_unparsable_samples_vote_as_zeros_and_blanks(scripted_client) -> None:
     fields = PASS_FIELDS["counts"]
-    good = as_json(fields, **{S.N_VEHICLES: 3})
-    single = as_json(fields, **{S.N_VEHICLES: 1, S.LABEL: "car hits barrier"})
+    good = as_json(fields, **{cols.N_VEHICLES: 3})
+    single = as_json(fields, **{cols.N_VEHICLES: 1, cols.LABEL: "car hits barrier"})
     client = scripted_client([["not json", "sorry", good, good], single])
     result = await run_pass(client, "counts", COUNTS, [], V4, VALUES)
     # The two broken samples vote "" for severity and label: a 2-2 tie that "" wins (it sorts first),
@@ -619,30 +619,30 @@ async def test_faithful_unparsable_samples_vote_as_zeros_and_blanks(scripted_cli
 
 
 async def test_faithful_missing_numbers_are_zero_and_texts_from_the_first_sample(scripted_client) -> None:
-    no_counts = {f: answer()[f] for f in PASS_FIELDS["counts"] if f not in S.COUNT_COLUMNS}
+    no_counts = {f: answer()[f] for f in PASS_FIELDS["counts"] if f not in cols.COUNT_COLUMNS}
     counts = await run_pass(scripted_client([json.dumps(no_counts)]), "counts", COUNTS, [], V4, VALUES)
-    assert [counts.voted[c] for c in S.COUNT_COLUMNS] == [0, 0, 0, 0]
-    texts = [as_json(PASS_FIELDS["texts"], **{S.CAPTION: f"Ego-car drives past parked car number {i}."}) for i in range(4)]
+    assert [counts.voted[c] for c in cols.COUNT_COLUMNS] == [0, 0, 0, 0]
+    texts = [as_json(PASS_FIELDS["texts"], **{cols.CAPTION: f"Ego-car drives past parked car number {i}."}) for i in range(4)]
     result = await run_pass(scripted_client([texts]), "texts", TEXTS, [], V4, VALUES)
-    assert result.voted[S.CAPTION] == "Ego-car drives past parked car number 0."  # every sample scores 0: the first
+    assert result.voted[cols.CAPTION] == "Ego-car drives past parked car number 0."  # every sample scores 0: the first
 
 
 async def test_faithful_reconcile_reasks_full_n_then_single(scripted_client) -> None:
-    blank = as_json(S.ANSWER_FIELDS, **{S.REASON: ""})
+    blank = as_json(cols.ANSWER_FIELDS, **{cols.REASON: ""})
     client = scripted_client([blank] * 11)
     result = await run_pass(client, "reconcile", RECONCILE, [], V4, VALUES, context="{}")
     assert [(c["n"], c["repetition_penalty"]) for c in client.calls] == [
         (4, 1.0), (4, 1.1), (4, 1.2), (4, 1.3), (4, 1.4), (4, 1.5), (1, 1.1), (1, 1.2), (1, 1.3), (1, 1.4), (1, 1.5),
     ]
-    assert result.voted[S.REASON] == ""  # still blank after every try: the guard in final_row acts
+    assert result.voted[cols.REASON] == ""  # still blank after every try: the guard in final_row acts
     assert client.user_text().endswith("\n\n{}")
 
 
 async def test_faithful_counts_and_texts_reask_stops_once_filled(scripted_client) -> None:
-    client = scripted_client([as_json(PASS_FIELDS["texts"], **{S.CAPTION: ""}), "{}", as_json(PASS_FIELDS["texts"])])
+    client = scripted_client([as_json(PASS_FIELDS["texts"], **{cols.CAPTION: ""}), "{}", as_json(PASS_FIELDS["texts"])])
     result = await run_pass(client, "texts", TEXTS, [], V4, VALUES)
     assert [(c["n"], c["repetition_penalty"]) for c in client.calls] == [(4, 1.0), (1, 1.1), (1, 1.2)]
-    assert result.voted[S.CAPTION] == answer()[S.CAPTION]
+    assert result.voted[cols.CAPTION] == answer()[cols.CAPTION]
 
 
 async def test_faithful_reconcile_prompt_is_instructions_blank_line_and_the_two_results(scripted_client, tmp_path: Path) -> None:
@@ -655,8 +655,8 @@ async def test_faithful_reconcile_prompt_is_instructions_blank_line_and_the_two_
         {"First prediction (Counts JSON)": counts, "Second prediction (Texts JSON)": texts}, ensure_ascii=False
     )
     assert client.user_text(2) == RECONCILE.render(**DescribePromptSet.load(V4).values(3)) + "\n\n" + expected
-    assert list(counts)[:4] == [S.DETECTION, S.EGO, S.SEVERITY, S.LABEL]  # the original's key order
-    assert result.row[S.START_FRAME] == 15  # index 8 of 3 frames: the guard clamps (the original crashes)
+    assert list(counts)[:4] == [cols.DETECTION, cols.EGO, cols.SEVERITY, cols.LABEL]  # the original's key order
+    assert result.row[cols.START_FRAME] == 15  # index 8 of 3 frames: the guard clamps (the original crashes)
 
 
 def test_faithful_prompts_v3_prompt2_and_the_v6_snippet_places() -> None:
@@ -681,14 +681,14 @@ def test_faithful_prompts_carry_none_of_coools_additions() -> None:
 
 def test_faithful_final_row_keeps_what_the_original_writes() -> None:
     notes: list[str] = []
-    row = final_row(1, WINDOW, passes(answer(**{S.START_FRAME: -2, S.DETECTION: -1, S.CAPTION: "Ego-car  waits."})), notes)
-    assert row[S.START_FRAME] == WINDOW[-2]  # Python's index from the end, as the original
-    assert row[S.DETECTION] == -1 and row[S.SEVERITY] == HIT and row[S.EGO] == 1  # no consistency rules
-    assert row[S.CAPTION] == "Ego-car  waits." and notes == []
+    row = final_row(1, WINDOW, passes(answer(**{cols.START_FRAME: -2, cols.DETECTION: -1, cols.CAPTION: "Ego-car  waits."})), notes)
+    assert row[cols.START_FRAME] == WINDOW[-2]  # Python's index from the end, as the original
+    assert row[cols.DETECTION] == -1 and row[cols.SEVERITY] == HIT and row[cols.EGO] == 1  # no consistency rules
+    assert row[cols.CAPTION] == "Ego-car  waits." and notes == []
     # Guards: an index past either end is clamped; an invalid severity falls through to the next pass.
-    assert final_row(1, WINDOW, passes(answer(**{S.START_FRAME: -30})), [])[S.START_FRAME] == WINDOW[0]
-    row = final_row(1, WINDOW, passes(answer(**{S.SEVERITY: ""}), None, answer(**{S.SEVERITY: "2"})), [])
-    assert row[S.SEVERITY] == "2. Ego-car collided and could not continue moving"
+    assert final_row(1, WINDOW, passes(answer(**{cols.START_FRAME: -30})), [])[cols.START_FRAME] == WINDOW[0]
+    row = final_row(1, WINDOW, passes(answer(**{cols.SEVERITY: ""}), None, answer(**{cols.SEVERITY: "2"})), [])
+    assert row[cols.SEVERITY] == "2. Ego-car collided and could not continue moving"
 
 
 # -- each switch changes exactly what it says ------------------------------------------------------------------
@@ -720,20 +720,20 @@ async def test_switch_images_first(scripted_client) -> None:
     ("switch", "content", "faithful", "switched"),
     [
         ("lenient_parsing", "<think>{}</think>" + as_json(PASS_FIELDS["counts"]), 0, 2),
-        ("lenient_parsing", as_json(PASS_FIELDS["counts"], **{S.N_VEHICLES: "2.7"}), 2, 3),
+        ("lenient_parsing", as_json(PASS_FIELDS["counts"], **{cols.N_VEHICLES: "2.7"}), 2, 3),
     ],
 )
 def test_switch_lenient_parsing(switch: str, content: str, faithful: int, switched: int) -> None:
     from coool.describe import clean_answer
 
-    assert clean_answer(content, PASS_FIELDS["counts"], V4)[S.N_VEHICLES] == faithful
-    assert clean_answer(content, PASS_FIELDS["counts"], _on(switch))[S.N_VEHICLES] == switched
+    assert clean_answer(content, PASS_FIELDS["counts"], V4)[cols.N_VEHICLES] == faithful
+    assert clean_answer(content, PASS_FIELDS["counts"], _on(switch))[cols.N_VEHICLES] == switched
 
 
 def test_switch_drop_unparsable() -> None:
     from coool.describe import clean_answer
 
-    assert clean_answer("no", PASS_FIELDS["texts"], V4) == {S.START_FRAME: 0, S.CAPTION: "", S.REASON: ""}
+    assert clean_answer("no", PASS_FIELDS["texts"], V4) == {cols.START_FRAME: 0, cols.CAPTION: "", cols.REASON: ""}
     assert clean_answer("no", PASS_FIELDS["texts"], _on("drop_unparsable")) is None
     assert clean_answer(as_json(PASS_FIELDS["texts"]), PASS_FIELDS["texts"], _on("drop_unparsable")) == \
         clean_answer(as_json(PASS_FIELDS["texts"]), PASS_FIELDS["texts"], V4)
@@ -743,71 +743,71 @@ def test_switch_blank_as_absent() -> None:
     from coool.describe import clean_answer, vote
 
     fields = PASS_FIELDS["counts"]
-    samples = [json.dumps({S.LABEL: ""}), json.dumps({S.LABEL: ""}), as_json(fields), as_json(fields)]
-    for config, label, vehicles in ((V4, "", 1), (_on("blank_as_absent"), answer()[S.LABEL], 2)):
+    samples = [json.dumps({cols.LABEL: ""}), json.dumps({cols.LABEL: ""}), as_json(fields), as_json(fields)]
+    for config, label, vehicles in ((V4, "", 1), (_on("blank_as_absent"), answer()[cols.LABEL], 2)):
         answers = [clean_answer(c, fields, config) for c in samples]
         voted = vote(answers, fields, config)
-        assert voted[S.LABEL] == label  # the blank wins the tie only in the original
-        assert voted[S.N_VEHICLES] == vehicles  # a missing count votes 0 only in the original
+        assert voted[cols.LABEL] == label  # the blank wins the tie only in the original
+        assert voted[cols.N_VEHICLES] == vehicles  # a missing count votes 0 only in the original
 
 
 def test_switch_canonical_values() -> None:
     from coool.describe import clean_answer
 
-    content = as_json(PASS_FIELDS["counts"], **{S.SEVERITY: "2", S.LABEL: "Ego-car hits barrier"})
+    content = as_json(PASS_FIELDS["counts"], **{cols.SEVERITY: "2", cols.LABEL: "Ego-car hits barrier"})
     faithful = clean_answer(content, PASS_FIELDS["counts"], V4)
     switched = clean_answer(content, PASS_FIELDS["counts"], _on("canonical_values"))
-    assert (faithful[S.SEVERITY], faithful[S.LABEL]) == ("2", "Ego-car hits barrier")
-    assert (switched[S.SEVERITY], switched[S.LABEL]) == ("2. Ego-car collided and could not continue moving",
+    assert (faithful[cols.SEVERITY], faithful[cols.LABEL]) == ("2", "Ego-car hits barrier")
+    assert (switched[cols.SEVERITY], switched[cols.LABEL]) == ("2. Ego-car collided and could not continue moving",
                                                          "ego-car hits barrier")
-    assert {f: v for f, v in faithful.items() if f not in (S.SEVERITY, S.LABEL)} == \
-        {f: v for f, v in switched.items() if f not in (S.SEVERITY, S.LABEL)}
+    assert {f: v for f, v in faithful.items() if f not in (cols.SEVERITY, cols.LABEL)} == \
+        {f: v for f, v in switched.items() if f not in (cols.SEVERITY, cols.LABEL)}
 
 
 async def test_switch_english_reask(scripted_client) -> None:
-    chinese = as_json(PASS_FIELDS["texts"], **{S.CAPTION: "自车在车道内行驶。"})
+    chinese = as_json(PASS_FIELDS["texts"], **{cols.CAPTION: "自车在车道内行驶。"})
     faithful = await run_pass(scripted_client([chinese]), "texts", TEXTS, [], V4, VALUES)
-    assert faithful.voted[S.CAPTION] == "自车在车道内行驶。" and faithful.reasks == []
+    assert faithful.voted[cols.CAPTION] == "自车在车道内行驶。" and faithful.reasks == []
     client = scripted_client([chinese, as_json(PASS_FIELDS["texts"])])
     switched = await run_pass(client, "texts", TEXTS, [], _on("english_reask"), VALUES)
-    assert switched.voted[S.CAPTION] == answer()[S.CAPTION] and len(switched.reasks) == 1
+    assert switched.voted[cols.CAPTION] == answer()[cols.CAPTION] and len(switched.reasks) == 1
 
 
 async def test_switch_merge_reasks(scripted_client) -> None:
     fields = PASS_FIELDS["counts"]
-    script = [as_json(fields, **{S.LABEL: ""}), json.dumps({S.LABEL: "car hits barrier", S.SEVERITY: HIT})]
+    script = [as_json(fields, **{cols.LABEL: ""}), json.dumps({cols.LABEL: "car hits barrier", cols.SEVERITY: HIT})]
     faithful = await run_pass(scripted_client(list(script)), "counts", COUNTS, [], V4, VALUES)
     merged = await run_pass(scripted_client(list(script)), "counts", COUNTS, [], _on("merge_reasks"), VALUES)
     # The original replaces the result with the single answer (its missing fields 0 and blank)...
-    assert faithful.voted[S.LABEL] == "car hits barrier"
-    assert (faithful.voted[S.N_VEHICLES], faithful.voted[S.START_FRAME]) == (0, 0)
+    assert faithful.voted[cols.LABEL] == "car hits barrier"
+    assert (faithful.voted[cols.N_VEHICLES], faithful.voted[cols.START_FRAME]) == (0, 0)
     # ...the switch only fills the blank field and keeps the vote.
-    assert merged.voted == {f: answer(**{S.LABEL: "car hits barrier"})[f] for f in fields}
+    assert merged.voted == {f: answer(**{cols.LABEL: "car hits barrier"})[f] for f in fields}
     # No full-n round for the reconcile pass under the switch.
-    client = scripted_client([as_json(S.ANSWER_FIELDS, **{S.REASON: ""})] * 6)
+    client = scripted_client([as_json(cols.ANSWER_FIELDS, **{cols.REASON: ""})] * 6)
     await run_pass(client, "reconcile", RECONCILE, [], _on("merge_reasks"), VALUES, context="{}")
     assert [c["n"] for c in client.calls] == [4, 1, 1, 1, 1, 1]
 
 
 def test_switch_consistency_rules() -> None:
-    hostile = answer(**{S.DETECTION: -1, S.N_VEHICLES: 3})
+    hostile = answer(**{cols.DETECTION: -1, cols.N_VEHICLES: 3})
     faithful = final_row(2, WINDOW, passes(hostile), [])
     switched = final_row(2, WINDOW, passes(hostile), [], _on("consistency_rules"))
-    assert (faithful[S.SEVERITY], faithful[S.N_VEHICLES]) == (HIT, 3)
-    assert (switched[S.SEVERITY], switched[S.N_VEHICLES], switched[S.EGO]) == (S.NO_CRASH, 0, 0)
-    assert faithful[S.CAPTION] == switched[S.CAPTION] and faithful[S.START_FRAME] == switched[S.START_FRAME]
+    assert (faithful[cols.SEVERITY], faithful[cols.N_VEHICLES]) == (HIT, 3)
+    assert (switched[cols.SEVERITY], switched[cols.N_VEHICLES], switched[cols.EGO]) == (cols.NO_CRASH, 0, 0)
+    assert faithful[cols.CAPTION] == switched[cols.CAPTION] and faithful[cols.START_FRAME] == switched[cols.START_FRAME]
 
 
 def test_switch_clean_texts() -> None:
-    reconcile = answer(**{S.CAPTION: "Ego-car waits\n  at the light."})
-    assert final_row(4, WINDOW, passes(reconcile), [])[S.CAPTION] == "Ego-car waits\n  at the light."
-    assert final_row(4, WINDOW, passes(reconcile), [], _on("clean_texts"))[S.CAPTION] == "Ego-car waits at the light."
+    reconcile = answer(**{cols.CAPTION: "Ego-car waits\n  at the light."})
+    assert final_row(4, WINDOW, passes(reconcile), [])[cols.CAPTION] == "Ego-car waits\n  at the light."
+    assert final_row(4, WINDOW, passes(reconcile), [], _on("clean_texts"))[cols.CAPTION] == "Ego-car waits at the light."
 
 
 def test_switch_clamp_start_index() -> None:
-    reconcile = answer(**{S.START_FRAME: -3})
-    assert final_row(4, WINDOW, passes(reconcile), [])[S.START_FRAME] == WINDOW[-3]
-    assert final_row(4, WINDOW, passes(reconcile), [], _on("clamp_start_index"))[S.START_FRAME] == WINDOW[0]
+    reconcile = answer(**{cols.START_FRAME: -3})
+    assert final_row(4, WINDOW, passes(reconcile), [])[cols.START_FRAME] == WINDOW[-3]
+    assert final_row(4, WINDOW, passes(reconcile), [], _on("clamp_start_index"))[cols.START_FRAME] == WINDOW[0]
 
 
 def test_switch_plus_prompts() -> None:
@@ -821,10 +821,10 @@ def test_switch_plus_prompts() -> None:
 
 def test_switch_lenient_trigger(tmp_path: Path) -> None:
     # A caption row whose Incident_Detection the captioner left out: the original never triggers on it.
-    rows = [{c: "" for c in TABLE_COLUMNS} | {"frame": f, "image": "x.png", S.HAZARD_CLUES: "none", S.CAP_DETECTION: -1}
+    rows = [{c: "" for c in TABLE_COLUMNS} | {"frame": f, "image": "x.png", cols.HAZARD_CLUES: "none", cols.CAP_DETECTION: -1}
             for f in range(1, 200, 10)]
-    rows[3][S.CAP_DETECTION] = ""
-    rows[12][S.CAP_DETECTION] = 1
+    rows[3][cols.CAP_DETECTION] = ""
+    rows[12][cols.CAP_DETECTION] = 1
     pd.DataFrame(rows).to_csv(tmp_path / "0.csv", index=False)
     from coool.captions import load_captions
     from coool.describe import select_window

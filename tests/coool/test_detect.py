@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from coool import schema as S
+from coool import schema as cols
 from coool.captions import TABLE_COLUMNS, CaptionResult, save_captions
 from coool.detect import (
     ORIGINAL_COLUMNS,
@@ -34,9 +34,9 @@ PLUS = DetectParams(json_schema=True, plus_prompts=True, batched_samples=True, c
 
 def caption_row(frame: int, detection: int = -1, **changes: object) -> dict[str, object]:
     row: dict[str, object] = {
-        "frame": frame, "image": f"/frames/{frame:06d}.png", S.SCENE: "road", S.HAZARD_CLUES: "none",
-        S.GAZE: "road", S.CAP_BICYCLISTS: 0, S.CAP_ANIMALS: 0, S.CAP_PEDESTRIANS: 0, S.CAP_VEHICLES: 1,
-        S.CAP_DETECTION: detection, S.CAP_SEVERITY: S.NO_CRASH, S.CAP_EGO: 0, S.CAP_LABEL: S.UNKNOWN_LABEL,
+        "frame": frame, "image": f"/frames/{frame:06d}.png", cols.SCENE: "road", cols.HAZARD_CLUES: "none",
+        cols.GAZE: "road", cols.CAP_BICYCLISTS: 0, cols.CAP_ANIMALS: 0, cols.CAP_PEDESTRIANS: 0, cols.CAP_VEHICLES: 1,
+        cols.CAP_DETECTION: detection, cols.CAP_SEVERITY: cols.NO_CRASH, cols.CAP_EGO: 0, cols.CAP_LABEL: cols.UNKNOWN_LABEL,
     }
     row.update(changes)
     return row
@@ -61,7 +61,7 @@ class Sleeps:
 
 
 def test_caption_markdown_by_hand() -> None:
-    frame = pd.DataFrame([caption_row(11, 0, **{S.SCENE: "a | b\nc ", S.CAP_VEHICLES: 2, S.CAP_PEDESTRIANS: 1})])
+    frame = pd.DataFrame([caption_row(11, 0, **{cols.SCENE: "a | b\nc ", cols.CAP_VEHICLES: 2, cols.CAP_PEDESTRIANS: 1})])
     assert caption_markdown(frame).splitlines() == [
         "| frame | Scene_Description | Hazard_Clues | Gaze_Focus | Number_of_Bicyclists_Scooters | Number_of_Animals"
         " | Number_of_Pedestrians | Number_of_Vehicles_excluding_ego | Incident_Detection | Crash_Severity"
@@ -280,7 +280,7 @@ async def test_detect_unit_is_resumable(sim, role, sim_captions, tmp_path: Path)
         assert sim.stats()["received"] == 0
         # New captions are new work.
         changed = sim_captions[1].copy()
-        changed[S.CAP_DETECTION] = -1
+        changed[cols.CAP_DETECTION] = -1
         save_captions(CaptionResult(1, changed), captions_dir)
         redone = await detect_unit(client, 1, captions, out, DETECT, last_frame=120)
         assert redone["cached"] is False and redone["frame"] == 1 and sim.stats()["received"] == 12

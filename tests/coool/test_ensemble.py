@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from coool import schema as S
+from coool import schema as cols
 from coool.ensemble import (
     ORIGINAL_INPUT_FILES,
     Candidate,
@@ -82,9 +82,9 @@ def test_inputs_are_presented_in_the_sorted_order_of_the_originals_file_names() 
 
 
 def frame_of(video: int, start: int, caption: str = "A road.", reason: str = "A car stops.") -> dict[str, object]:
-    row = S.fallback_row(video)
-    row.update({S.START_FRAME: start, S.DETECTION: 1, S.SEVERITY: S.SEVERITIES[6], S.LABEL: "vehicle drives into another vehicle",
-                S.N_VEHICLES: 2, S.CAPTION: caption, S.REASON: reason})
+    row = cols.fallback_row(video)
+    row.update({cols.START_FRAME: start, cols.DETECTION: 1, cols.SEVERITY: cols.SEVERITIES[6], cols.LABEL: "vehicle drives into another vehicle",
+                cols.N_VEHICLES: 2, cols.CAPTION: caption, cols.REASON: reason})
     return row
 
 
@@ -94,7 +94,7 @@ def inputs_with(frames_by_name: dict[str, int | None], video: int = 3) -> dict[s
         rows = [frame_of(0, 10)]
         if start is not None:
             rows.append(frame_of(video, start, caption=f"1. Ego-car follows {name}.", reason=f"{name} <brakes>."))
-        out[name] = pd.DataFrame(rows, columns=list(S.COLUMNS))
+        out[name] = pd.DataFrame(rows, columns=list(cols.COLUMNS))
     return out
 
 
@@ -125,8 +125,8 @@ def test_candidates_from_the_real_inputs(ref) -> None:
     assert missing == [] and [c.source for c in found] == sorted(p.stem for p in ref.ensemble_inputs)
     for candidate in found:
         row = read_submission(ref.root / f"{candidate.source}.csv").iloc[0]
-        assert candidate.frame == int(row[S.START_FRAME])
-        assert candidate.caption == normalize_text(row[S.CAPTION]) and "ego-car" not in candidate.caption
+        assert candidate.frame == int(row[cols.START_FRAME])
+        assert candidate.caption == normalize_text(row[cols.CAPTION]) and "ego-car" not in candidate.caption
 
 
 @pytest.mark.parametrize(
@@ -203,7 +203,7 @@ async def test_the_request_with_coools_switches(scripted_client) -> None:
     candidates, _ = candidates_for(3, inputs, broad=True)
     assert client.user_text() == PROMPT_PLUS.render(candidates=candidates_text(candidates))
     assert call["response_format"]["json_schema"]["name"] == "ensemble"
-    assert result.row[S.CAPTION] == "Ego-car drives behind a truck."
+    assert result.row[cols.CAPTION] == "Ego-car drives behind a truck."
 
 
 async def test_the_json_schema_switch_changes_the_format_and_the_reading(scripted_client) -> None:
@@ -213,12 +213,12 @@ async def test_the_json_schema_switch_changes_the_format_and_the_reading(scripte
     result = await ensemble_video(switched, PROMPT, 3, BASE, inputs, EnsembleParams(json_schema=True))
     before, after = original.calls[0], switched.calls[0]
     assert {k for k in before if before[k] != after[k]} == {"response_format"}
-    assert result.row[S.START_FRAME] == 55 and result.row[S.REASON] == "The truck brakes hard."
+    assert result.row[cols.START_FRAME] == 55 and result.row[cols.REASON] == "The truck brakes hard."
 
 
 async def test_only_frame_caption_and_reason_change(scripted_client) -> None:
     result = await ensemble_video(scripted_client([reply(55)]), PROMPT, 3, BASE, inputs_with({"a": 40, "b": 55}))
-    assert result.row == BASE | {S.START_FRAME: 55, S.CAPTION: "Ego-car drives behind a truck.", S.REASON: "The truck brakes hard."}
+    assert result.row == BASE | {cols.START_FRAME: 55, cols.CAPTION: "Ego-car drives behind a truck.", cols.REASON: "The truck brakes hard."}
     assert result.notes == [] and result.missing_inputs == []
 
 
@@ -236,7 +236,7 @@ async def test_frame_fallback_is_the_most_common_input_frame(scripted_client, fr
     # 30 and 50 twice each: the tie goes to the smallest.
     inputs = inputs_with({"a": 50, "b": 30, "c": 50, "d": 30, "e": 70, "f": 90})
     result = await ensemble_video(scripted_client([reply(frame)]), PROMPT, 3, BASE, inputs)
-    assert result.row[S.START_FRAME] == expected
+    assert result.row[cols.START_FRAME] == expected
     assert (result.notes != []) is (expected != frame and str(expected) != frame)
 
 
@@ -262,7 +262,7 @@ async def test_a_non_ascii_answer_is_asked_again_once_as_the_original(scripted_c
     assert [c["seed"] for c in client.calls] == [42, 42]  # the same request again
     assert client.calls[0] == client.calls[1]
     # The second answer replaces the first, non-ASCII or not.
-    assert (result.row[S.START_FRAME], result.row[S.REASON]) == (55, "The truck brakes – hard.")
+    assert (result.row[cols.START_FRAME], result.row[cols.REASON]) == (55, "The truck brakes – hard.")
     assert result.notes == ["attempt 1: a text is not ASCII", "attempt 2: a text is not ASCII"]
     client = scripted_client([reply(40)])
     result = await ensemble_video(client, PROMPT, 3, BASE, inputs_with({"a": 40}))
@@ -274,7 +274,7 @@ async def test_a_blank_text_keeps_the_base_text(scripted_client) -> None:
     client = scripted_client(["<reason>The truck brakes hard.</reason><incident_start_frame>55</incident_start_frame>"])
     result = await ensemble_video(client, PROMPT, 3, BASE, inputs_with({"a": 40, "b": 55}))
     assert len(client.calls) == 1
-    assert (result.row[S.CAPTION], result.row[S.REASON], result.row[S.START_FRAME]) == (BASE[S.CAPTION], "The truck brakes hard.", 55)
+    assert (result.row[cols.CAPTION], result.row[cols.REASON], result.row[cols.START_FRAME]) == (BASE[cols.CAPTION], "The truck brakes hard.", 55)
     assert result.notes == ["no caption_before in the answer: the base row's text is kept"]
 
 
@@ -283,7 +283,7 @@ async def test_a_text_still_not_english_keeps_the_base_text_and_texts_are_one_li
                               reply(40, caption="自车在卡车后面行驶。", reason="The truck\n\nbrakes\u202e hard.")])
     result = await ensemble_video(client, PROMPT, 3, BASE, inputs_with({"a": 40}))
     assert len(client.calls) == 2
-    assert (result.row[S.CAPTION], result.row[S.REASON]) == (BASE[S.CAPTION], "The truck brakes hard.")
+    assert (result.row[cols.CAPTION], result.row[cols.REASON]) == (BASE[cols.CAPTION], "The truck brakes hard.")
     assert result.notes[-1] == "caption_before is still not English: the base row's text is kept"
 
 
@@ -291,8 +291,8 @@ async def test_non_ascii_texts_are_asked_again_with_strict_english(scripted_clie
     client = scripted_client([reply(40, caption="自车在卡车后面行驶。"), reply(55, reason="The truck brakes – hard.")])
     result = await ensemble_video(client, PROMPT, 3, BASE, inputs_with({"a": 40, "b": 55}), EnsembleParams(strict_english=True))
     assert [c["seed"] for c in client.calls] == [42, 43]  # a new seed, or the same answer comes back
-    assert result.row[S.CAPTION] == BASE[S.CAPTION] and result.row[S.REASON] == BASE[S.REASON]
-    assert result.row[S.START_FRAME] == 55  # the frame of the last answer still counts
+    assert result.row[cols.CAPTION] == BASE[cols.CAPTION] and result.row[cols.REASON] == BASE[cols.REASON]
+    assert result.row[cols.START_FRAME] == 55  # the frame of the last answer still counts
     assert result.notes == [
         "attempt 1: texts empty, unparsable or not ASCII",
         "attempt 2: texts empty, unparsable or not ASCII",
@@ -300,14 +300,14 @@ async def test_non_ascii_texts_are_asked_again_with_strict_english(scripted_clie
     ]
     client = scripted_client([reply(40, caption="自车"), reply(40, caption="Ego-car waits.")])
     result = await ensemble_video(client, PROMPT, 3, BASE, inputs_with({"a": 40}), EnsembleParams(strict_english=True))
-    assert result.row[S.CAPTION] == "Ego-car waits." and len(client.calls) == 2
+    assert result.row[cols.CAPTION] == "Ego-car waits." and len(client.calls) == 2
 
 
 async def test_english_retries_is_a_parameter(scripted_client) -> None:
     client = scripted_client(["garbage"] * 3)
     params = EnsembleParams(english_retries=2, strict_english=True)
     result = await ensemble_video(client, PROMPT, 3, BASE, inputs_with({"a": 40, "b": 40}), params)
-    assert len(client.calls) == 3 and result.row[S.START_FRAME] == 40 and result.row[S.CAPTION] == BASE[S.CAPTION]
+    assert len(client.calls) == 3 and result.row[cols.START_FRAME] == 40 and result.row[cols.CAPTION] == BASE[cols.CAPTION]
 
 
 async def test_a_tag_answer_is_used(scripted_client) -> None:
@@ -316,7 +316,7 @@ async def test_a_tag_answer_is_used(scripted_client) -> None:
     client = scripted_client([tags], structured=False)
     result = await ensemble_video(client, PROMPT, 3, BASE, inputs_with({"a": 40, "b": 55}), EnsembleParams(json_schema=True))
     assert client.calls[0]["response_format"] == {"type": "json_object"}
-    assert (result.row[S.START_FRAME], result.row[S.CAPTION], result.row[S.REASON]) == (
+    assert (result.row[cols.START_FRAME], result.row[cols.CAPTION], result.row[cols.REASON]) == (
         55, "Ego-car waits at a crosswalk.", "A pedestrian steps out and ego-car brakes.",
     )
 
@@ -325,12 +325,12 @@ async def test_ensemble_unit_is_resumable(sim, role, tmp_path: Path) -> None:
     inputs = inputs_with({"a": 40, "b": 55, "c": 40})
     async with ChatClient("ensembler", role(sim)) as client:
         first = await ensemble_unit(client, 3, BASE, inputs, tmp_path, PROMPT)
-        assert first["cached"] is False and first["row"][S.START_FRAME] == 40
+        assert first["cached"] is False and first["row"][cols.START_FRAME] == 40
         sim.reset()
         again = await ensemble_unit(client, 3, BASE, inputs, tmp_path, PROMPT)
         assert again == {"video": 3, "row": first["row"], "cached": True} and sim.stats()["received"] == 0
         changed = await ensemble_unit(client, 3, BASE, inputs_with({"a": 40, "b": 55, "c": 55}), tmp_path, PROMPT)
-        assert changed["cached"] is False and changed["row"][S.START_FRAME] == 55
+        assert changed["cached"] is False and changed["row"][cols.START_FRAME] == 55
     saved = json.loads((tmp_path / "3.json").read_text())
     assert [c["source"] for c in saved["candidates"]] == ["a", "b", "c"] and saved["model"] == "sim-model"
 
@@ -342,7 +342,7 @@ async def test_ensemble_unit_is_resumable(sim, role, tmp_path: Path) -> None:
 async def test_the_real_ensemble_of_661_videos(sim, role, ref, tmp_path: Path) -> None:
     base = load_submission(ref.base)
     inputs = {p.stem: load_submission(p) for p in ref.ensemble_inputs}
-    base_rows = {int(r[S.VIDEO]): r for r in base.to_dict("records")}
+    base_rows = {int(r[cols.VIDEO]): r for r in base.to_dict("records")}
     async with ChatClient("ensembler", role(sim, max_concurrency=32)) as client:
         outcomes = await asyncio.gather(
             *(ensemble_unit(client, v, base_rows[v], inputs, tmp_path / "work", PROMPT) for v in sorted(base_rows))
@@ -352,13 +352,13 @@ async def test_the_real_ensemble_of_661_videos(sim, role, ref, tmp_path: Path) -
     written = read_submission(out)
     assert [p for p in validate(written, strict=True)] == []
     result = load_submission(out)
-    kept = [c for c in S.COLUMNS if c not in (S.START_FRAME, S.CAPTION, S.REASON)]
+    kept = [c for c in cols.COLUMNS if c not in (cols.START_FRAME, cols.CAPTION, cols.REASON)]
     assert result[kept].equals(base[kept])
-    frames = {v: {int(f.loc[v, S.START_FRAME]) for f in inputs.values()} for v in range(661)}
-    assert all(int(result.loc[v, S.START_FRAME]) in frames[v] for v in range(661))
+    frames = {v: {int(f.loc[v, cols.START_FRAME]) for f in inputs.values()} for v in range(661)}
+    assert all(int(result.loc[v, cols.START_FRAME]) in frames[v] for v in range(661))
     # The simulated ensembler answers the most common input frame (ties smallest), so that is what is chosen.
     for v in range(661):
-        counts = Counter(int(f.loc[v, S.START_FRAME]) for f in inputs.values())
+        counts = Counter(int(f.loc[v, cols.START_FRAME]) for f in inputs.values())
         top = max(counts.values())
-        assert result.loc[v, S.START_FRAME] == min(f for f, c in counts.items() if c == top), v
-    assert (result[S.CAPTION] != base[S.CAPTION]).all()
+        assert result.loc[v, cols.START_FRAME] == min(f for f, c in counts.items() if c == top), v
+    assert (result[cols.CAPTION] != base[cols.CAPTION]).all()

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from coool import schema as S
+from coool import schema as cols
 from coool.captions import TABLE_COLUMNS, load_captions
 from coool.describe import PASS_FIELDS, DescribePromptSet, clean_answer, describe_video
 from coool.llm import Sample
@@ -125,11 +125,11 @@ def _strictly_valid(row: dict[str, Any]) -> bool:
 
 
 def _field_valid(field: str, value: Any) -> bool:
-    if field == S.SEVERITY:
-        return value in S.SEVERITIES
-    if field == S.LABEL:
-        return value in S.LABELS
-    if field in S.TEXT_COLUMNS:
+    if field == cols.SEVERITY:
+        return value in cols.SEVERITIES
+    if field == cols.LABEL:
+        return value in cols.LABELS
+    if field in cols.TEXT_COLUMNS:
         return isinstance(value, str) and bool(value.strip()) and is_english(value)
     return True
 
@@ -153,12 +153,12 @@ async def test_the_describe_flow_equals_the_original(case: dict[str, Any], tmp_p
     our_contexts = [c["text"].removeprefix(reconcile_prefix) for c in client.calls if c["pass"] == "reconcile"]
     assert our_contexts == [c["context"] for c in case["calls"] if c["pass"] == "reconcile"]
     original = case["row"]
-    assert result.row[S.VIDEO] == original["video"]
-    if _strictly_valid({**{c: None for c in S.COLUMNS}, **original}):
-        assert result.row == {c: original[c] for c in S.COLUMNS}
+    assert result.row[cols.VIDEO] == original["video"]
+    if _strictly_valid({**{c: None for c in cols.COLUMNS}, **original}):
+        assert result.row == {c: original[c] for c in cols.COLUMNS}
     else:
         # The original wrote an invalid row: only its invalid fields may differ (the guard).
-        for field in S.ANSWER_FIELDS:
+        for field in cols.ANSWER_FIELDS:
             if _field_valid(field, original[field]):
                 assert result.row[field] == original[field], field
 
@@ -170,7 +170,7 @@ def test_the_flow_goldens_cover_reasks_crashes_and_invalid_rows() -> None:
     single = [c for c in cases if any(x["n"] == 1 for x in c["calls"])]
     assert len(reconcile_full) >= 5 and len(single) >= 20
     assert sum(bool(c["crash"]) for c in cases) >= 5
-    assert sum(c["row"] is not None and c["row"][S.START_FRAME] == 1 for c in cases) >= 5
+    assert sum(c["row"] is not None and c["row"][cols.START_FRAME] == 1 for c in cases) >= 5
 
 
 # -- frame selection -------------------------------------------------------------------------------------------

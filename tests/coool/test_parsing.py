@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from references import REFERENCE_DIR
 
-from coool import schema as S
+from coool import schema as cols
 from coool.parsing import (
     canonical_label,
     canonical_severity,
@@ -149,48 +149,48 @@ def test_coerce_int(value: object, expected: int) -> None:
 
 def test_coerce_answer_full() -> None:
     raw = {
-        S.START_FRAME: "4",
-        S.DETECTION: 1,
-        S.SEVERITY: " 1. Ego-car collided but did not stop ",
-        S.EGO: "1",
-        S.LABEL: " ego-car hits a vehicle",
-        S.N_BICYCLISTS: 0,
-        S.N_ANIMALS: -2,
-        S.N_PEDESTRIANS: "1 person",
-        S.N_VEHICLES: 2.6,
-        S.CAPTION: "  The ego-car drives on a highway.  ",
-        S.REASON: "A car cuts in and the ego-car hits it.\n",
+        cols.START_FRAME: "4",
+        cols.DETECTION: 1,
+        cols.SEVERITY: " 1. Ego-car collided but did not stop ",
+        cols.EGO: "1",
+        cols.LABEL: " ego-car hits a vehicle",
+        cols.N_BICYCLISTS: 0,
+        cols.N_ANIMALS: -2,
+        cols.N_PEDESTRIANS: "1 person",
+        cols.N_VEHICLES: 2.6,
+        cols.CAPTION: "  The ego-car drives on a highway.  ",
+        cols.REASON: "A car cuts in and the ego-car hits it.\n",
     }
     assert coerce_answer(raw) == {
-        S.START_FRAME: 4,
-        S.DETECTION: 1,
-        S.SEVERITY: "1. Ego-car collided but did not stop",
-        S.EGO: 1,
-        S.LABEL: "ego-car hits a vehicle",
-        S.N_BICYCLISTS: 0,
-        S.N_ANIMALS: 0,
-        S.N_PEDESTRIANS: 1,
-        S.N_VEHICLES: 3,
-        S.CAPTION: "The ego-car drives on a highway.",
-        S.REASON: "A car cuts in and the ego-car hits it.",
+        cols.START_FRAME: 4,
+        cols.DETECTION: 1,
+        cols.SEVERITY: "1. Ego-car collided but did not stop",
+        cols.EGO: 1,
+        cols.LABEL: "ego-car hits a vehicle",
+        cols.N_BICYCLISTS: 0,
+        cols.N_ANIMALS: 0,
+        cols.N_PEDESTRIANS: 1,
+        cols.N_VEHICLES: 3,
+        cols.CAPTION: "The ego-car drives on a highway.",
+        cols.REASON: "A car cuts in and the ego-car hits it.",
     }
 
 
 @pytest.mark.parametrize(("raw", "expected"), [(2, 0), (-2, 0), ("1", 1), ("-1", -1), ("yes", 0), (None, 0)])
 def test_coerce_answer_detection_range(raw: object, expected: int) -> None:
-    assert coerce_answer({S.DETECTION: raw})[S.DETECTION] == expected
+    assert coerce_answer({cols.DETECTION: raw})[cols.DETECTION] == expected
 
 
 @pytest.mark.parametrize(("raw", "expected"), [(2, 0), (-1, 0), (True, 1), ("1", 1), (0.6, 1)])
 def test_coerce_answer_ego_range(raw: object, expected: int) -> None:
-    assert coerce_answer({S.EGO: raw})[S.EGO] == expected
+    assert coerce_answer({cols.EGO: raw})[cols.EGO] == expected
 
 
 def test_coerce_answer_missing_keys_are_none() -> None:
-    out = coerce_answer({S.DETECTION: -1})
-    assert out[S.DETECTION] == -1
-    assert all(out[field] is None for field in S.ANSWER_FIELDS if field != S.DETECTION)
-    assert list(out) == list(S.ANSWER_FIELDS)
+    out = coerce_answer({cols.DETECTION: -1})
+    assert out[cols.DETECTION] == -1
+    assert all(out[field] is None for field in cols.ANSWER_FIELDS if field != cols.DETECTION)
+    assert list(out) == list(cols.ANSWER_FIELDS)
 
 
 def test_coerce_answer_near_miss_keys() -> None:
@@ -204,30 +204,30 @@ def test_coerce_answer_near_miss_keys() -> None:
         "incident window start frame": -1,
     }
     out = coerce_answer(raw)
-    assert out[S.DETECTION] == 1
-    assert out[S.EGO] == 1
-    assert out[S.CAPTION] == "a"
-    assert out[S.SEVERITY] == "3"  # kept as the model's string
-    assert out[S.LABEL] == "x"
-    assert out[S.N_VEHICLES] == 2
-    assert out[S.START_FRAME] == -1
-    assert out[S.REASON] is None
+    assert out[cols.DETECTION] == 1
+    assert out[cols.EGO] == 1
+    assert out[cols.CAPTION] == "a"
+    assert out[cols.SEVERITY] == "3"  # kept as the model's string
+    assert out[cols.LABEL] == "x"
+    assert out[cols.N_VEHICLES] == 2
+    assert out[cols.START_FRAME] == -1
+    assert out[cols.REASON] is None
 
 
 def test_coerce_answer_exact_key_wins_over_near_miss() -> None:
-    out = coerce_answer({"incident detection": 0, S.DETECTION: 1})
-    assert out[S.DETECTION] == 1
+    out = coerce_answer({"incident detection": 0, cols.DETECTION: 1})
+    assert out[cols.DETECTION] == 1
 
 
 def test_coerce_answer_text_shapes() -> None:
-    out = coerce_answer({S.SEVERITY: 3, S.CAPTION: ["A car.", " ", "A truck."], S.REASON: None})
-    assert out[S.SEVERITY] == "3"
-    assert out[S.CAPTION] == "A car.; A truck."
-    assert out[S.REASON] is None
+    out = coerce_answer({cols.SEVERITY: 3, cols.CAPTION: ["A car.", " ", "A truck."], cols.REASON: None})
+    assert out[cols.SEVERITY] == "3"
+    assert out[cols.CAPTION] == "A car.; A truck."
+    assert out[cols.REASON] is None
 
 
 def test_coerce_answer_non_mapping() -> None:
-    assert coerce_answer([1, 2]) == {field: None for field in S.ANSWER_FIELDS}  # type: ignore[arg-type]
+    assert coerce_answer([1, 2]) == {field: None for field in cols.ANSWER_FIELDS}  # type: ignore[arg-type]
 
 
 json_values = st.recursive(
@@ -235,19 +235,19 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=15,
 )
-answer_keys = st.sampled_from(S.ANSWER_FIELDS) | st.text(max_size=30)
+answer_keys = st.sampled_from(cols.ANSWER_FIELDS) | st.text(max_size=30)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.dictionaries(answer_keys, json_values, max_size=14))
 def test_coerce_answer_never_raises(obj: dict) -> None:
     out = coerce_answer(obj)
-    assert list(out) == list(S.ANSWER_FIELDS)
-    assert out[S.DETECTION] in (None, *S.DETECTION_VALUES)
-    assert out[S.EGO] in (None, *S.EGO_VALUES)
-    for field in S.COUNT_COLUMNS:
+    assert list(out) == list(cols.ANSWER_FIELDS)
+    assert out[cols.DETECTION] in (None, *cols.DETECTION_VALUES)
+    assert out[cols.EGO] in (None, *cols.EGO_VALUES)
+    for field in cols.COUNT_COLUMNS:
         assert out[field] is None or (isinstance(out[field], int) and out[field] >= 0)
-    for field in (S.SEVERITY, S.LABEL, *S.TEXT_COLUMNS):
+    for field in (cols.SEVERITY, cols.LABEL, *cols.TEXT_COLUMNS):
         assert out[field] is None or (isinstance(out[field], str) and out[field] == out[field].strip())
 
 
@@ -308,20 +308,20 @@ def test_canonical_label(value: str | None, expected: str | None) -> None:
 
 
 def test_every_allowed_value_maps_to_itself() -> None:
-    assert [canonical_label(label) for label in S.LABELS] == list(S.LABELS)
-    assert [canonical_severity(severity) for severity in S.SEVERITIES] == list(S.SEVERITIES)
+    assert [canonical_label(label) for label in cols.LABELS] == list(cols.LABELS)
+    assert [canonical_severity(severity) for severity in cols.SEVERITIES] == list(cols.SEVERITIES)
 
 
 def test_reference_submission_labels() -> None:
     """Every Label in the real submissions: the 19 map to themselves, the rest to None."""
     labels: set[str] = set()
     for path in sorted(glob.glob(str(REFERENCE / "*.csv"))):
-        labels |= set(pd.read_csv(path, dtype=str, keep_default_na=False)[S.LABEL])
+        labels |= set(pd.read_csv(path, dtype=str, keep_default_na=False)[cols.LABEL])
     assert labels, f"no reference submissions in {REFERENCE}"
     mapped = {label: canonical_label(label) for label in labels}
-    assert set(S.LABELS) <= labels  # all 19 occur in the real files
-    assert all(mapped[label] == label for label in S.LABELS)
-    off_taxonomy = {label: target for label, target in mapped.items() if label not in S.LABELS}
+    assert set(cols.LABELS) <= labels  # all 19 occur in the real files
+    assert all(mapped[label] == label for label in cols.LABELS)
+    off_taxonomy = {label: target for label, target in mapped.items() if label not in cols.LABELS}
     assert off_taxonomy == {
         "car hits pedestrian": None,
         "vehicle hits a pedestrian": None,
@@ -335,7 +335,7 @@ def test_reference_submission_labels() -> None:
 def test_reference_submission_severities_map_to_themselves() -> None:
     severities: set[str] = set()
     for path in sorted(glob.glob(str(REFERENCE / "*.csv"))):
-        severities |= set(pd.read_csv(path, dtype=str, keep_default_na=False)[S.SEVERITY])
+        severities |= set(pd.read_csv(path, dtype=str, keep_default_na=False)[cols.SEVERITY])
     assert severities, f"no reference submissions in {REFERENCE}"
     assert {canonical_severity(s) for s in severities} == severities
 
@@ -358,42 +358,42 @@ def test_coerce_caption() -> None:
         "Label": "Bicycle on the road",
     }
     assert coerce_caption(raw) == {
-        S.SCENE: "A road.",
-        S.HAZARD_CLUES: "none",
-        S.GAZE: "the car ahead",
-        S.CAP_BICYCLISTS: 0,
-        S.CAP_ANIMALS: 2,
-        S.CAP_PEDESTRIANS: 2,
-        S.CAP_VEHICLES: 4,
-        S.CAP_DETECTION: 0,
-        S.CAP_SEVERITY: "3. Ego-car collided with at-least one person or cyclist",
-        S.CAP_EGO: 0,
-        S.CAP_LABEL: "bicycle on road",
+        cols.SCENE: "A road.",
+        cols.HAZARD_CLUES: "none",
+        cols.GAZE: "the car ahead",
+        cols.CAP_BICYCLISTS: 0,
+        cols.CAP_ANIMALS: 2,
+        cols.CAP_PEDESTRIANS: 2,
+        cols.CAP_VEHICLES: 4,
+        cols.CAP_DETECTION: 0,
+        cols.CAP_SEVERITY: "3. Ego-car collided with at-least one person or cyclist",
+        cols.CAP_EGO: 0,
+        cols.CAP_LABEL: "bicycle on road",
     }
 
 
 def test_coerce_caption_unknowns_and_missing() -> None:
     out = coerce_caption({"Crash_Severity": "bad", "Label": "fog", "Incident_Detection": -1})
-    assert out[S.CAP_SEVERITY] == "unknown"
-    assert out[S.CAP_LABEL] == S.UNKNOWN_LABEL
-    assert out[S.CAP_DETECTION] == -1
+    assert out[cols.CAP_SEVERITY] == "unknown"
+    assert out[cols.CAP_LABEL] == cols.UNKNOWN_LABEL
+    assert out[cols.CAP_DETECTION] == -1
     # missing: numbers 0, texts ""
-    assert out[S.CAP_VEHICLES] == 0 and out[S.CAP_EGO] == 0
-    assert out[S.SCENE] == "" and out[S.HAZARD_CLUES] == ""
-    assert coerce_caption({"Crash_Severity": "unknown"})[S.CAP_SEVERITY] == "unknown"
-    assert list(out) == list(S.CAPTION_FIELDS)
+    assert out[cols.CAP_VEHICLES] == 0 and out[cols.CAP_EGO] == 0
+    assert out[cols.SCENE] == "" and out[cols.HAZARD_CLUES] == ""
+    assert coerce_caption({"Crash_Severity": "unknown"})[cols.CAP_SEVERITY] == "unknown"
+    assert list(out) == list(cols.CAPTION_FIELDS)
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.dictionaries(st.sampled_from(S.CAPTION_FIELDS) | st.text(max_size=20), json_values, max_size=13))
+@given(st.dictionaries(st.sampled_from(cols.CAPTION_FIELDS) | st.text(max_size=20), json_values, max_size=13))
 def test_coerce_caption_always_allowed(obj: dict) -> None:
     out = coerce_caption(obj)
-    assert out[S.CAP_DETECTION] in S.DETECTION_VALUES
-    assert out[S.CAP_EGO] in S.EGO_VALUES
-    assert out[S.CAP_SEVERITY] in S.CAPTION_SEVERITIES
-    assert out[S.CAP_LABEL] in S.LABELS
-    assert all(isinstance(out[f], int) and out[f] >= 0 for f in S.CAPTION_COUNT_FIELDS)
-    assert all(isinstance(out[f], str) for f in (S.SCENE, S.HAZARD_CLUES, S.GAZE))
+    assert out[cols.CAP_DETECTION] in cols.DETECTION_VALUES
+    assert out[cols.CAP_EGO] in cols.EGO_VALUES
+    assert out[cols.CAP_SEVERITY] in cols.CAPTION_SEVERITIES
+    assert out[cols.CAP_LABEL] in cols.LABELS
+    assert all(isinstance(out[f], int) and out[f] >= 0 for f in cols.CAPTION_COUNT_FIELDS)
+    assert all(isinstance(out[f], str) for f in (cols.SCENE, cols.HAZARD_CLUES, cols.GAZE))
 
 
 # ------------------------------------------------------------ hazard clues
@@ -429,10 +429,10 @@ def test_parse_answer_is_the_originals_parse() -> None:
 def test_clean_sample_is_the_originals_post_validation() -> None:
     from coool.parsing import clean_sample
 
-    fields = (S.START_FRAME, S.DETECTION, S.SEVERITY, S.EGO, S.N_VEHICLES, S.CAPTION)
-    raw = {S.START_FRAME: "2.7", S.DETECTION: 5, S.SEVERITY: 3, S.EGO: True, S.N_VEHICLES: -4, S.CAPTION: None}
-    assert clean_sample(raw, fields) == {S.START_FRAME: 2, S.DETECTION: 0, S.SEVERITY: "3", S.EGO: 1,
-                                         S.N_VEHICLES: 0, S.CAPTION: ""}
-    assert clean_sample({}, fields) == {S.START_FRAME: 0, S.DETECTION: 0, S.SEVERITY: "", S.EGO: 0,
-                                        S.N_VEHICLES: 0, S.CAPTION: ""}
-    assert clean_sample({S.SEVERITY: " "}, fields, absent_as_none=True) == {f: None for f in fields}
+    fields = (cols.START_FRAME, cols.DETECTION, cols.SEVERITY, cols.EGO, cols.N_VEHICLES, cols.CAPTION)
+    raw = {cols.START_FRAME: "2.7", cols.DETECTION: 5, cols.SEVERITY: 3, cols.EGO: True, cols.N_VEHICLES: -4, cols.CAPTION: None}
+    assert clean_sample(raw, fields) == {cols.START_FRAME: 2, cols.DETECTION: 0, cols.SEVERITY: "3", cols.EGO: 1,
+                                         cols.N_VEHICLES: 0, cols.CAPTION: ""}
+    assert clean_sample({}, fields) == {cols.START_FRAME: 0, cols.DETECTION: 0, cols.SEVERITY: "", cols.EGO: 0,
+                                        cols.N_VEHICLES: 0, cols.CAPTION: ""}
+    assert clean_sample({cols.SEVERITY: " "}, fields, absent_as_none=True) == {f: None for f in fields}

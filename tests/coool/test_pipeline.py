@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from coool import schema as S
+from coool import schema as cols
 from coool.detect import read_detections
 from coool.files import atomic_write_json
 from coool.recipe import load_recipe
@@ -33,7 +33,7 @@ def assert_valid(path: Path, videos: list[int]) -> pd.DataFrame:
 
 def assert_near_events(frame: pd.DataFrame, truths) -> None:
     for truth in truths:
-        start = int(frame.loc[frame[S.VIDEO] == truth.video_id, S.START_FRAME].iloc[0])
+        start = int(frame.loc[frame[cols.VIDEO] == truth.video_id, cols.START_FRAME].iloc[0])
         assert abs(start - truth.event_frame) <= 10, (truth.video_id, start, truth.event_frame)
 
 
@@ -44,7 +44,7 @@ async def test_quick_recipe_end_to_end_and_resumed(sim, synthetic_data, tmp_path
     assert (outcome["videos"], outcome["failures"]) == (3, 0)
     submission = assert_valid(results / "submission.csv", [0, 1, 2])
     assert_near_events(submission, synthetic_data.truths)
-    assert (submission[S.DETECTION] == 1).all() and (submission[S.LABEL] == "ego-car hits barrier").all()
+    assert (submission[cols.DETECTION] == 1).all() and (submission[cols.LABEL] == "ego-car hits barrier").all()
     assert outcome["written"]["final"] == results / "submission.csv"
     assert (results / "describe" / "v4" / "submission.csv").read_bytes() == (results / "submission.csv").read_bytes()
     detections = read_detections(results / "detect.csv")
@@ -90,7 +90,7 @@ async def test_second_place_recipe_end_to_end(sim, synthetic_data, tmp_path: Pat
     assert_near_events(final, synthetic_data.truths)
     # The ensemble keeps the base's other columns (the count pass left these rows alone: counts are small).
     base = load_submission(outcome["written"]["ens2-counts"])
-    kept = [c for c in S.COLUMNS if c not in (S.START_FRAME, S.CAPTION, S.REASON)]
+    kept = [c for c in cols.COLUMNS if c not in (cols.START_FRAME, cols.CAPTION, cols.REASON)]
     assert final[kept].equals(base[kept])
     assert not (results / "describe" / "v6-counts").exists()
     stats = sim.stats()
@@ -120,7 +120,7 @@ async def test_bad_inputs_and_a_failing_server_still_give_a_valid_submission(sim
     submission = assert_valid(results / "submission.csv", [0, 1, 2, 3, 4])
     # Every row is the fallback: the describer never answered, and videos 3 and 4 never got that far.
     for v in range(5):
-        assert submission.loc[v].to_dict() == S.fallback_row(v)
+        assert submission.loc[v].to_dict() == cols.fallback_row(v)
     failures = pd.read_csv(results / "failures.csv")
     by_stage = failures.groupby("stage")["video"].apply(lambda s: sorted(int(v) for v in s)).to_dict()
     assert by_stage["describe:v4"] == [0, 1, 2]
@@ -148,20 +148,20 @@ def test_rows_follow_the_merges_and_the_count_pass(sim, tmp_path: Path) -> None:
     pipeline = Run(settings_for(sim, tmp_path), load_recipe("second-place"))
 
     def described(config: str, video: int, **changes: object) -> dict[str, object]:
-        row = S.fallback_row(video) | changes
+        row = cols.fallback_row(video) | changes
         atomic_write_json(pipeline.ws.describe_path(config, video), {"key": "k", "row": row})
         return row
 
-    found = {S.START_FRAME: 81, S.DETECTION: 0, S.LABEL: "animal on the road", S.N_ANIMALS: 100}
+    found = {cols.START_FRAME: 81, cols.DETECTION: 0, cols.LABEL: "animal on the road", cols.N_ANIMALS: 100}
     described("v4", 7)  # v4 found nothing
     described("exp004", 7)  # nor did exp004
     exp005 = described("exp005", 7, **found)
     assert pipeline.row("exp004+exp005", 7) == exp005
     assert pipeline.row("ens2", 7) == exp005
-    assert pipeline.row("ens2-counts", 7) == exp005 | {S.N_ANIMALS: 20}  # no re-description yet: clipped
-    redone = described("v6-counts", 7, **(found | {S.N_ANIMALS: 35, S.CAPTION: "Geese stand by the road."}))
-    assert pipeline.row("ens2-counts", 7) == redone | {S.N_ANIMALS: 20}
-    assert pipeline.row("ensemble", 7) == redone | {S.N_ANIMALS: 20}  # no ensemble output: the base
+    assert pipeline.row("ens2-counts", 7) == exp005 | {cols.N_ANIMALS: 20}  # no re-description yet: clipped
+    redone = described("v6-counts", 7, **(found | {cols.N_ANIMALS: 35, cols.CAPTION: "Geese stand by the road."}))
+    assert pipeline.row("ens2-counts", 7) == redone | {cols.N_ANIMALS: 20}
+    assert pipeline.row("ensemble", 7) == redone | {cols.N_ANIMALS: 20}  # no ensemble output: the base
     assert pipeline.row("v5", 7) is None and pipeline.row("exp001+exp002", 7) is None
     with pytest.raises(KeyError, match="defines no submission 'v9'"):
         pipeline.row("v9", 7)

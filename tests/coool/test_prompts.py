@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from coool import schema as S
+from coool import schema as cols
 from coool.describe import PASS_FIELDS
 from coool.prompts import BUILTIN_DIR, PromptError, load_prompt, load_snippet
 
@@ -99,25 +99,25 @@ def test_builtin_prompt_loads_and_renders(name: str) -> None:
 
 def test_list_placeholders_expand_to_the_allowed_values() -> None:
     text = load_prompt("caption").render()
-    assert ", ".join(json.dumps(label) for label in S.LABELS) in text
+    assert ", ".join(json.dumps(label) for label in cols.LABELS) in text
     # The original offers the six collision severities (and "unknown"), not "0. No Crash".
-    assert ", ".join(json.dumps(s) for s in S.SEVERITIES[1:]) in text and S.NO_CRASH not in text
-    assert ", ".join(json.dumps(s) for s in S.SEVERITIES) in load_prompt("caption", variant="plus").render()
+    assert ", ".join(json.dumps(s) for s in cols.SEVERITIES[1:]) in text and cols.NO_CRASH not in text
+    assert ", ".join(json.dumps(s) for s in cols.SEVERITIES) in load_prompt("caption", variant="plus").render()
     # coool's reconcile prompt (plus) lists coool's hazard labels; the faithful one lists the original's own.
     reconcile = load_prompt("describe_reconcile", variant="plus").render(**PROMPTS["describe_reconcile"][1])
-    assert ", ".join(json.dumps(label) for label in S.HAZARD_LABELS) in reconcile
+    assert ", ".join(json.dumps(label) for label in cols.HAZARD_LABELS) in reconcile
 
 
 def test_schema_enums_expand_to_the_allowed_values() -> None:
     caption = load_prompt("caption").schema["properties"]
-    assert caption[S.CAP_SEVERITY]["enum"] == list(S.CAPTION_SEVERITIES)
-    assert caption[S.CAP_LABEL]["enum"] == list(S.LABELS)
-    assert list(caption) == list(S.CAPTION_FIELDS)
+    assert caption[cols.CAP_SEVERITY]["enum"] == list(cols.CAPTION_SEVERITIES)
+    assert caption[cols.CAP_LABEL]["enum"] == list(cols.LABELS)
+    assert list(caption) == list(cols.CAPTION_FIELDS)
     for name in ("describe_counts", "describe_reconcile", "describe_reconcile_v2"):
         props = load_prompt(name).schema["properties"]
-        assert props[S.SEVERITY]["enum"] == list(S.SEVERITIES)
-        assert props[S.LABEL]["enum"] == list(S.LABELS)
-        assert props[S.DETECTION]["enum"] == [-1, 0, 1]
+        assert props[cols.SEVERITY]["enum"] == list(cols.SEVERITIES)
+        assert props[cols.LABEL]["enum"] == list(cols.LABELS)
+        assert props[cols.DETECTION]["enum"] == [-1, 0, 1]
 
 
 @pytest.mark.parametrize(
@@ -138,14 +138,14 @@ def test_describe_schemas_ask_for_their_pass_fields(name: str, pass_name: str) -
 
 def test_schemas_accept_a_valid_answer_and_reject_an_invalid_one() -> None:
     reconcile = load_prompt("describe_reconcile").schema
-    answer = dict(S.fallback_row(0))
-    del answer[S.VIDEO]
-    answer[S.START_FRAME] = -1
+    answer = dict(cols.fallback_row(0))
+    del answer[cols.VIDEO]
+    answer[cols.START_FRAME] = -1
     jsonschema.validate(answer, reconcile)
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(answer | {S.LABEL: "fog"}, reconcile)
+        jsonschema.validate(answer | {cols.LABEL: "fog"}, reconcile)
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(answer | {S.N_ANIMALS: -1}, reconcile)
+        jsonschema.validate(answer | {cols.N_ANIMALS: -1}, reconcile)
     jsonschema.validate({"frame": -1}, load_prompt("detect").schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"frame": "41"}, load_prompt("detect").schema)
@@ -197,7 +197,7 @@ def test_an_override_schema_can_use_enum_placeholders(tmp_path: Path) -> None:
         json.dumps({"title": "incident_frame", "type": "object", "properties": {"l": {"enum": "$hazard_labels"}}}),
         encoding="utf-8",
     )
-    assert load_prompt("detect", tmp_path).schema["properties"]["l"]["enum"] == list(S.HAZARD_LABELS)
+    assert load_prompt("detect", tmp_path).schema["properties"]["l"]["enum"] == list(cols.HAZARD_LABELS)
 
 
 @pytest.mark.parametrize(
@@ -230,7 +230,7 @@ def test_sha256_follows_content(tmp_path: Path) -> None:
 
 
 def test_a_variant_file_wins_over_the_default_and_the_users_folder_over_both(tmp_path) -> None:
-    from coool import prompts as P
+    from coool import prompts
 
     builtin = tmp_path / "builtin"
     (builtin / "plus").mkdir(parents=True)
@@ -239,17 +239,17 @@ def test_a_variant_file_wins_over_the_default_and_the_users_folder_over_both(tmp
     (builtin / "q.md").write_text("only default")
     user = tmp_path / "user"
     user.mkdir()
-    original = P.BUILTIN_DIR
-    P.BUILTIN_DIR = builtin
+    original = prompts.BUILTIN_DIR
+    prompts.BUILTIN_DIR = builtin
     try:
-        assert P.load_prompt("p").text == "default"
-        assert P.load_prompt("p", variant="plus").text == "plus"
-        assert P.load_prompt("q", variant="plus").text == "only default"
+        assert prompts.load_prompt("p").text == "default"
+        assert prompts.load_prompt("p", variant="plus").text == "plus"
+        assert prompts.load_prompt("q", variant="plus").text == "only default"
         (user / "p.md").write_text("mine")
-        assert P.load_prompt("p", user, variant="plus").text == "mine"
+        assert prompts.load_prompt("p", user, variant="plus").text == "mine"
         (user / "plus").mkdir()
         (user / "plus" / "p.md").write_text("my plus")
-        assert P.load_prompt("p", user, variant="plus").text == "my plus"
-        assert P.load_prompt("p", user).text == "mine"
+        assert prompts.load_prompt("p", user, variant="plus").text == "my plus"
+        assert prompts.load_prompt("p", user).text == "mine"
     finally:
-        P.BUILTIN_DIR = original
+        prompts.BUILTIN_DIR = original

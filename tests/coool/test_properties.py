@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from coool import schema as S
+from coool import schema as cols
 from coool.describe import PassResult, final_row
 from coool.parsing import MAX_COUNT, clean_text, coerce_answer, coerce_int, parse_json_lenient
 from coool.submission import SubmissionError, load_submission, submission_text, validate, write_submission
@@ -46,15 +46,15 @@ counts = st.integers(0, INT64_MAX) | st.integers(0, 30)
 @st.composite
 def valid_rows(draw: st.DrawFn, video: int) -> dict[str, object]:
     return {
-        S.VIDEO: video,
-        S.START_FRAME: draw(st.integers(1, INT64_MAX) | st.integers(1, 2000)),
-        S.DETECTION: draw(st.sampled_from(S.DETECTION_VALUES)),
-        S.SEVERITY: draw(st.sampled_from(S.SEVERITIES)),
-        S.EGO: draw(st.sampled_from(S.EGO_VALUES)),
-        S.LABEL: draw(st.sampled_from(S.LABELS)),
-        **{c: draw(counts) for c in S.COUNT_COLUMNS},
-        S.CAPTION: draw(english_texts),
-        S.REASON: draw(english_texts),
+        cols.VIDEO: video,
+        cols.START_FRAME: draw(st.integers(1, INT64_MAX) | st.integers(1, 2000)),
+        cols.DETECTION: draw(st.sampled_from(cols.DETECTION_VALUES)),
+        cols.SEVERITY: draw(st.sampled_from(cols.SEVERITIES)),
+        cols.EGO: draw(st.sampled_from(cols.EGO_VALUES)),
+        cols.LABEL: draw(st.sampled_from(cols.LABELS)),
+        **{c: draw(counts) for c in cols.COUNT_COLUMNS},
+        cols.CAPTION: draw(english_texts),
+        cols.REASON: draw(english_texts),
     }
 
 
@@ -72,32 +72,32 @@ def submissions(draw: st.DrawFn) -> list[dict[str, object]]:
 def test_any_valid_rows_written_then_read_validate_and_equal_the_input(rows, seed, tmp_path: Path) -> None:
     shuffled = list(rows)
     random.Random(seed).shuffle(shuffled)
-    path = write_submission(shuffled, tmp_path / "s.csv", expected_videos=[r[S.VIDEO] for r in rows])
+    path = write_submission(shuffled, tmp_path / "s.csv", expected_videos=[r[cols.VIDEO] for r in rows])
     # What was written validates (strictly, against the expected ids) ...
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    assert [p for p in validate(frame, expected_videos=[r[S.VIDEO] for r in rows], strict=True)] == []
+    assert [p for p in validate(frame, expected_videos=[r[cols.VIDEO] for r in rows], strict=True)] == []
     # ... reads back equal to the input, rows sorted by video ...
     back = load_submission(path, strict=True)
-    assert back.to_dict("records") == sorted(rows, key=lambda r: r[S.VIDEO])
+    assert back.to_dict("records") == sorted(rows, key=lambda r: r[cols.VIDEO])
     # ... and the text does not depend on the order the rows came in.
     assert path.read_text(encoding="utf-8") == submission_text(rows)
     header, *lines = path.read_text(encoding="utf-8").splitlines()
-    assert header == ",".join(S.COLUMNS) and len(lines) == len(rows)
+    assert header == ",".join(cols.COLUMNS) and len(lines) == len(rows)
 
 
 _BREAKERS = {
-    S.VIDEO: ["-1", "1.5", "x", 2**64],
-    S.START_FRAME: [0, -3, "1.0", "", 2**63],
-    S.DETECTION: [2, -2, "yes"],
-    S.SEVERITY: ["7. Worse", "", "no crash"],
-    S.EGO: [2, -1, "true"],
-    S.LABEL: ["alien invasion", ""],
-    S.N_BICYCLISTS: [-1, "many", 2**63],
-    S.N_ANIMALS: [-5, 1.5],
-    S.N_PEDESTRIANS: ["", -1],
-    S.N_VEHICLES: ["2 cars", 10**30],
-    S.CAPTION: ["", "   ", "自车在车道内行驶。"],
-    S.REASON: ["", "Эго-автомобиль"],
+    cols.VIDEO: ["-1", "1.5", "x", 2**64],
+    cols.START_FRAME: [0, -3, "1.0", "", 2**63],
+    cols.DETECTION: [2, -2, "yes"],
+    cols.SEVERITY: ["7. Worse", "", "no crash"],
+    cols.EGO: [2, -1, "true"],
+    cols.LABEL: ["alien invasion", ""],
+    cols.N_BICYCLISTS: [-1, "many", 2**63],
+    cols.N_ANIMALS: [-5, 1.5],
+    cols.N_PEDESTRIANS: ["", -1],
+    cols.N_VEHICLES: ["2 cars", 10**30],
+    cols.CAPTION: ["", "   ", "自车在车道内行驶。"],
+    cols.REASON: ["", "Эго-автомобиль"],
 }
 
 
@@ -116,7 +116,7 @@ def test_any_broken_field_is_refused_and_nothing_is_written(rows, data, tmp_path
 @TMP
 @given(rows=submissions())
 def test_missing_or_extra_videos_are_refused(rows, tmp_path: Path) -> None:
-    ids = [r[S.VIDEO] for r in rows]
+    ids = [r[cols.VIDEO] for r in rows]
     with pytest.raises(SubmissionError, match="missing videos"):
         write_submission(rows, tmp_path / "a.csv", expected_videos=ids + [max(ids) + 1])
     if len(rows) > 1:
@@ -127,9 +127,9 @@ def test_missing_or_extra_videos_are_refused(rows, tmp_path: Path) -> None:
 @settings(max_examples=100, deadline=None)
 @given(st.text(max_size=40))
 def test_validate_never_raises_on_any_cell(cell: str) -> None:
-    for column in S.COLUMNS:
-        row = {c: str(v) for c, v in S.fallback_row(0).items()} | {column: cell}
-        validate(pd.DataFrame([row], columns=list(S.COLUMNS)), strict=True)
+    for column in cols.COLUMNS:
+        row = {c: str(v) for c, v in cols.fallback_row(0).items()} | {column: cell}
+        validate(pd.DataFrame([row], columns=list(cols.COLUMNS)), strict=True)
 
 
 # -- windows -------------------------------------------------------------------------------------------------
@@ -199,16 +199,16 @@ def test_decide_incident_frame_is_a_sampled_frame_or_frame_1(frames: list[int]) 
 
 
 field_values = {
-    S.START_FRAME: st.integers(-50, 50) | st.integers() | st.text(max_size=5),
-    S.DETECTION: st.integers(-3, 3) | st.text(max_size=3),
-    S.SEVERITY: st.sampled_from([*S.SEVERITIES, "3", "no crash", "9. x", ""]) | st.text(max_size=10),
-    S.EGO: st.integers(-2, 3) | st.booleans(),
-    S.LABEL: st.sampled_from([*S.LABELS, "Vehicle Overtakes", "kaiju"]) | st.text(max_size=10),
-    S.CAPTION: st.text(max_size=30),
-    S.REASON: st.text(max_size=30),
+    cols.START_FRAME: st.integers(-50, 50) | st.integers() | st.text(max_size=5),
+    cols.DETECTION: st.integers(-3, 3) | st.text(max_size=3),
+    cols.SEVERITY: st.sampled_from([*cols.SEVERITIES, "3", "no crash", "9. x", ""]) | st.text(max_size=10),
+    cols.EGO: st.integers(-2, 3) | st.booleans(),
+    cols.LABEL: st.sampled_from([*cols.LABELS, "Vehicle Overtakes", "kaiju"]) | st.text(max_size=10),
+    cols.CAPTION: st.text(max_size=30),
+    cols.REASON: st.text(max_size=30),
 }
 raw_answers = st.fixed_dictionaries(
-    {}, optional={f: field_values.get(f, st.integers() | st.floats() | st.text(max_size=12)) for f in S.ANSWER_FIELDS}
+    {}, optional={f: field_values.get(f, st.integers() | st.floats() | st.text(max_size=12)) for f in cols.ANSWER_FIELDS}
 )
 
 
@@ -219,17 +219,17 @@ def test_votes_of_categories_and_counts_do_not_depend_on_sample_order(raw: list[
     shuffled = list(samples)
     rnd.shuffle(shuffled)
     a, b = vote_samples(samples), vote_samples(shuffled)
-    for f in (S.DETECTION, S.SEVERITY, S.EGO, S.LABEL, S.START_FRAME, *S.COUNT_COLUMNS):
+    for f in (cols.DETECTION, cols.SEVERITY, cols.EGO, cols.LABEL, cols.START_FRAME, *cols.COUNT_COLUMNS):
         assert a[f] == b[f], f
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.fixed_dictionaries({
-    S.DETECTION: st.sampled_from([-1, 0, 1, None]),
-    S.SEVERITY: st.sampled_from([*S.SEVERITIES, None]),
-    S.EGO: st.sampled_from([0, 1, None]),
-    S.LABEL: st.sampled_from([*S.LABELS, None]),
-    **{c: st.integers(0, 99) | st.none() for c in S.COUNT_COLUMNS},
+    cols.DETECTION: st.sampled_from([-1, 0, 1, None]),
+    cols.SEVERITY: st.sampled_from([*cols.SEVERITIES, None]),
+    cols.EGO: st.sampled_from([0, 1, None]),
+    cols.LABEL: st.sampled_from([*cols.LABELS, None]),
+    **{c: st.integers(0, 99) | st.none() for c in cols.COUNT_COLUMNS},
 }))
 def test_consistent_is_idempotent(row: dict) -> None:
     once = consistent(row)
@@ -273,10 +273,10 @@ def test_clean_text_is_one_clean_line_and_idempotent(text: str) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from(S.COUNT_COLUMNS), st.integers() | st.floats() | st.text(max_size=50)))
+@given(st.dictionaries(st.sampled_from(cols.COUNT_COLUMNS), st.integers() | st.floats() | st.text(max_size=50)))
 def test_counts_are_integers_between_0_and_max_count(obj: dict) -> None:
     out = coerce_answer(obj)
-    for column in S.COUNT_COLUMNS:
+    for column in cols.COUNT_COLUMNS:
         assert out[column] is None or (type(out[column]) is int and 0 <= out[column] <= MAX_COUNT)
 
 
@@ -290,13 +290,13 @@ def test_coerce_int_always_gives_an_int(value: object) -> None:
 
 
 anything = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20) | \
-    st.sampled_from([*S.SEVERITIES, *S.LABELS, -1, 0, 1]) | st.lists(st.integers(), max_size=2)
+    st.sampled_from([*cols.SEVERITIES, *cols.LABELS, -1, 0, 1]) | st.lists(st.integers(), max_size=2)
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.integers(1, 5000), min_size=1, max_size=24, unique=True),
-    st.fixed_dictionaries({name: st.dictionaries(st.sampled_from(S.ANSWER_FIELDS), anything)
+    st.fixed_dictionaries({name: st.dictionaries(st.sampled_from(cols.ANSWER_FIELDS), anything)
                            for name in ("counts", "texts", "reconcile")}),
 )
 def test_final_row_is_strictly_valid_whatever_the_votes(window: list[int], voted: dict) -> None:
@@ -304,13 +304,13 @@ def test_final_row_is_strictly_valid_whatever_the_votes(window: list[int], voted
     row = final_row(7, sorted(window), passes, [])
     frame = pd.read_csv(io.StringIO(submission_text([row])), dtype=str, keep_default_na=False)
     assert [p for p in validate(frame, strict=True) if p.level == "error"] == []
-    assert row[S.START_FRAME] == 1 or row[S.START_FRAME] in window
+    assert row[cols.START_FRAME] == 1 or row[cols.START_FRAME] in window
 
 
 @TMP
 @given(rows=submissions(), breaks=st.lists(st.sampled_from(["\n", "\r\n", "\r", "\t"]), min_size=1, max_size=3))
 def test_texts_with_line_breaks_round_trip_too(rows, breaks: list[str], tmp_path: Path) -> None:
     """Quoted CSV keeps a line break inside a text (validate only warns: texts are meant as one line)."""
-    rows[0] = {**rows[0], S.CAPTION: "Ego-car" + "".join(breaks) + "stops."}
+    rows[0] = {**rows[0], cols.CAPTION: "Ego-car" + "".join(breaks) + "stops."}
     path = write_submission(rows, tmp_path / "s.csv")
-    assert load_submission(path, strict=True).to_dict("records") == sorted(rows, key=lambda r: r[S.VIDEO])
+    assert load_submission(path, strict=True).to_dict("records") == sorted(rows, key=lambda r: r[cols.VIDEO])

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import coool.files
-from coool import schema as S
+from coool import schema as cols
 from coool.submission import (
     Problem,
     SubmissionError,
@@ -44,7 +44,7 @@ def errors(problems: list[Problem]) -> list[Problem]:
 def test_all_eight_reference_submissions_are_valid(ref) -> None:
     for path in ref.all:
         frame = read_submission(path)
-        assert list(frame.columns) == list(S.COLUMNS), path.name
+        assert list(frame.columns) == list(cols.COLUMNS), path.name
         assert len(frame) == 661, path.name
         assert errors(validate(frame, expected_videos=range(661))) == [], path.name
 
@@ -57,7 +57,7 @@ def test_labels_outside_the_19_are_warnings_unless_strict(ref, name: str, odd: d
     frame = read_submission(getattr(ref, name))
     problems = validate(frame)
     assert {p.row: p.level for p in problems} == {row: "warning" for row in odd}
-    assert all(p.column == S.LABEL for p in problems)
+    assert all(p.column == cols.LABEL for p in problems)
     for p in problems:
         assert repr(odd[p.row]) in p.message
     strict = validate(frame, strict=True)
@@ -74,18 +74,18 @@ def test_load_submission_types_and_sorts(ref, tmp_path: Path) -> None:
     shuffled = tmp_path / "shuffled.csv"
     shuffled.write_text("\n".join([lines[0], lines[3], lines[1], lines[2]]) + "\n", encoding="utf-8")
     frame = load_submission(shuffled)
-    assert frame[S.VIDEO].tolist() == [0, 1, 2]
-    for column in (S.VIDEO, S.START_FRAME, S.DETECTION, S.EGO, *S.COUNT_COLUMNS):
+    assert frame[cols.VIDEO].tolist() == [0, 1, 2]
+    for column in (cols.VIDEO, cols.START_FRAME, cols.DETECTION, cols.EGO, *cols.COUNT_COLUMNS):
         assert pd.api.types.is_integer_dtype(frame[column]), column
     # Row of video 1 of the base file, as hand-read from the CSV.
     row = frame.iloc[1].to_dict()
-    assert row[S.START_FRAME] == 1 and row[S.DETECTION] == 0 and row[S.N_PEDESTRIANS] == 2
-    assert row[S.LABEL] == "pedestrian on the road"
+    assert row[cols.START_FRAME] == 1 and row[cols.DETECTION] == 0 and row[cols.N_PEDESTRIANS] == 2
+    assert row[cols.LABEL] == "pedestrian on the road"
 
 
 def test_load_submission_raises_with_rows(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
-    path.write_text(submission_text([S.fallback_row(0)]).replace("\n0,1,-1", "\n0,0,-1"), encoding="utf-8")
+    path.write_text(submission_text([cols.fallback_row(0)]).replace("\n0,1,-1", "\n0,0,-1"), encoding="utf-8")
     with pytest.raises(SubmissionError, match=r"row 1, 'Incident window start frame'"):
         load_submission(path)
 
@@ -114,7 +114,7 @@ def rows(ref) -> list[dict[str, str]]:
 
 
 def write_rows(path: Path, rows: list[dict[str, str]], header: list[str] | None = None) -> Path:
-    header = header or list(S.COLUMNS)
+    header = header or list(cols.COLUMNS)
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
@@ -131,28 +131,28 @@ def test_the_unbroken_copy_is_valid(rows, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("row", "column", "value", "message"),
     [
-        (3, S.VIDEO, "0", "video 0 appears again (first at row 1)"),
-        (2, S.VIDEO, "3a", "non-negative integer, got '3a'"),
-        (2, S.VIDEO, "1.0", "non-negative integer, got '1.0'"),
-        (2, S.VIDEO, "-1", "non-negative integer, got '-1'"),
-        (2, S.VIDEO, "--5", "non-negative integer, got '--5'"),
-        (2, S.VIDEO, "²", "non-negative integer"),
-        (2, S.VIDEO, "٣", "non-negative integer"),
-        (4, S.START_FRAME, "0", "integer >= 1 (frames are 1-based), got '0'"),
-        (4, S.START_FRAME, "12.5", "integer >= 1"),
-        (1, S.DETECTION, "2", "one of 1, 0, -1, got '2'"),
-        (1, S.DETECTION, "", "one of 1, 0, -1, got ''"),
-        (2, S.SEVERITY, "7. Everything exploded", "not an allowed severity"),
-        (2, S.SEVERITY, "0. no crash", "not an allowed severity"),
-        (3, S.EGO, "2", "must be 0 or 1, got '2'"),
-        (1, S.N_BICYCLISTS, "-1", "non-negative integer, got '-1'"),
-        (2, S.N_ANIMALS, "-3", "non-negative integer"),
-        (3, S.N_PEDESTRIANS, "two", "non-negative integer, got 'two'"),
-        (4, S.N_VEHICLES, "1.5", "non-negative integer"),
-        (1, S.CAPTION, "", "empty text"),
-        (2, S.REASON, "   ", "empty text"),
-        (3, S.CAPTION, "自车在车道内行驶，前方道路上出现红色障碍物。", "non-English characters"),
-        (4, S.REASON, "Автомобиль резко тормозит перед пешеходом.", "non-English characters"),
+        (3, cols.VIDEO, "0", "video 0 appears again (first at row 1)"),
+        (2, cols.VIDEO, "3a", "non-negative integer, got '3a'"),
+        (2, cols.VIDEO, "1.0", "non-negative integer, got '1.0'"),
+        (2, cols.VIDEO, "-1", "non-negative integer, got '-1'"),
+        (2, cols.VIDEO, "--5", "non-negative integer, got '--5'"),
+        (2, cols.VIDEO, "²", "non-negative integer"),
+        (2, cols.VIDEO, "٣", "non-negative integer"),
+        (4, cols.START_FRAME, "0", "integer >= 1 (frames are 1-based), got '0'"),
+        (4, cols.START_FRAME, "12.5", "integer >= 1"),
+        (1, cols.DETECTION, "2", "one of 1, 0, -1, got '2'"),
+        (1, cols.DETECTION, "", "one of 1, 0, -1, got ''"),
+        (2, cols.SEVERITY, "7. Everything exploded", "not an allowed severity"),
+        (2, cols.SEVERITY, "0. no crash", "not an allowed severity"),
+        (3, cols.EGO, "2", "must be 0 or 1, got '2'"),
+        (1, cols.N_BICYCLISTS, "-1", "non-negative integer, got '-1'"),
+        (2, cols.N_ANIMALS, "-3", "non-negative integer"),
+        (3, cols.N_PEDESTRIANS, "two", "non-negative integer, got 'two'"),
+        (4, cols.N_VEHICLES, "1.5", "non-negative integer"),
+        (1, cols.CAPTION, "", "empty text"),
+        (2, cols.REASON, "   ", "empty text"),
+        (3, cols.CAPTION, "自车在车道内行驶，前方道路上出现红色障碍物。", "non-English characters"),
+        (4, cols.REASON, "Автомобиль резко тормозит перед пешеходом.", "non-English characters"),
     ],
 )
 def test_each_broken_rule_is_reported_with_its_row(
@@ -168,26 +168,26 @@ def test_each_broken_rule_is_reported_with_its_row(
 
 
 def test_a_label_outside_the_19_is_a_warning(rows, tmp_path: Path) -> None:
-    rows[1][S.LABEL] = "debris on the road"
+    rows[1][cols.LABEL] = "debris on the road"
     frame = read_submission(write_rows(tmp_path / "label.csv", rows))
-    assert [(p.row, p.column, p.level) for p in validate(frame)] == [(2, S.LABEL, "warning")]
+    assert [(p.row, p.column, p.level) for p in validate(frame)] == [(2, cols.LABEL, "warning")]
     assert [(p.row, p.level) for p in validate(frame, strict=True)] == [(2, "error")]
 
 
 @pytest.mark.parametrize(
     ("header", "message"),
     [
-        ([c if c != S.LABEL else "label" for c in S.COLUMNS], "missing ['Label']; unexpected ['label']"),
-        ([c for c in S.COLUMNS if c != S.EGO], "missing ['Ego-car involved']"),
-        ([*S.COLUMNS, "Notes"], "unexpected ['Notes']"),
-        ([*S.COLUMNS[:10], S.REASON, S.CAPTION], "columns out of order"),
-        ([S.START_FRAME, S.VIDEO, *S.COLUMNS[2:]], "columns out of order"),
+        ([c if c != cols.LABEL else "label" for c in cols.COLUMNS], "missing ['Label']; unexpected ['label']"),
+        ([c for c in cols.COLUMNS if c != cols.EGO], "missing ['Ego-car involved']"),
+        ([*cols.COLUMNS, "Notes"], "unexpected ['Notes']"),
+        ([*cols.COLUMNS[:10], cols.REASON, cols.CAPTION], "columns out of order"),
+        ([cols.START_FRAME, cols.VIDEO, *cols.COLUMNS[2:]], "columns out of order"),
     ],
     ids=["renamed", "missing", "extra", "texts-swapped", "first-two-swapped"],
 )
 def test_a_wrong_header_is_one_file_level_error(rows, tmp_path: Path, header: list[str], message: str) -> None:
     for row in rows:
-        row["label"] = row[S.LABEL]
+        row["label"] = row[cols.LABEL]
         row["Notes"] = "x"
     problems = validate(read_submission(write_rows(tmp_path / "header.csv", rows, header)))
     assert len(problems) == 1
@@ -197,26 +197,26 @@ def test_a_wrong_header_is_one_file_level_error(rows, tmp_path: Path, header: li
 
 
 def test_every_problem_of_a_file_is_reported(rows, tmp_path: Path) -> None:
-    rows[0][S.DETECTION] = "5"
-    rows[1][S.EGO] = "-1"
-    rows[1][S.CAPTION] = ""
-    rows[3][S.VIDEO] = rows[2][S.VIDEO]
+    rows[0][cols.DETECTION] = "5"
+    rows[1][cols.EGO] = "-1"
+    rows[1][cols.CAPTION] = ""
+    rows[3][cols.VIDEO] = rows[2][cols.VIDEO]
     problems = validate(read_submission(write_rows(tmp_path / "many.csv", rows)))
-    assert {(p.row, p.column) for p in problems} == {(1, S.DETECTION), (2, S.EGO), (2, S.CAPTION), (4, S.VIDEO)}
+    assert {(p.row, p.column) for p in problems} == {(1, cols.DETECTION), (2, cols.EGO), (2, cols.CAPTION), (4, cols.VIDEO)}
 
 
 def test_expected_videos_missing_and_extra(rows, tmp_path: Path) -> None:
     frame = read_submission(write_rows(tmp_path / "ids.csv", rows))
     problems = validate(frame, expected_videos=[0, 1, 2, 5, 6])
     assert [(p.row, p.column, p.message) for p in problems] == [
-        (None, S.VIDEO, "missing videos: 5, 6"),
-        (None, S.VIDEO, "videos not in the input: 3"),
+        (None, cols.VIDEO, "missing videos: 5, 6"),
+        (None, cols.VIDEO, "videos not in the input: 3"),
     ]
 
 
 def test_no_rows_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "empty.csv"
-    path.write_text(",".join(S.COLUMNS) + "\n", encoding="utf-8")
+    path.write_text(",".join(cols.COLUMNS) + "\n", encoding="utf-8")
     assert [p.message for p in validate(read_submission(path))] == ["no rows"]
 
 
@@ -231,7 +231,7 @@ def test_is_english() -> None:
 
 
 def row(video: int, **changes: object) -> dict[str, object]:
-    out = S.fallback_row(video)
+    out = cols.fallback_row(video)
     out.update(changes)
     return out
 
@@ -239,12 +239,12 @@ def row(video: int, **changes: object) -> dict[str, object]:
 def test_submission_text_quotes_every_text_field_and_sorts() -> None:
     text = submission_text(
         [
-            row(12, **{S.REASON: 'A car says "stop", then turns left.', S.N_VEHICLES: 1}),
+            row(12, **{cols.REASON: 'A car says "stop", then turns left.', cols.N_VEHICLES: 1}),
             row(3),
         ]
     )
     assert text.splitlines() == [
-        ",".join(S.COLUMNS),
+        ",".join(cols.COLUMNS),
         '3,1,-1,"0. No Crash",0,"unknown",0,0,0,0,'
         '"Ego-car drives along the road with no visible hazard ahead.",'
         '"unknown hazard: no incident is visible in the video."',
@@ -256,16 +256,16 @@ def test_submission_text_quotes_every_text_field_and_sorts() -> None:
 
 def test_write_submission_round_trips(tmp_path: Path) -> None:
     rows_in = [
-        row(2, **{S.START_FRAME: 55, S.DETECTION: 1, S.SEVERITY: S.SEVERITIES[3], S.EGO: 1,
-                  S.LABEL: "ego-car hits a pedestrian", S.N_PEDESTRIANS: 1,
-                  S.CAPTION: "Ego-car, slow, approaches a crosswalk.", S.REASON: "A pedestrian, \"small\", steps out."}),
+        row(2, **{cols.START_FRAME: 55, cols.DETECTION: 1, cols.SEVERITY: cols.SEVERITIES[3], cols.EGO: 1,
+                  cols.LABEL: "ego-car hits a pedestrian", cols.N_PEDESTRIANS: 1,
+                  cols.CAPTION: "Ego-car, slow, approaches a crosswalk.", cols.REASON: "A pedestrian, \"small\", steps out."}),
         row(0),
-        row(1, **{S.N_ANIMALS: 1_000_000_000}),
+        row(1, **{cols.N_ANIMALS: 1_000_000_000}),
     ]
     path = write_submission(rows_in, tmp_path / "out" / "submission.csv", expected_videos=[0, 1, 2])
     assert path == tmp_path / "out" / "submission.csv"
     back = load_submission(path, strict=True)
-    assert back.to_dict("records") == sorted(rows_in, key=lambda r: r[S.VIDEO])
+    assert back.to_dict("records") == sorted(rows_in, key=lambda r: r[cols.VIDEO])
 
 
 def test_write_submission_accepts_a_dataframe(ref, tmp_path: Path) -> None:
@@ -277,10 +277,10 @@ def test_write_submission_accepts_a_dataframe(ref, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("bad", "kwargs", "message"),
     [
-        (row(1, **{S.DETECTION: 3}), {}, "row 2, 'Incident Detection'"),
-        (row(1, **{S.CAPTION: "  "}), {}, "empty text"),
-        (row(1, **{S.REASON: "红色障碍物"}), {}, "non-English"),
-        (row(1, **{S.LABEL: "debris on the road"}), {}, "not one of the 19 labels"),
+        (row(1, **{cols.DETECTION: 3}), {}, "row 2, 'Incident Detection'"),
+        (row(1, **{cols.CAPTION: "  "}), {}, "empty text"),
+        (row(1, **{cols.REASON: "红色障碍物"}), {}, "non-English"),
+        (row(1, **{cols.LABEL: "debris on the road"}), {}, "not one of the 19 labels"),
         (row(0), {}, "video 0 appears again"),
         (row(1), {"expected_videos": [0, 1, 2]}, "missing videos: 2"),
     ],
@@ -305,22 +305,22 @@ def test_write_submission_refuses_invalid_rows_and_writes_nothing(
 @pytest.mark.parametrize("value", [12.7, None, "abc", float("nan"), "1,2"], ids=str)
 def test_a_non_integer_number_is_refused_not_truncated(tmp_path: Path, value: object) -> None:
     with pytest.raises(SubmissionError, match=r"row 1, 'Incident window start frame': must be an integer >= 1"):
-        write_submission([row(0, **{S.START_FRAME: value})], tmp_path / "s.csv")
+        write_submission([row(0, **{cols.START_FRAME: value})], tmp_path / "s.csv")
     with pytest.raises(SubmissionError, match=r"row 2, 'video': video id must be a non-negative integer"):
-        write_submission([row(0), row(1) | {S.VIDEO: value}], tmp_path / "s.csv")
+        write_submission([row(0), row(1) | {cols.VIDEO: value}], tmp_path / "s.csv")
     assert not (tmp_path / "s.csv").exists()
 
 
 @pytest.mark.parametrize("value", [np.int64(40), 40.0, np.float64(40.0), " 40", "40"], ids=repr)
 def test_integral_values_of_any_type_are_written_as_integers(tmp_path: Path, value: object) -> None:
-    path = write_submission([row(0, **{S.START_FRAME: value, S.N_VEHICLES: value})], tmp_path / "s.csv")
+    path = write_submission([row(0, **{cols.START_FRAME: value, cols.N_VEHICLES: value})], tmp_path / "s.csv")
     assert path.read_text(encoding="utf-8").splitlines()[1].startswith("0,40,-1,")
-    assert load_submission(path).loc[0, S.N_VEHICLES] == 40
+    assert load_submission(path).loc[0, cols.N_VEHICLES] == 40
 
 
 def test_write_submission_non_strict_allows_odd_labels(tmp_path: Path) -> None:
-    path = write_submission([row(0, **{S.LABEL: "fog"})], tmp_path / "s.csv", strict=False)
-    assert load_submission(path)[S.LABEL].tolist() == ["fog"]
+    path = write_submission([row(0, **{cols.LABEL: "fog"})], tmp_path / "s.csv", strict=False)
+    assert load_submission(path)[cols.LABEL].tolist() == ["fog"]
 
 
 def test_write_submission_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -337,16 +337,16 @@ def test_write_submission_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert [p.name for p in tmp_path.iterdir()] == ["s.csv"]  # and no temp file left behind
     monkeypatch.undo()
     write_submission([row(0), row(1)], path)
-    assert load_submission(path)[S.VIDEO].tolist() == [0, 1]
+    assert load_submission(path)[cols.VIDEO].tolist() == [0, 1]
 
 
 # -- merging -------------------------------------------------------------------------------------
 
 
-FOUND = row(0, **{S.START_FRAME: 40, S.DETECTION: 1})
+FOUND = row(0, **{cols.START_FRAME: 40, cols.DETECTION: 1})
 NOTHING = row(0)
-FRAME_ONLY = row(0, **{S.START_FRAME: 40})  # start frame says something, detection -1
-DETECTION_ONLY = row(0, **{S.DETECTION: 0})  # start frame 1, detection says hazard
+FRAME_ONLY = row(0, **{cols.START_FRAME: 40})  # start frame says something, detection -1
+DETECTION_ONLY = row(0, **{cols.DETECTION: 0})  # start frame 1, detection says hazard
 
 
 @pytest.mark.parametrize(
@@ -370,22 +370,22 @@ def test_merge_row(primary, fallback, expected: str) -> None:
 
 
 def test_nothing_found() -> None:
-    assert nothing_found(NOTHING) and nothing_found({S.START_FRAME: "1", S.DETECTION: "-1"})
+    assert nothing_found(NOTHING) and nothing_found({cols.START_FRAME: "1", cols.DETECTION: "-1"})
     assert not nothing_found(FRAME_ONLY) and not nothing_found(DETECTION_ONLY)
 
 
 def test_merge_v4_with_exp004_005_reproduces_ens2_but_the_count_pass_video(ref) -> None:
     v4, fallback, base = load_submission(ref.v4), load_submission(ref.exp004_005), load_submission(ref.base)
     merged, taken = merge(v4, fallback)
-    assert merged[S.VIDEO].tolist() == list(range(661))
+    assert merged[cols.VIDEO].tolist() == list(range(661))
     differing = {}
     for got, want in zip(merged.to_dict("records"), base.to_dict("records")):
-        columns = {c for c in S.COLUMNS if got[c] != want[c]}
+        columns = {c for c in cols.COLUMNS if got[c] != want[c]}
         if columns:
-            differing[got[S.VIDEO]] = columns
+            differing[got[cols.VIDEO]] = columns
     # Only video 313 (100 geese) differs: the count pass re-described it and clipped the count to 20.
-    assert differing == {313: {S.N_ANIMALS, S.CAPTION, S.REASON}}
-    assert merged.loc[313, S.N_ANIMALS] == 100 and base.loc[313, S.N_ANIMALS] == 20
+    assert differing == {313: {cols.N_ANIMALS, cols.CAPTION, cols.REASON}}
+    assert merged.loc[313, cols.N_ANIMALS] == 100 and base.loc[313, cols.N_ANIMALS] == 20
     # The ids taken from the fallback are exactly those where v4 found nothing and the fallback did.
     v4_rows, fb_rows = v4.to_dict("records"), fallback.to_dict("records")
     assert taken == [v for v in range(661) if nothing_found(v4_rows[v]) and not nothing_found(fb_rows[v])]
@@ -398,7 +398,7 @@ def test_merge_matches_rows_by_id_whatever_their_order(ref) -> None:
     v4, fallback = load_submission(ref.v4), load_submission(ref.exp004_005)
     expected, taken = merge(v4, fallback)
     shuffled_fallback = fallback.sample(frac=1, random_state=7).reset_index(drop=True)
-    assert shuffled_fallback[S.VIDEO].tolist() != list(range(661))
+    assert shuffled_fallback[cols.VIDEO].tolist() != list(range(661))
     shuffled_primary = v4.sample(frac=1, random_state=3).reset_index(drop=True)
     for primary, fb in ((v4, shuffled_fallback), (shuffled_primary, shuffled_fallback), (shuffled_primary, fallback)):
         merged, taken_again = merge(primary, fb)
@@ -407,31 +407,31 @@ def test_merge_matches_rows_by_id_whatever_their_order(ref) -> None:
 
 
 def test_merge_with_rows_missing_on_either_side() -> None:
-    primary = pd.DataFrame([row(0), row(1), FOUND | {S.VIDEO: 2}], columns=list(S.COLUMNS))
-    fallback = pd.DataFrame([FOUND | {S.VIDEO: 1}, FOUND | {S.VIDEO: 9}], columns=list(S.COLUMNS))
+    primary = pd.DataFrame([row(0), row(1), FOUND | {cols.VIDEO: 2}], columns=list(cols.COLUMNS))
+    fallback = pd.DataFrame([FOUND | {cols.VIDEO: 1}, FOUND | {cols.VIDEO: 9}], columns=list(cols.COLUMNS))
     merged, taken = merge(primary, fallback)
     assert taken == [1]
-    assert merged[S.VIDEO].tolist() == [0, 1, 2]  # video 9, only in the fallback, is not added
+    assert merged[cols.VIDEO].tolist() == [0, 1, 2]  # video 9, only in the fallback, is not added
     assert merged.loc[0].to_dict() == row(0)
-    assert merged.loc[1, S.START_FRAME] == 40
+    assert merged.loc[1, cols.START_FRAME] == 40
 
 
 def test_the_schema_constants_are_the_spec_ones() -> None:
-    assert len(S.COLUMNS) == 12 and len(set(S.COLUMNS)) == 12
-    assert ",".join(S.COLUMNS) == (
+    assert len(cols.COLUMNS) == 12 and len(set(cols.COLUMNS)) == 12
+    assert ",".join(cols.COLUMNS) == (
         "video,Incident window start frame,Incident Detection,Crash Severity,Ego-car involved,Label,"
         "Number of Bicyclists/Scooters,Number of animals involved,Number of pedestrians involved,"
         "Number of vehicles involved (excluding ego-car),Caption Before Incident,Reason of Incident"
     )
-    assert len(S.LABELS) == 19 and len(set(S.LABELS)) == 19 and S.LABELS[-1] == "unknown"
-    assert [s.split(".")[0] for s in S.SEVERITIES] == ["0", "1", "2", "3", "4", "5", "6"]
-    assert set(S.HAZARD_LABELS) <= set(S.LABELS)
-    assert S.DETECTION_VALUES == (1, 0, -1) and S.EGO_VALUES == (0, 1)
-    assert S.ANSWER_FIELDS == S.COLUMNS[1:]
+    assert len(cols.LABELS) == 19 and len(set(cols.LABELS)) == 19 and cols.LABELS[-1] == "unknown"
+    assert [s.split(".")[0] for s in cols.SEVERITIES] == ["0", "1", "2", "3", "4", "5", "6"]
+    assert set(cols.HAZARD_LABELS) <= set(cols.LABELS)
+    assert cols.DETECTION_VALUES == (1, 0, -1) and cols.EGO_VALUES == (0, 1)
+    assert cols.ANSWER_FIELDS == cols.COLUMNS[1:]
 
 
 def test_the_fallback_row_is_valid_and_says_nothing_found() -> None:
-    fallback = S.fallback_row(42)
-    assert fallback[S.VIDEO] == 42 and nothing_found(fallback)
+    fallback = cols.fallback_row(42)
+    assert fallback[cols.VIDEO] == 42 and nothing_found(fallback)
     frame = pd.read_csv(io.StringIO(submission_text([fallback])), dtype=str, keep_default_na=False)
     assert validate(frame, expected_videos=[42], strict=True) == []

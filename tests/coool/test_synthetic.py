@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from coool import schema as S
+from coool import schema as cols
 from coool.synthetic import (
     ClipTruth,
     default_events,
@@ -106,8 +106,8 @@ def test_no_event_clip_has_no_red(tmp_path) -> None:
     assert truth.event_frame is None and truth.obstacle_boxes == {}
     assert max(red_fraction(f) for f in decode_all(tmp_path / "v.mp4")) < 1e-4
     row = truth.row()
-    assert (row[S.DETECTION], row[S.SEVERITY], row[S.EGO], row[S.LABEL]) == (-1, S.NO_CRASH, 0, "unknown")
-    assert [row[c] for c in S.COUNT_COLUMNS] == [0, 0, 0, 0]
+    assert (row[cols.DETECTION], row[cols.SEVERITY], row[cols.EGO], row[cols.LABEL]) == (-1, cols.NO_CRASH, 0, "unknown")
+    assert [row[c] for c in cols.COUNT_COLUMNS] == [0, 0, 0, 0]
 
 
 def test_heatmap_length_and_width_options(tmp_path) -> None:
@@ -142,17 +142,17 @@ def test_dataset_files_and_truth(synthetic_data) -> None:
 
     with open(root / "truth.csv", newline="") as fh:
         rows = list(csv.reader(fh))
-    assert tuple(rows[0]) == S.COLUMNS
+    assert tuple(rows[0]) == cols.COLUMNS
     assert len(rows) == 4
     for t, row in zip(truths, rows[1:]):
-        record = dict(zip(S.COLUMNS, row))
-        assert int(record[S.VIDEO]) == t.video_id
-        assert int(record[S.START_FRAME]) == t.event_frame
-        assert int(record[S.DETECTION]) == 1 and int(record[S.EGO]) == 1
-        assert record[S.LABEL] == "ego-car hits barrier" and record[S.LABEL] in S.LABELS
-        assert record[S.SEVERITY] == "1. Ego-car collided but did not stop" and record[S.SEVERITY] in S.SEVERITIES
-        assert int(record[S.N_VEHICLES]) == t.vehicles >= 1
-        assert record[S.CAPTION].endswith(".") and record[S.REASON].endswith(".")
+        record = dict(zip(cols.COLUMNS, row))
+        assert int(record[cols.VIDEO]) == t.video_id
+        assert int(record[cols.START_FRAME]) == t.event_frame
+        assert int(record[cols.DETECTION]) == 1 and int(record[cols.EGO]) == 1
+        assert record[cols.LABEL] == "ego-car hits barrier" and record[cols.LABEL] in cols.LABELS
+        assert record[cols.SEVERITY] == "1. Ego-car collided but did not stop" and record[cols.SEVERITY] in cols.SEVERITIES
+        assert int(record[cols.N_VEHICLES]) == t.vehicles >= 1
+        assert record[cols.CAPTION].endswith(".") and record[cols.REASON].endswith(".")
     # Text fields are quoted, numbers are not.
     assert '"ego-car hits barrier"' in (root / "truth.csv").read_text()
     assert "\n0," in (root / "truth.csv").read_text()
@@ -172,8 +172,8 @@ def test_dataset_events_and_no_event_rows(tmp_path) -> None:
     assert [t.event_frame for t in truths] == [None, 17]
     with open(tmp_path / "truth.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert rows[0][S.START_FRAME] == "1" and rows[0][S.DETECTION] == "-1" and rows[0][S.N_VEHICLES] == "0"
-    assert rows[1][S.START_FRAME] == "17" and rows[1][S.DETECTION] == "1"
+    assert rows[0][cols.START_FRAME] == "1" and rows[0][cols.DETECTION] == "-1" and rows[0][cols.N_VEHICLES] == "0"
+    assert rows[1][cols.START_FRAME] == "17" and rows[1][cols.DETECTION] == "1"
     with pytest.raises(ValueError, match="one event frame"):
         make_dataset(tmp_path / "x", 2, frames=30, events=[5])
 

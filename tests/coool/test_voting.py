@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coool import schema as S
+from coool import schema as cols
 from coool.parsing import coerce_answer
 from coool.voting import (
     consistent,
@@ -21,7 +21,7 @@ from coool.voting import (
     vote_start_index,
 )
 
-SEV0, SEV1, SEV2, SEV3, SEV4, SEV5, SEV6 = S.SEVERITIES
+SEV0, SEV1, SEV2, SEV3, SEV4, SEV5, SEV6 = cols.SEVERITIES
 
 # ------------------------------------------------------------ majority & medians
 
@@ -111,16 +111,16 @@ def test_most_common_frame() -> None:
 
 
 def test_empty_fields() -> None:
-    voted = {S.DETECTION: 0, S.SEVERITY: "", S.LABEL: None, S.CAPTION: "  \n", S.REASON: "x", S.EGO: 0}
-    fields = [S.DETECTION, S.SEVERITY, S.LABEL, S.CAPTION, S.REASON, S.EGO, S.N_ANIMALS]
-    assert empty_fields(voted, fields) == [S.SEVERITY, S.LABEL, S.CAPTION, S.N_ANIMALS]
+    voted = {cols.DETECTION: 0, cols.SEVERITY: "", cols.LABEL: None, cols.CAPTION: "  \n", cols.REASON: "x", cols.EGO: 0}
+    fields = [cols.DETECTION, cols.SEVERITY, cols.LABEL, cols.CAPTION, cols.REASON, cols.EGO, cols.N_ANIMALS]
+    assert empty_fields(voted, fields) == [cols.SEVERITY, cols.LABEL, cols.CAPTION, cols.N_ANIMALS]
 
 
 # ------------------------------------------------------------ vote_samples
 
 
 def answer(start, det, sev, ego, label, counts, caption, reason) -> dict:
-    return dict(zip(S.ANSWER_FIELDS, (start, det, sev, ego, label, *counts, caption, reason)))
+    return dict(zip(cols.ANSWER_FIELDS, (start, det, sev, ego, label, *counts, caption, reason)))
 
 
 def test_vote_samples_hand_checked() -> None:
@@ -150,7 +150,7 @@ def test_vote_samples_texts_from_best_agreeing_sample() -> None:
         answer(2, 1, SEV6, 0, "car hits barrier", (0, 0, 0, 1), "c3", "r3"),  # 4/4, later
     ]
     voted = vote_samples(samples)
-    assert (voted[S.CAPTION], voted[S.REASON]) == ("c2", "r2")
+    assert (voted[cols.CAPTION], voted[cols.REASON]) == ("c2", "r2")
 
 
 def test_vote_samples_categorical_ties_then_texts() -> None:
@@ -160,10 +160,10 @@ def test_vote_samples_categorical_ties_then_texts() -> None:
     ]
     # detection tie 0/1 -> 0, ego tie -> 0, severity tie -> SEV0, label tie -> "ego-car ..." (sorts first)
     voted = vote_samples(samples)
-    assert voted[S.DETECTION] == 0 and voted[S.SEVERITY] == SEV0 and voted[S.EGO] == 0
-    assert voted[S.LABEL] == "ego-car hits a vehicle"
+    assert voted[cols.DETECTION] == 0 and voted[cols.SEVERITY] == SEV0 and voted[cols.EGO] == 0
+    assert voted[cols.LABEL] == "ego-car hits a vehicle"
     # sample 1 agrees on label only (1), sample 2 on detection, severity, ego (3)
-    assert voted[S.CAPTION] == "c2"
+    assert voted[cols.CAPTION] == "c2"
 
 
 def test_vote_samples_all_texts_empty() -> None:
@@ -172,8 +172,8 @@ def test_vote_samples_all_texts_empty() -> None:
         answer(0, 1, SEV6, 0, "car flipped over", (0, 0, 0, 1), "  ", None),
     ]
     voted = vote_samples(samples)
-    assert voted[S.CAPTION] == "" and voted[S.REASON] == ""
-    assert empty_fields(voted, S.TEXT_COLUMNS) == [S.CAPTION, S.REASON]
+    assert voted[cols.CAPTION] == "" and voted[cols.REASON] == ""
+    assert empty_fields(voted, cols.TEXT_COLUMNS) == [cols.CAPTION, cols.REASON]
 
 
 def test_vote_samples_prefers_sample_with_both_texts() -> None:
@@ -183,30 +183,30 @@ def test_vote_samples_prefers_sample_with_both_texts() -> None:
         answer(0, 1, SEV6, 0, "car flipped over", (0, 0, 0, 1), "c3", ""),
     ]
     voted = vote_samples(samples)
-    assert (voted[S.CAPTION], voted[S.REASON]) == ("c2", "r2")
+    assert (voted[cols.CAPTION], voted[cols.REASON]) == ("c2", "r2")
 
 
 def test_vote_samples_canonicalises_and_drops_unmappable() -> None:
     samples = [
-        {S.SEVERITY: "3", S.LABEL: "fog"},
-        {S.SEVERITY: SEV3, S.LABEL: "Ego car hits a pedestrian"},
-        {S.SEVERITY: SEV1, S.LABEL: "mist"},
-        {S.SEVERITY: "banana", S.LABEL: "haze"},
+        {cols.SEVERITY: "3", cols.LABEL: "fog"},
+        {cols.SEVERITY: SEV3, cols.LABEL: "Ego car hits a pedestrian"},
+        {cols.SEVERITY: SEV1, cols.LABEL: "mist"},
+        {cols.SEVERITY: "banana", cols.LABEL: "haze"},
     ]
     voted = vote_samples(samples)
-    assert voted[S.SEVERITY] == SEV3
-    assert voted[S.LABEL] == "ego-car hits a pedestrian"  # the only mappable label
+    assert voted[cols.SEVERITY] == SEV3
+    assert voted[cols.LABEL] == "ego-car hits a pedestrian"  # the only mappable label
 
 
 def test_vote_samples_absent_fields_are_none() -> None:
     # A texts-prompt sample: start index and texts only.
-    samples = [coerce_answer({S.START_FRAME: -1, S.CAPTION: "c", S.REASON: "r"}) for _ in range(2)]
+    samples = [coerce_answer({cols.START_FRAME: -1, cols.CAPTION: "c", cols.REASON: "r"}) for _ in range(2)]
     voted = vote_samples(samples)
-    assert voted[S.START_FRAME] == -1
-    assert (voted[S.CAPTION], voted[S.REASON]) == ("c", "r")
-    others = [f for f in S.ANSWER_FIELDS if f not in (S.START_FRAME, *S.TEXT_COLUMNS)]
+    assert voted[cols.START_FRAME] == -1
+    assert (voted[cols.CAPTION], voted[cols.REASON]) == ("c", "r")
+    others = [f for f in cols.ANSWER_FIELDS if f not in (cols.START_FRAME, *cols.TEXT_COLUMNS)]
     assert all(voted[f] is None for f in others)
-    assert vote_samples([]) == {field: None for field in S.ANSWER_FIELDS}
+    assert vote_samples([]) == {field: None for field in cols.ANSWER_FIELDS}
 
 
 json_values = st.recursive(
@@ -215,14 +215,14 @@ json_values = st.recursive(
     max_leaves=10,
 )
 field_values = {
-    S.DETECTION: st.sampled_from([-1, 0, 1, 2, "1", None]),
-    S.SEVERITY: st.sampled_from([*S.SEVERITIES, "3", "unknown", "", None]),
-    S.EGO: st.sampled_from([0, 1, "1", 5, None]),
-    S.LABEL: st.sampled_from([*S.LABELS, "fog", "Vehicle Overtakes", "", None]),
+    cols.DETECTION: st.sampled_from([-1, 0, 1, 2, "1", None]),
+    cols.SEVERITY: st.sampled_from([*cols.SEVERITIES, "3", "unknown", "", None]),
+    cols.EGO: st.sampled_from([0, 1, "1", 5, None]),
+    cols.LABEL: st.sampled_from([*cols.LABELS, "fog", "Vehicle Overtakes", "", None]),
 }
 raw_answers = st.fixed_dictionaries(
     {},
-    optional={field: field_values.get(field, json_values) for field in S.ANSWER_FIELDS},
+    optional={field: field_values.get(field, json_values) for field in cols.ANSWER_FIELDS},
 )
 
 
@@ -231,16 +231,16 @@ raw_answers = st.fixed_dictionaries(
 def test_vote_samples_always_allowed(raw: list[dict]) -> None:
     samples = [coerce_answer(obj) for obj in raw]
     voted = vote_samples(samples)
-    assert list(voted) == list(S.ANSWER_FIELDS)
-    assert voted[S.DETECTION] in (None, *S.DETECTION_VALUES)
-    assert voted[S.EGO] in (None, *S.EGO_VALUES)
-    assert voted[S.SEVERITY] in (None, *S.SEVERITIES)
-    assert voted[S.LABEL] in (None, *S.LABELS)
-    for field in S.COUNT_COLUMNS:
+    assert list(voted) == list(cols.ANSWER_FIELDS)
+    assert voted[cols.DETECTION] in (None, *cols.DETECTION_VALUES)
+    assert voted[cols.EGO] in (None, *cols.EGO_VALUES)
+    assert voted[cols.SEVERITY] in (None, *cols.SEVERITIES)
+    assert voted[cols.LABEL] in (None, *cols.LABELS)
+    for field in cols.COUNT_COLUMNS:
         assert voted[field] is None or (isinstance(voted[field], int) and voted[field] >= 0)
-    starts = {s[S.START_FRAME] for s in samples if s[S.START_FRAME] is not None}
-    assert voted[S.START_FRAME] is None if not starts else voted[S.START_FRAME] in starts
-    for field in S.TEXT_COLUMNS:
+    starts = {s[cols.START_FRAME] for s in samples if s[cols.START_FRAME] is not None}
+    assert voted[cols.START_FRAME] is None if not starts else voted[cols.START_FRAME] in starts
+    for field in cols.TEXT_COLUMNS:
         assert voted[field] is None or any(voted[field] == s[field] for s in samples)
 
 
@@ -264,24 +264,24 @@ def test_consistent_hazard() -> None:
     assert consistent(row) == answer(2, 0, SEV0, 1, "unknown", (0, 0, 1, 2), "c", "r")
     kept = answer(2, 0, None, 0, "pedestrian on the road", (0, 0, 1, 0), "c", "r")
     assert consistent(kept) == answer(2, 0, SEV0, 0, "pedestrian on the road", (0, 0, 1, 0), "c", "r")
-    assert consistent(answer(2, 0, SEV0, 0, None, (0, 0, 0, 0), "c", "r"))[S.LABEL] == "unknown"
+    assert consistent(answer(2, 0, SEV0, 0, None, (0, 0, 0, 0), "c", "r"))[cols.LABEL] == "unknown"
 
 
 @pytest.mark.parametrize(("ego", "severity"), [(1, SEV1), (0, SEV6), (None, SEV6)])
 def test_consistent_accident_without_crash(ego: int | None, severity: str) -> None:
     row = answer(0, 1, SEV0, ego, "car hits barrier", (0, 0, 0, 1), "c", "r")
-    assert consistent(row)[S.SEVERITY] == severity
-    row[S.SEVERITY] = None
-    assert consistent(row)[S.SEVERITY] == severity
+    assert consistent(row)[cols.SEVERITY] == severity
+    row[cols.SEVERITY] = None
+    assert consistent(row)[cols.SEVERITY] == severity
 
 
 def test_consistent_accident_kept_and_label_filled() -> None:
     row = answer(0, 1, SEV2, 1, None, (0, 0, 0, 1), "c", "r")
     out = consistent(row)
-    assert out[S.SEVERITY] == SEV2  # a valid crash severity is left as is
-    assert out[S.LABEL] == "unknown"
+    assert out[cols.SEVERITY] == SEV2  # a valid crash severity is left as is
+    assert out[cols.LABEL] == "unknown"
     # ego/severity mismatch is not the guard's business (documented)
-    assert consistent(answer(0, 1, SEV1, 0, "car hits barrier", (0,) * 4, "c", "r"))[S.SEVERITY] == SEV1
+    assert consistent(answer(0, 1, SEV1, 0, "car hits barrier", (0,) * 4, "c", "r"))[cols.SEVERITY] == SEV1
 
 
 def test_consistent_unknown_detection_untouched() -> None:
@@ -291,31 +291,31 @@ def test_consistent_unknown_detection_untouched() -> None:
 
 def rule_violations(row: dict) -> list[str]:
     problems = []
-    detection = row[S.DETECTION]
+    detection = row[cols.DETECTION]
     if detection == -1:
-        if row[S.SEVERITY] != SEV0 or row[S.EGO] != 0 or row[S.LABEL] != "unknown":
+        if row[cols.SEVERITY] != SEV0 or row[cols.EGO] != 0 or row[cols.LABEL] != "unknown":
             problems.append("-1 categorical")
-        if any(row[f] != 0 for f in S.COUNT_COLUMNS):
+        if any(row[f] != 0 for f in cols.COUNT_COLUMNS):
             problems.append("-1 counts")
     elif detection == 0:
-        if row[S.SEVERITY] != SEV0 or row[S.LABEL] not in S.HAZARD_LABELS:
+        if row[cols.SEVERITY] != SEV0 or row[cols.LABEL] not in cols.HAZARD_LABELS:
             problems.append("0")
     elif detection == 1:
-        if row[S.SEVERITY] in (None, SEV0) or row[S.LABEL] is None:
+        if row[cols.SEVERITY] in (None, SEV0) or row[cols.LABEL] is None:
             problems.append("1")
     return problems
 
 
 voted_rows = st.fixed_dictionaries(
     {
-        S.START_FRAME: st.integers(-1, 20),
-        S.DETECTION: st.sampled_from(S.DETECTION_VALUES),
-        S.SEVERITY: st.sampled_from([*S.SEVERITIES, None]),
-        S.EGO: st.sampled_from([*S.EGO_VALUES, None]),
-        S.LABEL: st.sampled_from([*S.LABELS, None]),
-        **{f: st.integers(0, 30) for f in S.COUNT_COLUMNS},
-        S.CAPTION: st.text(max_size=5),
-        S.REASON: st.text(max_size=5),
+        cols.START_FRAME: st.integers(-1, 20),
+        cols.DETECTION: st.sampled_from(cols.DETECTION_VALUES),
+        cols.SEVERITY: st.sampled_from([*cols.SEVERITIES, None]),
+        cols.EGO: st.sampled_from([*cols.EGO_VALUES, None]),
+        cols.LABEL: st.sampled_from([*cols.LABELS, None]),
+        **{f: st.integers(0, 30) for f in cols.COUNT_COLUMNS},
+        cols.CAPTION: st.text(max_size=5),
+        cols.REASON: st.text(max_size=5),
     }
 )
 
@@ -326,8 +326,8 @@ def test_consistent_always_satisfies_rules(row: dict) -> None:
     out = consistent(row)
     assert rule_violations(out) == []
     assert consistent(out) == out  # idempotent
-    assert out[S.DETECTION] == row[S.DETECTION] and out[S.START_FRAME] == row[S.START_FRAME]
-    assert (out[S.CAPTION], out[S.REASON]) == (row[S.CAPTION], row[S.REASON])
+    assert out[cols.DETECTION] == row[cols.DETECTION] and out[cols.START_FRAME] == row[cols.START_FRAME]
+    assert (out[cols.CAPTION], out[cols.REASON]) == (row[cols.CAPTION], row[cols.REASON])
     if not rule_violations(row):
         assert out == row  # a consistent row passes through unchanged
 
@@ -338,21 +338,21 @@ def test_consistent_always_satisfies_rules(row: dict) -> None:
 def test_vote_original_hand_checked() -> None:
     from coool.voting import vote_original
 
-    base = {S.START_FRAME: -1, S.DETECTION: 1, S.SEVERITY: "", S.EGO: 1, S.LABEL: "unknown",
-            S.N_BICYCLISTS: 0, S.N_ANIMALS: 0, S.N_PEDESTRIANS: 0, S.N_VEHICLES: 1,
-            S.CAPTION: "", S.REASON: "first"}
+    base = {cols.START_FRAME: -1, cols.DETECTION: 1, cols.SEVERITY: "", cols.EGO: 1, cols.LABEL: "unknown",
+            cols.N_BICYCLISTS: 0, cols.N_ANIMALS: 0, cols.N_PEDESTRIANS: 0, cols.N_VEHICLES: 1,
+            cols.CAPTION: "", cols.REASON: "first"}
     samples = [
         base,
-        {**base, S.START_FRAME: 4, S.SEVERITY: "1. Ego-car collided but did not stop", S.N_VEHICLES: 2,
-         S.CAPTION: "A car.", S.REASON: "second"},
-        {**base, S.START_FRAME: 4, S.N_VEHICLES: 4, S.DETECTION: 0},
-        {**base, S.SEVERITY: "1. Ego-car collided but did not stop", S.N_VEHICLES: 5},
+        {**base, cols.START_FRAME: 4, cols.SEVERITY: "1. Ego-car collided but did not stop", cols.N_VEHICLES: 2,
+         cols.CAPTION: "A car.", cols.REASON: "second"},
+        {**base, cols.START_FRAME: 4, cols.N_VEHICLES: 4, cols.DETECTION: 0},
+        {**base, cols.SEVERITY: "1. Ego-car collided but did not stop", cols.N_VEHICLES: 5},
     ]
     voted = vote_original(samples)
-    assert voted[S.SEVERITY] == ""  # a 2-2 tie: the blank sorts first
-    assert voted[S.N_VEHICLES] == 3  # median of 1, 2, 4, 5
-    assert voted[S.START_FRAME] == 4  # majority ignoring -1
-    assert (voted[S.CAPTION], voted[S.REASON]) == ("", "first")  # the first best-agreeing sample, blank or not
-    assert list(voted)[:5] == [S.DETECTION, S.EGO, S.SEVERITY, S.LABEL, S.N_BICYCLISTS]
+    assert voted[cols.SEVERITY] == ""  # a 2-2 tie: the blank sorts first
+    assert voted[cols.N_VEHICLES] == 3  # median of 1, 2, 4, 5
+    assert voted[cols.START_FRAME] == 4  # majority ignoring -1
+    assert (voted[cols.CAPTION], voted[cols.REASON]) == ("", "first")  # the first best-agreeing sample, blank or not
+    assert list(voted)[:5] == [cols.DETECTION, cols.EGO, cols.SEVERITY, cols.LABEL, cols.N_BICYCLISTS]
     assert vote_original([]) == {}
-    assert vote_original([{S.START_FRAME: -1}, {S.START_FRAME: -1}]) == {S.START_FRAME: -1}
+    assert vote_original([{cols.START_FRAME: -1}, {cols.START_FRAME: -1}]) == {cols.START_FRAME: -1}

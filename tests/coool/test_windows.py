@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coool import schema as S
+from coool import schema as cols
 from coool.windows import caption_trigger_window, detected_frame_window, is_no_clue, read_cell_int, window_index_to_frame
 
 # ------------------------------------------------------------ detected-frame window
@@ -115,13 +115,13 @@ def caption_table(
     table = pd.DataFrame(
         {
             "frame": [1 + 10 * k for k in range(n)],
-            S.CAP_DETECTION: detections,
-            S.HAZARD_CLUES: clues if clues is not None else ["none"] * n,
+            cols.CAP_DETECTION: detections,
+            cols.HAZARD_CLUES: clues if clues is not None else ["none"] * n,
         }
     )
-    for field in S.CAPTION_COUNT_FIELDS:
+    for field in cols.CAPTION_COUNT_FIELDS:
         table[field] = 0
-    table[S.CAP_VEHICLES] = counts if counts is not None else [0] * n
+    table[cols.CAP_VEHICLES] = counts if counts is not None else [0] * n
     return table
 
 
@@ -194,9 +194,9 @@ def test_clue_values(value: object) -> None:
 @pytest.mark.parametrize("blank", ["", "unknown", "n/a", None])
 def test_a_blank_or_non_numeric_detection_never_triggers(blank: object) -> None:
     table = caption_table([-1] * 20)
-    table[S.CAP_DETECTION] = table[S.CAP_DETECTION].astype(object)
-    table.loc[3, S.CAP_DETECTION] = blank
-    table.loc[14, S.CAP_DETECTION] = "1"
+    table[cols.CAP_DETECTION] = table[cols.CAP_DETECTION].astype(object)
+    table.loc[3, cols.CAP_DETECTION] = blank
+    table.loc[14, cols.CAP_DETECTION] = "1"
     assert caption_trigger_window(table, 1, 1) == [131, 141, 151]  # row 14
     # coool's reading makes the blank 0, a hazard: row 3 triggers.
     assert caption_trigger_window(table, 1, 1, lenient=True) == [21, 31, 41]
@@ -204,11 +204,11 @@ def test_a_blank_or_non_numeric_detection_never_triggers(blank: object) -> None:
 
 def test_the_originals_counts_are_truncated_and_may_be_negative() -> None:
     table = caption_table([-1] * 6)
-    for field in S.CAPTION_COUNT_FIELDS:
+    for field in cols.CAPTION_COUNT_FIELDS:
         table[field] = table[field].astype(object)
-    table.loc[1, S.CAP_VEHICLES] = "2.9"  # the original: 2; coool: 3
-    table.loc[2, S.CAP_VEHICLES] = "3"
-    table.loc[3, S.CAP_VEHICLES], table.loc[3, S.CAP_ANIMALS] = "4", "-2"  # the original: 2; coool: 4
+    table.loc[1, cols.CAP_VEHICLES] = "2.9"  # the original: 2; coool: 3
+    table.loc[2, cols.CAP_VEHICLES] = "3"
+    table.loc[3, cols.CAP_VEHICLES], table.loc[3, cols.CAP_ANIMALS] = "4", "-2"  # the original: 2; coool: 4
     assert caption_trigger_window(table, 0, 0) == [21]
     assert caption_trigger_window(table, 0, 0, lenient=True) == [31]
 
@@ -216,11 +216,11 @@ def test_the_originals_counts_are_truncated_and_may_be_negative() -> None:
 def test_a_saved_caption_table_keeps_a_blank_detection_blank(tmp_path) -> None:
     from coool.captions import TABLE_COLUMNS, load_captions
 
-    rows = [{c: "" for c in TABLE_COLUMNS} | {"frame": f, "image": "x.png", S.HAZARD_CLUES: "none"} for f in (1, 11, 21, 31)]
+    rows = [{c: "" for c in TABLE_COLUMNS} | {"frame": f, "image": "x.png", cols.HAZARD_CLUES: "none"} for f in (1, 11, 21, 31)]
     for row in rows:
-        row[S.CAP_DETECTION] = -1
-    rows[1][S.CAP_DETECTION] = ""  # the captioner left it out
-    rows[2][S.HAZARD_CLUES] = "a cyclist ahead"
+        row[cols.CAP_DETECTION] = -1
+    rows[1][cols.CAP_DETECTION] = ""  # the captioner left it out
+    rows[2][cols.HAZARD_CLUES] = "a cyclist ahead"
     pd.DataFrame(rows).to_csv(tmp_path / "0.csv", index=False)
     assert caption_trigger_window(load_captions(tmp_path / "0.csv", coerce=False), 0, 0) == [21]
     assert caption_trigger_window(load_captions(tmp_path / "0.csv", coerce=False), 0, 0, lenient=True) == [11]
@@ -229,9 +229,9 @@ def test_a_saved_caption_table_keeps_a_blank_detection_blank(tmp_path) -> None:
 def test_caption_trigger_falls_back_to_counts_first_max() -> None:
     counts = [0, 1, 2, 5, 0, 1, 0, 3, 4, 5, 0, 0]
     table = caption_table([-1] * 12, counts=counts)
-    table[S.CAP_PEDESTRIANS] = [0] * 8 + [2, 0, 0, 0]  # row 8 sums to 6: the largest
+    table[cols.CAP_PEDESTRIANS] = [0] * 8 + [2, 0, 0, 0]  # row 8 sums to 6: the largest
     assert caption_trigger_window(table, 1, 1) == [71, 81, 91]
-    table[S.CAP_PEDESTRIANS] = 0  # rows 3 and 9 tie at 5: the first wins
+    table[cols.CAP_PEDESTRIANS] = 0  # rows 3 and 9 tie at 5: the first wins
     assert caption_trigger_window(table, 1, 1) == [21, 31, 41]
 
 
@@ -259,7 +259,7 @@ def test_caption_trigger_sorts_rows_by_frame() -> None:
 
 def test_caption_trigger_reads_a_saved_csv() -> None:
     # pandas reads "NA", "null" and empty cells as NaN: no clue.
-    text = "frame,Incident_Detection,Hazard_Clues,{}\n".format(",".join(S.CAPTION_COUNT_FIELDS))
+    text = "frame,Incident_Detection,Hazard_Clues,{}\n".format(",".join(cols.CAPTION_COUNT_FIELDS))
     rows = ["1,-1,NA,0,0,0,1", "11,-1,null,0,0,0,0", "21,-1,,0,0,0,0", "31,-1,cyclist ahead,0,0,0,0", "41,-1,none,0,0,0,2"]
     table = pd.read_csv(io.StringIO(text + "\n".join(rows)))
     assert caption_trigger_window(table, 0, 1) == [31, 41]
@@ -269,7 +269,7 @@ def test_caption_trigger_errors() -> None:
     with pytest.raises(ValueError):
         caption_trigger_window(caption_table([]), 6, 5)
     with pytest.raises(ValueError):
-        caption_trigger_window(caption_table([1]).drop(columns=[S.HAZARD_CLUES]), 6, 5)
+        caption_trigger_window(caption_table([1]).drop(columns=[cols.HAZARD_CLUES]), 6, 5)
     with pytest.raises(ValueError):
         caption_trigger_window(caption_table([1]), -1, 5)
 
@@ -306,7 +306,7 @@ def test_caption_trigger_properties(rows: list[tuple], pre: int, post: int, gap:
     clues = [r[1] for r in rows]
     table = caption_table(detections, clues=clues, counts=[r[2] for r in rows])
     table["frame"] = [1 + gap * k for k in range(len(rows))]
-    table[S.CAP_ANIMALS] = [r[3] for r in rows]
+    table[cols.CAP_ANIMALS] = [r[3] for r in rows]
     window = caption_trigger_window(table, pre, post)
     frames = list(table["frame"])
     size = pre + post + 1

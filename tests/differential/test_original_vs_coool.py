@@ -31,7 +31,7 @@ import pytest
 from differential_world import GLM, GPT_OSS, QWEN_NEXT, QWEN_VL, World
 from requests_diff import compare_requests
 
-from coool import schema as S
+from coool import schema as cols
 from coool.captions import caption_unit
 from coool.describe import DescribePromptSet, describe_unit, load_description_row
 from coool.detect import detect_unit
@@ -114,9 +114,9 @@ def caption_answer(vid: int, frame: int, event: int | None) -> Any:
         return "I cannot describe this frame."  # not JSON: the row is dropped
     det = -1 if event is None or frame < event - 10 else (0 if frame < event else 1)
     answer = {
-        S.SCENE: f"A three-lane road, frame {frame}.",
-        S.HAZARD_CLUES: "none" if det == -1 else "a red barrier in the ego lane",
-        S.GAZE: "center ahead",
+        cols.SCENE: f"A three-lane road, frame {frame}.",
+        cols.HAZARD_CLUES: "none" if det == -1 else "a red barrier in the ego lane",
+        cols.GAZE: "center ahead",
         "Number_of_Bicyclists_Scooters": 0,
         "Number_of_Animals": 0,
         "Number_of_Pedestrians": 0,
@@ -127,7 +127,7 @@ def caption_answer(vid: int, frame: int, event: int | None) -> Any:
         "Label": "ego-car hits barrier" if det >= 0 else "unknown",
     }
     if (vid, frame) == (1, 31):
-        del answer[S.GAZE]  # a missing key: a blank cell
+        del answer[cols.GAZE]  # a missing key: a blank cell
     if (vid, frame) == (1, 41):
         answer["Incident_Detection"] = "n/a"  # not a number: never triggers the caption-trigger window
     return answer
@@ -135,34 +135,34 @@ def caption_answer(vid: int, frame: int, event: int | None) -> Any:
 
 def counts_answers(vid: int, index: int) -> list[dict[str, Any]]:
     one = {
-        S.START_FRAME: index,
-        S.DETECTION: 1,
-        S.SEVERITY: "1. Ego-car collided but did not stop",
-        S.EGO: 1,
-        S.LABEL: "ego-car hits barrier",
-        S.N_BICYCLISTS: 0,
-        S.N_ANIMALS: 0,
-        S.N_PEDESTRIANS: 0,
-        S.N_VEHICLES: 1 + vid,
+        cols.START_FRAME: index,
+        cols.DETECTION: 1,
+        cols.SEVERITY: "1. Ego-car collided but did not stop",
+        cols.EGO: 1,
+        cols.LABEL: "ego-car hits barrier",
+        cols.N_BICYCLISTS: 0,
+        cols.N_ANIMALS: 0,
+        cols.N_PEDESTRIANS: 0,
+        cols.N_VEHICLES: 1 + vid,
     }
-    other = {**one, S.START_FRAME: index + 1, S.N_VEHICLES: 2}
-    return [one, other, one, {**one, S.LABEL: "car hits barrier"}]
+    other = {**one, cols.START_FRAME: index + 1, cols.N_VEHICLES: 2}
+    return [one, other, one, {**one, cols.LABEL: "car hits barrier"}]
 
 
 def texts_answers(vid: int, index: int) -> list[dict[str, Any]]:
     texts = {
-        S.START_FRAME: index,
-        S.CAPTION: f"The ego-car drives in the middle lane of clip {vid}.",
-        S.REASON: "The ego-car hits a red barrier in its lane.",
+        cols.START_FRAME: index,
+        cols.CAPTION: f"The ego-car drives in the middle lane of clip {vid}.",
+        cols.REASON: "The ego-car hits a red barrier in its lane.",
     }
     if vid == 1:  # every sample leaves the reason blank: the texts pass is asked again
-        return [{**texts, S.REASON: ""}] * 4
-    return [texts, {**texts, S.CAPTION: "A road with a red barrier ahead."}, texts, texts]
+        return [{**texts, cols.REASON: ""}] * 4
+    return [texts, {**texts, cols.CAPTION: "A road with a red barrier ahead."}, texts, texts]
 
 
 def reconcile_answers(vid: int, index: int) -> list[dict[str, Any]]:
     row = {**counts_answers(vid, index)[0], **texts_answers(0, index)[0]}
-    return [row, {**row, S.START_FRAME: index + 2}, row, {**row, S.EGO: 0}]
+    return [row, {**row, cols.START_FRAME: index + 2}, row, {**row, cols.EGO: 0}]
 
 
 # ---- stage 2: captioning ------------------------------------------------------------
@@ -376,7 +376,7 @@ def test_describe_rows_equal(described: tuple[str, dict[str, Any]]) -> None:
     assert sorted(theirs["video"]) == sorted(got["rows"])
     for record in theirs.to_dict("records"):
         ours = got["rows"][int(record["video"])]
-        for column in S.COLUMNS:
+        for column in cols.COLUMNS:
             assert str(record[column]) == str(ours[column]), f"{name}, video {record['video']}, {column}"
 
 
@@ -399,18 +399,18 @@ def submission_rows(k: int) -> list[dict[str, Any]]:
     rows = []
     for vid in range(2):
         rows.append({
-            S.VIDEO: vid,
-            S.START_FRAME: 30 + vid + (k % 3),
-            S.DETECTION: 1,
-            S.SEVERITY: "1. Ego-car collided but did not stop",
-            S.EGO: 1,
-            S.LABEL: "ego-car hits barrier",
-            S.N_BICYCLISTS: 0,
-            S.N_ANIMALS: 0,
-            S.N_PEDESTRIANS: 0,
-            S.N_VEHICLES: k % 2,
-            S.CAPTION: f"{k} The ego-car drives  in the <middle> lane.",
-            S.REASON: "The ego-vehicle hits a red barrier." if k % 2 else "The Ego-car hits a barrier.",
+            cols.VIDEO: vid,
+            cols.START_FRAME: 30 + vid + (k % 3),
+            cols.DETECTION: 1,
+            cols.SEVERITY: "1. Ego-car collided but did not stop",
+            cols.EGO: 1,
+            cols.LABEL: "ego-car hits barrier",
+            cols.N_BICYCLISTS: 0,
+            cols.N_ANIMALS: 0,
+            cols.N_PEDESTRIANS: 0,
+            cols.N_VEHICLES: k % 2,
+            cols.CAPTION: f"{k} The ego-car drives  in the <middle> lane.",
+            cols.REASON: "The ego-vehicle hits a red barrier." if k % 2 else "The Ego-car hits a barrier.",
         })
     return rows
 
@@ -418,7 +418,7 @@ def submission_rows(k: int) -> list[dict[str, Any]]:
 def write_submission(path: Path, rows: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(S.COLUMNS), quoting=csv.QUOTE_NONNUMERIC)
+        writer = csv.DictWriter(f, fieldnames=list(cols.COLUMNS), quoting=csv.QUOTE_NONNUMERIC)
         writer.writeheader()
         writer.writerows(rows)
 
@@ -468,8 +468,8 @@ def ensembled(world: World, second_place: Recipe, prompts_dir: Path | None) -> d
             assert params is not None and sorted(params.inputs) == sorted(ENSEMBLE_FILES)
             prompt = load_prompt(params.prompt, prompts_dir)
             for row in base:
-                done = await ensemble_unit(chat, row[S.VIDEO], row, frames, world.coool / "ensemble", prompt, params)
-                rows[row[S.VIDEO]] = done["row"]
+                done = await ensemble_unit(chat, row[cols.VIDEO], row, frames, world.coool / "ensemble", prompt, params)
+                rows[row[cols.VIDEO]] = done["row"]
 
     run(go())
     return {"original": original, "coool": logged(world), "theirs": theirs, "rows": rows}
@@ -482,6 +482,6 @@ def test_ensemble_requests_equal(ensembled: dict[str, Any], prompts_dir: Path | 
 
 def test_ensemble_rows_equal(ensembled: dict[str, Any]) -> None:
     for record in ensembled["theirs"].to_dict("records"):
-        ours = ensembled["rows"][int(record[S.VIDEO])]
-        for column in S.COLUMNS:
-            assert str(record[column]) == str(ours[column]), f"video {record[S.VIDEO]}, {column}: {json.dumps(ours)}"
+        ours = ensembled["rows"][int(record[cols.VIDEO])]
+        for column in cols.COLUMNS:
+            assert str(record[column]) == str(ours[column]), f"video {record[cols.VIDEO]}, {column}: {json.dumps(ours)}"

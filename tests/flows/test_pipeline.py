@@ -13,7 +13,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName, TaskRunFilter, TaskRunFilterName
 from roles import point_roles_at
 
-from coool import schema as S
+from coool import schema as cols
 from coool.recipe import load_recipe
 from coool.sim.testing import SIM_SERVER_COMMAND, free_port
 from coool.submission import read_submission, validate
@@ -59,7 +59,7 @@ def second_place_run(prefect_api, synthetic_data, tmp_path_factory):
 def test_submission_valid_and_frames_near_events(second_place_run, synthetic_data):
     frame = assert_valid(Path(second_place_run["first"]["written"]["final"]), len(synthetic_data.truths))
     assert second_place_run["first"]["failures"] == 0
-    starts = dict(zip(frame[S.VIDEO].astype(int), frame[S.START_FRAME].astype(int)))
+    starts = dict(zip(frame[cols.VIDEO].astype(int), frame[cols.START_FRAME].astype(int)))
     for truth in synthetic_data.truths:
         assert truth.event_frame is not None
         assert abs(starts[truth.video_id] - truth.event_frame) <= 10, (truth.video_id, starts, truth.event_frame)

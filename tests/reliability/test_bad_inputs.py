@@ -28,7 +28,7 @@ from reliability_support import (
     role_env,
 )
 
-from coool import schema as S
+from coool import schema as cols
 from coool.frames import load_manifest
 from coool.recipe import load_recipe
 from coool.run import Run, run_plain
@@ -64,21 +64,21 @@ def clean_rows(sim: SimHandle, clips4: Path, tmp_path_factory: pytest.TempPathFa
     with pytest.MonkeyPatch.context() as m:
         plain_run(sim, clips4, results, m)
     frame = pd.read_csv(results / "submission.csv", dtype=str, keep_default_na=False)
-    return {int(r[S.VIDEO]): r for r in frame.to_dict("records")}
+    return {int(r[cols.VIDEO]): r for r in frame.to_dict("records")}
 
 
 def check(results: Path, clean_rows: dict[int, dict[str, str]], videos: list[int]) -> pd.DataFrame:
     """A complete, valid submission; the good videos' rows as in the clean run."""
     frame = assert_valid_submission(results / "submission.csv", videos)
-    rows = {int(r[S.VIDEO]): r for r in frame.to_dict("records")}
+    rows = {int(r[cols.VIDEO]): r for r in frame.to_dict("records")}
     for video in GOOD:
         assert rows[video] == clean_rows[video], f"video {video} was affected by another video's bad input"
     return frame
 
 
 def fallback(frame: pd.DataFrame, video: int) -> None:
-    row = frame[frame[S.VIDEO] == str(video)].iloc[0].to_dict()
-    expected = {k: str(v) for k, v in S.fallback_row(video).items()}
+    row = frame[frame[cols.VIDEO] == str(video)].iloc[0].to_dict()
+    expected = {k: str(v) for k, v in cols.fallback_row(video).items()}
     assert row == expected, f"video {video} should have the fallback row"
 
 
@@ -136,8 +136,8 @@ def test_heatmap_shorter_than_the_video_holds_its_last_frame(sim, data_copy: Pat
     assert "heatmap is shorter (25 < 60 frames)" in manifest.heatmap_rule.detail
     # The hold-last-frame rule: frames past the heatmap's end are stacked with its frame 25.
     assert {f.frame: f.heatmap_frame for f in manifest.frames} == {n: min(n, 25) for n in range(1, 61, 10)}
-    row = frame[frame[S.VIDEO] == "4"].iloc[0]
-    assert row[S.DETECTION] != "-1"  # described for real: the clip has an event
+    row = frame[frame[cols.VIDEO] == "4"].iloc[0]
+    assert row[cols.DETECTION] != "-1"  # described for real: the clip has an event
 
 
 def test_one_frame_video(sim, data_copy: Path, clean_rows, tmp_path: Path, monkeypatch) -> None:
@@ -147,7 +147,7 @@ def test_one_frame_video(sim, data_copy: Path, clean_rows, tmp_path: Path, monke
     frame = check(tmp_path / "r", clean_rows, GOOD + [4])
     # A one-frame video is a video: it is captioned and described, every window is frame 1.
     assert failures(tmp_path / "r").empty
-    assert frame[frame[S.VIDEO] == "4"].iloc[0][S.START_FRAME] == "1"
+    assert frame[frame[cols.VIDEO] == "4"].iloc[0][cols.START_FRAME] == "1"
 
 
 def test_file_name_that_is_not_a_video_id(sim, data_copy: Path, clean_rows, tmp_path: Path, monkeypatch) -> None:

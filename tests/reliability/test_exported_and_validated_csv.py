@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from reliability_support import COOOL
 from studio_support import FINAL, build_results, csrf_from
 
-from coool import schema as S
+from coool import schema as cols
 from coool.studio import create_app
 from coool.submission import submission_text
 from coool.synthetic import load_truth
@@ -64,7 +64,7 @@ def test_votes_csv_carries_no_spreadsheet_formula(clips4: Path, tmp_path: Path, 
 def test_files_served_as_they_are_keep_their_negative_numbers(clips4: Path, tmp_path: Path) -> None:
     """The run's own CSVs are data for the challenge and coool, not for a spreadsheet: untouched."""
     dirs = build_results(clips4, tmp_path / "results")
-    rows = [{**t.row(), S.DETECTION: -1, S.START_FRAME: 1} for t in load_truth(clips4)]
+    rows = [{**t.row(), cols.DETECTION: -1, cols.START_FRAME: 1} for t in load_truth(clips4)]
     (dirs.results / "nothing.csv").write_text(submission_text(rows), encoding="utf-8")
     c = TestClient(create_app(dirs.results), base_url=BASE)
     served = c.get("/files/nothing.csv")

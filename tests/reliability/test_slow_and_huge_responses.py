@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from coool import schema as S
+from coool import schema as cols
 from coool.describe import DescribePromptSet, describe_unit
 from coool.frames import extract_caption_frames
 from coool.llm import ChatClient, ModelRequestError
@@ -183,9 +183,9 @@ def test_the_default_cap_is_far_above_the_largest_real_answer() -> None:
 def _answer(caption: str) -> dict[str, Any]:
     """A describe answer with all 11 fields (a plain accident) and the given caption."""
     return {
-        S.START_FRAME: 3, S.DETECTION: 1, S.SEVERITY: "1. Ego-car collided but did not stop", S.EGO: 1,
-        S.LABEL: "ego-car hits barrier", S.N_BICYCLISTS: 0, S.N_ANIMALS: 0, S.N_PEDESTRIANS: 0, S.N_VEHICLES: 1,
-        S.CAPTION: caption, S.REASON: "A red barrier blocks the lane and ego-car hits it.",
+        cols.START_FRAME: 3, cols.DETECTION: 1, cols.SEVERITY: "1. Ego-car collided but did not stop", cols.EGO: 1,
+        cols.LABEL: "ego-car hits barrier", cols.N_BICYCLISTS: 0, cols.N_ANIMALS: 0, cols.N_PEDESTRIANS: 0, cols.N_VEHICLES: 1,
+        cols.CAPTION: caption, cols.REASON: "A red barrier blocks the lane and ego-car hits it.",
     }
 
 

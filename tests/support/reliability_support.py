@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 from roles import point_roles_at
 
-from coool import schema as S
+from coool import schema as cols
 from coool.submission import read_submission, validate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -140,7 +140,7 @@ def assert_valid_submission(path: Path, videos: list[int]) -> pd.DataFrame:
     frame = read_submission(path)
     errors = [p for p in validate(frame, expected_videos=videos, strict=True) if p.level == "error"]
     assert not errors, "\n".join(map(str, errors))
-    assert sorted(int(v) for v in frame[S.VIDEO]) == sorted(videos)
+    assert sorted(int(v) for v in frame[cols.VIDEO]) == sorted(videos)
     return frame
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from coool import schema as S
+from coool import schema as cols
 
 W, H = 320, 240
 GREY = (110, 110, 110)
@@ -68,16 +68,16 @@ FRAME_CAPTION_SCHEMA: dict[str, Any] = {
     "title": "frame_caption",
     "type": "object",
     "properties": {
-        S.SCENE: {"type": "string", "minLength": 1},
-        S.HAZARD_CLUES: {"type": "string"},
-        S.GAZE: {"type": "string"},
-        **{f: _COUNT for f in S.CAPTION_COUNT_FIELDS},
-        S.CAP_DETECTION: {"type": "integer", "enum": list(S.DETECTION_VALUES)},
-        S.CAP_SEVERITY: {"type": "string", "enum": list(S.CAPTION_SEVERITIES)},
-        S.CAP_EGO: {"type": "integer", "enum": list(S.EGO_VALUES)},
-        S.CAP_LABEL: {"type": "string", "enum": list(S.LABELS)},
+        cols.SCENE: {"type": "string", "minLength": 1},
+        cols.HAZARD_CLUES: {"type": "string"},
+        cols.GAZE: {"type": "string"},
+        **{f: _COUNT for f in cols.CAPTION_COUNT_FIELDS},
+        cols.CAP_DETECTION: {"type": "integer", "enum": list(cols.DETECTION_VALUES)},
+        cols.CAP_SEVERITY: {"type": "string", "enum": list(cols.CAPTION_SEVERITIES)},
+        cols.CAP_EGO: {"type": "integer", "enum": list(cols.EGO_VALUES)},
+        cols.CAP_LABEL: {"type": "string", "enum": list(cols.LABELS)},
     },
-    "required": list(S.CAPTION_FIELDS),
+    "required": list(cols.CAPTION_FIELDS),
     "additionalProperties": False,
 }
 
@@ -90,14 +90,14 @@ INCIDENT_FRAME_SCHEMA: dict[str, Any] = {
 }
 
 _DESCRIBE_PROPS: dict[str, Any] = {
-    S.START_FRAME: {"type": "integer", "minimum": -1},
-    S.DETECTION: {"type": "integer", "enum": list(S.DETECTION_VALUES)},
-    S.SEVERITY: {"type": "string", "enum": list(S.SEVERITIES)},
-    S.EGO: {"type": "integer", "enum": list(S.EGO_VALUES)},
-    S.LABEL: {"type": "string", "enum": list(S.LABELS)},
-    **{c: _COUNT for c in S.COUNT_COLUMNS},
-    S.CAPTION: {"type": "string", "minLength": 10},
-    S.REASON: {"type": "string", "minLength": 10},
+    cols.START_FRAME: {"type": "integer", "minimum": -1},
+    cols.DETECTION: {"type": "integer", "enum": list(cols.DETECTION_VALUES)},
+    cols.SEVERITY: {"type": "string", "enum": list(cols.SEVERITIES)},
+    cols.EGO: {"type": "integer", "enum": list(cols.EGO_VALUES)},
+    cols.LABEL: {"type": "string", "enum": list(cols.LABELS)},
+    **{c: _COUNT for c in cols.COUNT_COLUMNS},
+    cols.CAPTION: {"type": "string", "minLength": 10},
+    cols.REASON: {"type": "string", "minLength": 10},
 }
 
 
@@ -111,11 +111,11 @@ def describe_schema(title: str, fields: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
-COUNTS_FIELDS = tuple(f for f in S.ANSWER_FIELDS if f not in S.TEXT_COLUMNS)
-TEXTS_FIELDS = (S.START_FRAME, S.CAPTION, S.REASON)
+COUNTS_FIELDS = tuple(f for f in cols.ANSWER_FIELDS if f not in cols.TEXT_COLUMNS)
+TEXTS_FIELDS = (cols.START_FRAME, cols.CAPTION, cols.REASON)
 DESCRIBE_COUNTS_SCHEMA = describe_schema("describe_counts", COUNTS_FIELDS)
 DESCRIBE_TEXTS_SCHEMA = describe_schema("describe_texts", TEXTS_FIELDS)
-DESCRIBE_RECONCILE_SCHEMA = describe_schema("describe_reconcile", S.ANSWER_FIELDS)
+DESCRIBE_RECONCILE_SCHEMA = describe_schema("describe_reconcile", cols.ANSWER_FIELDS)
 
 ENSEMBLE_SCHEMA: dict[str, Any] = {
     "title": "ensemble",
@@ -133,7 +133,7 @@ ENSEMBLE_SCHEMA: dict[str, Any] = {
 def caption_table(rows: list[tuple[int, int]]) -> str:
     """A stage-2 style markdown table of (frame, Incident_Detection) rows."""
     lines = [
-        f"| frame | image | {S.SCENE} | {S.CAP_DETECTION} | {S.CAP_LABEL} |",
+        f"| frame | image | {cols.SCENE} | {cols.CAP_DETECTION} | {cols.CAP_LABEL} |",
         "|---|---|---|---|---|",
     ]
     for frame, det in rows:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from coool import schema as S
+from coool import schema as cols
 from coool.files import atomic_write_json, atomic_write_text
 from coool.submission import write_submission
 from coool.synthetic import load_truth
@@ -49,9 +49,9 @@ def build_results(data: Path, results: Path, texts: Texts | None = None) -> Stud
     for side, rel, shift in (("one", FINAL, 0), ("two", DESCRIBED, 6)):
         subs = []
         for row in rows:
-            video = int(row[S.VIDEO])
+            video = int(row[cols.VIDEO])
             text_caption, text_reason = texts(side, video)
-            subs.append({**row, S.START_FRAME: int(row[S.START_FRAME]) + shift, S.CAPTION: text_caption, S.REASON: text_reason})
+            subs.append({**row, cols.START_FRAME: int(row[cols.START_FRAME]) + shift, cols.CAPTION: text_caption, cols.REASON: text_reason})
         write_submission(subs, results / rel)
     for video in range(N_VIDEOS):
         atomic_write_json(results / "describe" / "v4" / f"{video}.json", {

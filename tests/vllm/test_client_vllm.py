@@ -15,7 +15,7 @@ import jsonschema
 import pandas as pd
 import pytest
 
-from coool import schema as S
+from coool import schema as cols
 from coool.describe import DescribePromptSet
 from coool.detect import caption_markdown, parse_frame
 from coool.llm import ChatClient, ModelRequestError, user_message
@@ -34,17 +34,17 @@ def caption_table(rows: int = 6) -> pd.DataFrame:
         records.append(
             {
                 "frame": 1 + 10 * i,
-                S.SCENE: "A city street with parked cars; the ego-car drives in the right lane.",
-                S.HAZARD_CLUES: "a car cuts in from the left" if incident else "none",
-                S.GAZE: "the car ahead",
-                S.CAP_BICYCLISTS: 0,
-                S.CAP_ANIMALS: 0,
-                S.CAP_PEDESTRIANS: 0,
-                S.CAP_VEHICLES: 1 if incident else 0,
-                S.CAP_DETECTION: 0 if incident else -1,
-                S.CAP_SEVERITY: S.NO_CRASH,
-                S.CAP_EGO: 0,
-                S.CAP_LABEL: "vehicle overtakes" if incident else S.UNKNOWN_LABEL,
+                cols.SCENE: "A city street with parked cars; the ego-car drives in the right lane.",
+                cols.HAZARD_CLUES: "a car cuts in from the left" if incident else "none",
+                cols.GAZE: "the car ahead",
+                cols.CAP_BICYCLISTS: 0,
+                cols.CAP_ANIMALS: 0,
+                cols.CAP_PEDESTRIANS: 0,
+                cols.CAP_VEHICLES: 1 if incident else 0,
+                cols.CAP_DETECTION: 0 if incident else -1,
+                cols.CAP_SEVERITY: cols.NO_CRASH,
+                cols.CAP_EGO: 0,
+                cols.CAP_LABEL: "vehicle overtakes" if incident else cols.UNKNOWN_LABEL,
             }
         )
     return pd.DataFrame.from_records(records)
@@ -122,8 +122,8 @@ async def test_describe_counts_schema_with_enums(vllm_role_settings: RoleSetting
     """Stage 4's counts answer (9 fields, enums from coool.schema): n 4, t 0.6, top_p 0.95, top_k off, rp 1.0."""
     prompt = load_prompt("describe_counts")
     schema = prompt.schema
-    assert schema["properties"][S.SEVERITY]["enum"] == list(S.SEVERITIES)
-    assert schema["properties"][S.LABEL]["enum"] == list(S.LABELS)
+    assert schema["properties"][cols.SEVERITY]["enum"] == list(cols.SEVERITIES)
+    assert schema["properties"][cols.LABEL]["enum"] == list(cols.LABELS)
     text = prompt.render(**DescribePromptSet(prompt, prompt, prompt).values(12))
     async with ChatClient("describer", vllm_role_settings) as client:
         samples = await client.complete(
@@ -137,11 +137,11 @@ async def test_describe_counts_schema_with_enums(vllm_role_settings: RoleSetting
             response_format=client.response_format(prompt.title, schema),
         )
     for answer in check_answers(samples, schema, 4):
-        assert answer[S.SEVERITY] in S.SEVERITIES
-        assert answer[S.LABEL] in S.LABELS
-        assert answer[S.DETECTION] in S.DETECTION_VALUES
-        assert answer[S.EGO] in S.EGO_VALUES
-        assert all(answer[c] >= 0 for c in S.COUNT_COLUMNS)
+        assert answer[cols.SEVERITY] in cols.SEVERITIES
+        assert answer[cols.LABEL] in cols.LABELS
+        assert answer[cols.DETECTION] in cols.DETECTION_VALUES
+        assert answer[cols.EGO] in cols.EGO_VALUES
+        assert all(answer[c] >= 0 for c in cols.COUNT_COLUMNS)
 
 
 @pytest.mark.parametrize("name", ["describe_texts", "describe_reconcile", "caption"])
@@ -173,7 +173,7 @@ async def test_caption_low_temperature_with_thinking_kwarg(vllm_role_settings: R
             response_format=client.response_format(prompt.title, prompt.schema),
         )
     (answer,) = check_answers(samples, prompt.schema, 1)
-    assert answer[S.CAP_SEVERITY] in S.CAPTION_SEVERITIES
+    assert answer[cols.CAP_SEVERITY] in cols.CAPTION_SEVERITIES
 
 
 async def test_n_choices_and_split(vllm_role_settings: RoleSettings) -> None:

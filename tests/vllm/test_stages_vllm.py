@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from references import REFERENCE_DIR
 
-from coool import schema as S
+from coool import schema as cols
 from coool.captions import TABLE_COLUMNS, caption_video
 from coool.describe import DescribePromptSet, describe_video
 from coool.detect import detect_video
@@ -48,14 +48,14 @@ def caption_table() -> pd.DataFrame:
         event = frame >= 61
         rows.append({
             "frame": frame, "image": f"/data/frames/0/stacked/{frame:06d}.png",
-            S.SCENE: "Ego-car drives on a straight road behind a car.",
-            S.HAZARD_CLUES: "red obstacle ahead in the ego lane" if event else "none",
-            S.GAZE: "the obstacle" if event else "the road ahead",
-            S.CAP_BICYCLISTS: 0, S.CAP_ANIMALS: 0, S.CAP_PEDESTRIANS: 0, S.CAP_VEHICLES: 1,
-            S.CAP_DETECTION: 1 if frame >= 81 else (0 if event else -1),
-            S.CAP_SEVERITY: "1. Ego-car collided but did not stop" if frame >= 81 else S.NO_CRASH,
-            S.CAP_EGO: 1 if event else 0,
-            S.CAP_LABEL: "ego-car hits barrier" if frame >= 81 else "unknown",
+            cols.SCENE: "Ego-car drives on a straight road behind a car.",
+            cols.HAZARD_CLUES: "red obstacle ahead in the ego lane" if event else "none",
+            cols.GAZE: "the obstacle" if event else "the road ahead",
+            cols.CAP_BICYCLISTS: 0, cols.CAP_ANIMALS: 0, cols.CAP_PEDESTRIANS: 0, cols.CAP_VEHICLES: 1,
+            cols.CAP_DETECTION: 1 if frame >= 81 else (0 if event else -1),
+            cols.CAP_SEVERITY: "1. Ego-car collided but did not stop" if frame >= 81 else cols.NO_CRASH,
+            cols.CAP_EGO: 1 if event else 0,
+            cols.CAP_LABEL: "ego-car hits barrier" if frame >= 81 else "unknown",
         })
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
@@ -81,16 +81,16 @@ async def test_ensembler_stage_on_real_rows(vllm_role_settings: RoleSettings) ->
     rows = []
     async with ChatClient("ensembler", vllm_role_settings) as client:
         for video in (0, 3, 313):
-            base_row = base[base[S.VIDEO] == video].iloc[0].to_dict()
+            base_row = base[base[cols.VIDEO] == video].iloc[0].to_dict()
             result = await ensemble_video(client, load_prompt("ensemble"), video, base_row, inputs, EnsembleParams())
-            frames = {int(f[f[S.VIDEO] == video][S.START_FRAME].iloc[0]) for f in inputs.values()}
-            assert result.row[S.START_FRAME] in frames
-            assert {c: result.row[c] for c in S.COLUMNS if c not in (S.START_FRAME, S.CAPTION, S.REASON)} == {
-                c: base_row[c] for c in S.COLUMNS if c not in (S.START_FRAME, S.CAPTION, S.REASON)
+            frames = {int(f[f[cols.VIDEO] == video][cols.START_FRAME].iloc[0]) for f in inputs.values()}
+            assert result.row[cols.START_FRAME] in frames
+            assert {c: result.row[c] for c in cols.COLUMNS if c not in (cols.START_FRAME, cols.CAPTION, cols.REASON)} == {
+                c: base_row[c] for c in cols.COLUMNS if c not in (cols.START_FRAME, cols.CAPTION, cols.REASON)
             }
             rows.append(result.row)
     assert client.stats.failures == 0
-    frame = pd.DataFrame(rows, columns=list(S.COLUMNS)).astype(str)
+    frame = pd.DataFrame(rows, columns=list(cols.COLUMNS)).astype(str)
     assert not [p for p in validate(frame, strict=True) if p.level == "error"]
 
 
@@ -114,6 +114,6 @@ async def test_image_stages(vllm_vl_role_settings: RoleSettings, vllm_media_root
     assert truth.event_frame == 20
     assert client.stats.failures == 0
     assert len(captions.table) == len(manifest.frames)  # every answer parsed
-    frame = pd.DataFrame([described.row], columns=list(S.COLUMNS)).astype(str)
+    frame = pd.DataFrame([described.row], columns=list(cols.COLUMNS)).astype(str)
     assert not [p for p in validate(frame, strict=True) if p.level == "error"]
-    assert described.row[S.START_FRAME] == 1 or described.row[S.START_FRAME] in window
+    assert described.row[cols.START_FRAME] == 1 or described.row[cols.START_FRAME] in window

@@ -15,7 +15,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-from coool import schema as S
+from coool import schema as cols
 from coool.describe import DescribePromptSet
 from coool.llm import ChatClient, ImageFile, ModelRequestError, image_url, user_message
 from coool.prompts import load_prompt
@@ -76,7 +76,7 @@ async def test_captioner_stacked_frame_data_url(vllm_vl_role_settings: RoleSetti
         )
         assert client.stats.prompt_tokens > 0
     (answer,) = check(samples, prompt.schema, 1)
-    assert answer[S.CAP_SEVERITY] in S.CAPTION_SEVERITIES and answer[S.CAP_LABEL] in S.LABELS
+    assert answer[cols.CAP_SEVERITY] in cols.CAPTION_SEVERITIES and answer[cols.CAP_LABEL] in cols.LABELS
 
 
 async def test_describer_24_frame_window_file_urls(
@@ -102,7 +102,7 @@ async def test_describer_24_frame_window_file_urls(
         # 24 images cost far more prompt tokens than the text alone.
         assert client.stats.prompt_tokens > 24 * 8
     for answer in check(samples, prompt.schema, 4):
-        assert answer[S.LABEL] in S.LABELS and answer[S.SEVERITY] in S.SEVERITIES
+        assert answer[cols.LABEL] in cols.LABELS and answer[cols.SEVERITY] in cols.SEVERITIES
 
 
 async def test_describer_reconcile_data_urls(vllm_vl_role_settings: RoleSettings, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import sim_scenes as scenes
 
-from coool import schema as S
+from coool import schema as cols
 from coool.sim import FAULT_MODES, OWNED_BY, SimConfig, parse_faults
 from coool.sim.answers import NON_ENGLISH_TEXT
 from coool.sim.testing import SimHandle, free_port, running_sim_server, start_sim_process
@@ -225,14 +225,14 @@ def test_frame_caption_follows_the_red_obstacle(sim: SimHandle) -> None:
     calm = _caption(sim, scenes.data_url(scenes.stacked(red_radius=0, vehicles=2)))
     crash = _caption(sim, scenes.data_url(scenes.stacked(red_radius=40, vehicles=2)))
     hazard = _caption(sim, scenes.data_url(scenes.stacked(red_radius=12, vehicles=2)))
-    assert calm[S.CAP_DETECTION] == -1 and calm[S.HAZARD_CLUES] == "none"
-    assert calm[S.CAP_SEVERITY] == S.NO_CRASH and calm[S.CAP_LABEL] == S.UNKNOWN_LABEL
-    assert crash[S.CAP_DETECTION] == 1 and crash[S.HAZARD_CLUES] != "none"
-    assert crash[S.CAP_SEVERITY] != S.NO_CRASH and crash[S.CAP_EGO] == 1
-    assert crash[S.CAP_LABEL] in S.LABELS and crash[S.CAP_LABEL] != S.UNKNOWN_LABEL
-    assert "red obstacle" in crash[S.GAZE]  # gaze mark sits above the obstacle's column
-    assert hazard[S.CAP_DETECTION] == 0 and hazard[S.CAP_LABEL] in S.HAZARD_LABELS
-    assert calm[S.CAP_VEHICLES] == crash[S.CAP_VEHICLES] == 2
+    assert calm[cols.CAP_DETECTION] == -1 and calm[cols.HAZARD_CLUES] == "none"
+    assert calm[cols.CAP_SEVERITY] == cols.NO_CRASH and calm[cols.CAP_LABEL] == cols.UNKNOWN_LABEL
+    assert crash[cols.CAP_DETECTION] == 1 and crash[cols.HAZARD_CLUES] != "none"
+    assert crash[cols.CAP_SEVERITY] != cols.NO_CRASH and crash[cols.CAP_EGO] == 1
+    assert crash[cols.CAP_LABEL] in cols.LABELS and crash[cols.CAP_LABEL] != cols.UNKNOWN_LABEL
+    assert "red obstacle" in crash[cols.GAZE]  # gaze mark sits above the obstacle's column
+    assert hazard[cols.CAP_DETECTION] == 0 and hazard[cols.CAP_LABEL] in cols.HAZARD_LABELS
+    assert calm[cols.CAP_VEHICLES] == crash[cols.CAP_VEHICLES] == 2
 
 
 def test_describe_start_index_is_first_red_image(sim: SimHandle) -> None:
@@ -245,9 +245,9 @@ def test_describe_start_index_is_first_red_image(sim: SimHandle) -> None:
         response_format=scenes.json_schema("describe_reconcile", scenes.DESCRIBE_RECONCILE_SCHEMA),
     )
     answers = [json.loads(c) for c in contents(r)]
-    assert {a[S.START_FRAME] for a in answers} == {4}
-    assert {a[S.DETECTION] for a in answers} == {1}
-    assert len({a[S.CAPTION] for a in answers}) > 1  # wording varies by sample
+    assert {a[cols.START_FRAME] for a in answers} == {4}
+    assert {a[cols.DETECTION] for a in answers} == {1}
+    assert len({a[cols.CAPTION] for a in answers}) > 1  # wording varies by sample
 
 
 def test_incident_frame_from_markdown_table_with_reasoning(sim: SimHandle) -> None:
@@ -310,7 +310,7 @@ def test_file_urls_inside_allowed_path_only(sim: SimHandle, media: Path, tmp_pat
         assert cv2.imwrite(str(path), scenes.stacked(40))
     ok = chat(sim, messages=[scenes.user("Describe.", [inside.as_uri()])],
               response_format=scenes.json_schema("frame_caption", scenes.FRAME_CAPTION_SCHEMA))  # fmt: skip
-    assert json.loads(contents(ok)[0])[S.CAP_DETECTION] == 1
+    assert json.loads(contents(ok)[0])[cols.CAP_DETECTION] == 1
     refused = chat(sim, messages=[scenes.user("Describe.", [outside.as_uri()])])
     assert refused.status_code == 400 and "allowed" in refused.json()["error"]["message"]
 
@@ -380,8 +380,8 @@ def test_fault_nonenglish_keeps_schema_but_not_english(sim: SimHandle) -> None:
     sim.set_faults(nonenglish=1.0)
     answer = json.loads(contents(chat(sim, **_CAPTION_BODY))[0])
     jsonschema.validate(answer, scenes.FRAME_CAPTION_SCHEMA)
-    assert answer[S.SCENE] == NON_ENGLISH_TEXT and not answer[S.SCENE].isascii()
-    assert answer[S.CAP_LABEL] in S.LABELS
+    assert answer[cols.SCENE] == NON_ENGLISH_TEXT and not answer[cols.SCENE].isascii()
+    assert answer[cols.CAP_LABEL] in cols.LABELS
     assert sim.stats()["faults"]["nonenglish"] == 1
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from studio_support import FINAL, StudioDirs
 
-from coool import schema as S
+from coool import schema as cols
 from coool.studio import create_app
 from coool.studio.scoring import CIDER_ZERO_WHY
 
@@ -47,8 +47,8 @@ def distinct_truth(dirs: StudioDirs, tmp_path: Path) -> Path:
         rows = list(csv.DictReader(f))
     places = ["a wet bridge", "a narrow alley at night", "a busy roundabout"]
     for row, place in zip(rows, places, strict=True):
-        row[S.CAPTION] = f"The ego-car drives over {place} behind a slow truck."
-        row[S.REASON] = f"A cyclist swerves out on {place} and the ego-car brakes hard."
+        row[cols.CAPTION] = f"The ego-car drives over {place} behind a slow truck."
+        row[cols.REASON] = f"A cyclist swerves out on {place} and the ego-car brakes hard."
     truth = tmp_path / "distinct-truth.csv"
     final = dirs.results / FINAL
     for path, data in ((truth, rows), (final, rows)):
@@ -80,7 +80,7 @@ def test_a_nonzero_cider_d_has_no_note(dirs: StudioDirs, tmp_path: Path) -> None
 
 def test_the_timeline_draws_the_truths_start_frame(dirs: StudioDirs) -> None:
     with open(dirs.truth, newline="") as f:
-        truth_start = {int(r[S.VIDEO]): int(r[S.START_FRAME]) for r in csv.DictReader(f)}
+        truth_start = {int(r[cols.VIDEO]): int(r[cols.START_FRAME]) for r in csv.DictReader(f)}
     c = TestClient(create_app(dirs.results), base_url=BASE)  # truth.csv found at the data root
     for video, start in truth_start.items():
         html = c.get(f"/video/{video}").text

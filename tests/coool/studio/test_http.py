@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from studio_support import DESCRIBED, FINAL, N_VIDEOS, StudioDirs, caption, csrf_from, raw_get, reason
 
-from coool import schema as S
+from coool import schema as cols
 from coool.decode import probe
 from coool.studio import create_app, studio_command
 from coool.studio.security import check_bind_host
@@ -84,11 +84,11 @@ def test_invalid_submission_is_shown_with_its_errors(dirs: StudioDirs) -> None:
 
 def test_video_page_shows_every_column_side_by_side_and_the_frames(dirs: StudioDirs) -> None:
     html = client(dirs).get("/video/0").text
-    for column in S.COLUMNS:
+    for column in cols.COLUMNS:
         assert f"<th>{column}</th>" in html
     one, two = read_submission(dirs.results / FINAL), read_submission(dirs.results / DESCRIBED)
     assert caption("one", 0) in html and reason("two", 0) in html
-    starts = {int(one.loc[0, S.START_FRAME]), int(two.loc[0, S.START_FRAME])}
+    starts = {int(one.loc[0, cols.START_FRAME]), int(two.loc[0, cols.START_FRAME])}
     for frame in starts:
         assert re.search(rf'class="start seek" data-frame="{frame}"', html)
     # The describe config's window (describe/v4/0.json) is drawn on the describe submission's lane.
