@@ -16,7 +16,6 @@ from coool import schema as cols
 
 if TYPE_CHECKING:
     from coool.frames import FrameManifest
-    from coool.inputs import InputProblem
     from coool.llm import ChatClient
     from coool.schedule import StageReport
     from coool.settings import Settings
@@ -27,8 +26,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-VIDEO_ID = "a video id: the integer stem of <id>.mp4"
 
 
 @app.callback()
@@ -140,35 +137,6 @@ def merge(
 
 
 # -- stage 1 and test data ----------------------------------------------------------
-
-
-def extract_all(
-    videos_dir: str | os.PathLike[str],
-    heatmaps_dir: str | os.PathLike[str],
-    out_root: str | os.PathLike[str],
-    every: int = 10,
-) -> tuple[dict[int, FrameManifest], list[InputProblem]]:
-    """Stage 1 for a whole folder: ``out_root/<id>/`` per video.
-
-    A video that cannot be used (corrupt, empty, no or undecodable heatmap)
-    becomes an InputProblem naming the bad file; the others are processed.
-    """
-    from coool.decode import VideoError
-    from coool.frames import extract_caption_frames
-    from coool.inputs import InputProblem, scan_inputs
-
-    pairs, problems = scan_inputs(videos_dir, heatmaps_dir)
-    manifests: dict[int, FrameManifest] = {}
-    for pair in pairs:
-        if pair.heatmap is None:
-            continue  # already reported by scan_inputs
-        try:
-            manifests[pair.video_id] = extract_caption_frames(
-                pair.video, pair.heatmap, Path(out_root) / str(pair.video_id), every
-            )
-        except VideoError as exc:
-            problems.append(InputProblem(exc.path, exc.problem))
-    return manifests, problems
 
 
 @app.command()

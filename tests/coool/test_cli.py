@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from coool import schema as cols
-from coool.cli import app, extract_all
+from coool.cli import app
 from coool.detect import read_detections
 from coool.frames import load_manifest
 from coool.servers import wait_until_healthy
@@ -317,19 +317,23 @@ def frames_command(videos_dir: Path, heatmaps_dir: Path, out_dir: Path, every: i
     return result.exit_code
 
 
-def test_extract_all_reports_bad_files_and_does_the_rest(tmp_path, messy_inputs) -> None:
+def test_frames_reports_bad_files_and_does_the_rest(tmp_path, messy_inputs, capsys) -> None:
+    """``coool frames`` on a messy folder: every usable video done, every bad file named with its problem."""
     videos, heatmaps = messy_inputs
-    manifests, problems = extract_all(videos, heatmaps, tmp_path / "frames", every=30)
+    assert frames_command(videos, heatmaps, tmp_path / "frames", every=30) == 1
+    manifests = {int(p.parent.name): load_manifest(p.parent) for p in (tmp_path / "frames").glob("*/manifest.json")}
     assert sorted(manifests) == [0, 1, 8]
-    for vid, m in manifests.items():
-        assert (tmp_path / "frames" / str(vid) / "manifest.json").is_file()
-        assert [f.frame for f in m.frames] == [1, 31, 61, 91]
-    named = {p.path: p.problem for p in problems}
-    assert "cannot be opened" in named[videos / "2.mp4"]
-    assert "empty" in named[videos / "3.mp4"]
-    assert "no heatmap" in named[videos / "4.mp4"]
-    assert "cannot be opened" in named[heatmaps / "5.mp4"]  # the heatmap is named, not the video
-    assert {videos / "clip.mp4", videos / "7.mp4", videos / "007.MP4"} <= set(named)
+    assert all([f.frame for f in m.frames] == [1, 31, 61, 91] for m in manifests.values())
+    problems = [line.removeprefix("problem: ") for line in capsys.readouterr().out.splitlines() if line.startswith("problem: ")]
+
+    def named(path: Path) -> str:
+        return " | ".join(line for line in problems if line.startswith(f"{path}: "))
+
+    assert "cannot be opened" in named(videos / "2.mp4")
+    assert "empty" in named(videos / "3.mp4")
+    assert "no heatmap" in named(videos / "4.mp4")
+    assert "cannot be opened" in named(heatmaps / "5.mp4")  # the heatmap is named, not the video
+    assert all(named(videos / name) for name in ("clip.mp4", "7.mp4", "007.MP4"))
     assert len(problems) == 7
     assert not (tmp_path / "frames" / "2").exists()
 
