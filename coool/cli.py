@@ -7,6 +7,7 @@ import os
 import re
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -498,6 +499,7 @@ def _run_recipe(
     except (UserError, RecipeError, ValueError, OSError) as exc:
         _fail(f"error: {exc}")
     typer.echo(folders_line(videos_dir, heatmaps_dir, results_dir, recipe, settings_file))
+    started = datetime.now(UTC)
     try:
         # One run per results folder (the flow takes the same lock: here it finds it held).
         with results_lock(settings.results_dir, wait=wait, on_wait=lambda m: typer.secho(m, fg="yellow", err=True)):
@@ -531,9 +533,26 @@ def _run_recipe(
         if not isinstance(exc, (Interrupted, KeyboardInterrupt)) and type(exc).__name__ != "TerminationSignal":
             raise
         done, total = _units_done(pipeline or Run(settings, loaded), data)
+        if prefect:
+            _cancel_interrupted_runs(pipeline.ws.run_json, started)
         typer.secho(interrupted_message(done, total), fg="yellow", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     return outcome
+
+
+def _cancel_interrupted_runs(run_json: Path, since: datetime) -> None:
+    """Prefect recorded the interrupted run as Crashed: mark it (and what ran under it) Cancelled.
+    Best effort: the results are safe either way, so a Prefect API that is gone changes nothing."""
+    from coool.files import read_json
+
+    try:
+        flow_run_id = read_json(run_json).get("prefect_flow_run_id")
+        if flow_run_id:
+            from flows.interrupted import cancel_interrupted
+
+            asyncio.run(cancel_interrupted(flow_run_id, since))
+    except Exception:  # noqa: BLE001 - never let the UI's wording fail the exit
+        pass
 
 
 @app.command("compare-recipes")

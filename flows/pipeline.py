@@ -21,6 +21,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, tags
 from prefect.artifacts import acreate_markdown_artifact
+from prefect.runtime import flow_run as current_flow_run
 
 from coool.inputs import VideoPair
 from coool.preflight import RunStopped
@@ -81,7 +82,9 @@ async def _pipeline(run: FlowRun, data_root: str, recipe: str, concurrent: bool,
     params = {"recipe": recipe, "results_dir": str(pipeline.ws.root), "settings_file": settings_file, "data_root": data_root}
     pipeline.ws.record_run(
         {"data_root": str(Path(data_root).resolve()), "videos_dir": str(Path(data_root, "videos").resolve()),
-         "heatmaps_dir": str(Path(data_root, "heatmaps").resolve()), "recipe": recipe}
+         "heatmaps_dir": str(Path(data_root, "heatmaps").resolve()), "recipe": recipe,
+         # Which Prefect run made these results (and what `coool run` marks Cancelled after Ctrl-C).
+         "prefect_flow_run_id": current_flow_run.id}
     )
     if removed := pipeline.clean_temp_files():
         logger.info("removed %d temp file(s) left by a killed run", len(removed))
