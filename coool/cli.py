@@ -504,9 +504,10 @@ def _run_recipe(
         # One run per results folder (the flow takes the same lock: here it finds it held).
         with results_lock(settings.results_dir, wait=wait, on_wait=lambda m: typer.secho(m, fg="yellow", err=True)):
             if prefect:
+                from flows.interrupted import signals_left_to_coool
                 from flows.pipeline import pipeline_flow
 
-                with prefect_interrupt_wording() as wording:
+                with prefect_interrupt_wording() as wording, signals_left_to_coool():
                     outcome: dict[str, Any] = asyncio.run(_interruptible(
                         pipeline_flow(
                             data_root=str(data), recipe=recipe, results_dir=str(results) if results else None,

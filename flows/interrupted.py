@@ -6,13 +6,18 @@ the user stopped the run and a rerun resumes it. Once the run has stopped,
 ``cancel_interrupted`` moves the pipeline's flow run, its stage flow runs
 and their task runs that were left Crashed (or still Running/Pending: the
 process that ran them is gone) to Cancelled, with a message saying so.
+``signals_left_to_coool`` keeps Prefect's SIGTERM bridge out of ``coool run``,
+so SIGTERM takes the same clean path as Ctrl-C.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import datetime
 from uuid import UUID
 
+import prefect.flow_engine
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
@@ -57,3 +62,26 @@ async def cancel_interrupted(flow_run_id: str | UUID, since: datetime, message: 
             await client.set_task_run_state(task_run.id, Cancelled(message=message), force=True)
             changed += 1
     return changed
+
+
+@contextlib.contextmanager
+def signals_left_to_coool() -> Iterator[None]:
+    """Flows run in the block leave SIGTERM to coool (``coool.interrupt.interruptible``).
+
+    Prefect's flow engine replaces the SIGTERM handler with one that raises
+    TerminationSignal wherever the main thread happens to be (inside a socket
+    write, say, which asyncio then logs as a fatal error with a traceback). It is
+    meant for runs a Prefect runner or worker supervises; ``coool run`` has its
+    own handling, the same for SIGINT and SIGTERM: cancel the run and let it clean
+    up. So, for the block, the engine's SIGTERM bridge does nothing.
+    """
+    saved = getattr(prefect.flow_engine, "capture_sigterm", None)
+    if saved is None:  # another Prefect version: nothing to turn off
+        yield
+        return
+    prefect.flow_engine.capture_sigterm = contextlib.nullcontext
+    try:
+        yield
+    finally:
+        prefect.flow_engine.capture_sigterm = saved
+

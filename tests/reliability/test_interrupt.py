@@ -81,9 +81,13 @@ def _caption_requests(results: Path) -> int:
     return log.read_text(errors="replace").count(CAPTION_REQUEST) if log.exists() else 0
 
 
-@pytest.mark.parametrize("mode", ["no-prefect", "prefect"])
+@pytest.mark.parametrize(
+    ("mode", "signum"),
+    [("no-prefect", signal.SIGINT), ("prefect", signal.SIGINT), ("prefect", signal.SIGTERM)],
+    ids=["no-prefect", "prefect", "prefect-sigterm"],
+)
 def test_ctrl_c_mid_stage_stops_cleanly_and_the_rerun_resumes(
-    mode: str, prefect_api: str, clips4: Path, small_recipe: Path, tmp_path: Path
+    mode: str, signum: int, prefect_api: str, clips4: Path, small_recipe: Path, tmp_path: Path
 ) -> None:
     results = tmp_path / "results"
     settings = _settings(tmp_path, free_port())
@@ -98,7 +102,7 @@ def test_ctrl_c_mid_stage_stops_cleanly_and_the_rerun_resumes(
                    "a first video's captions", alive=run, poll_s=0.05)
         server = _server_of(psutil.Process(run.pid))
         assert server is not None, "the process-backend server is a child of the run"
-        os.kill(run.pid, signal.SIGINT)
+        os.kill(run.pid, signum)  # Ctrl-C, or SIGTERM (a scheduler or `kill` stopping the run)
         code = run.wait(timeout=120)
     finally:
         if run.poll() is None:
