@@ -33,7 +33,7 @@ from coool.schedule import Failure, Progress, Scheduler, StageReport, no_progres
 from coool.settings import Settings
 from coool.stage import Stage, StageError, StageKind
 from coool.submission import write_submission
-from coool.workspace import Workspace
+from coool.workspace import MANIFEST, Workspace
 
 if TYPE_CHECKING:
     from coool.servers import ServerManager
@@ -96,7 +96,7 @@ class Run:
 
     async def frames_unit(self, pair: VideoPair) -> dict[str, Any]:
         """Stage 1 for one video, in a thread; "cached" when its frames were already there (reused as they were)."""
-        manifest_file = self.ws.frames_dir(pair.video_id) / "manifest.json"
+        manifest_file = self.ws.manifest_path(pair.video_id)
         before = manifest_file.stat().st_mtime_ns if manifest_file.exists() else None
         manifest = await asyncio.to_thread(self.frames, pair)
         cached = before is not None and manifest_file.stat().st_mtime_ns == before
@@ -108,9 +108,8 @@ class Run:
 
     def videos_with_frames(self) -> list[int]:
         """Video ids whose stage-1 output is in the results folder."""
-        root = self.ws.root / "frames"
         # A folder name is an id by the stage-1 rule (video_id_of): "²".isdigit() is True, int() refuses it.
-        return sorted(v for p in root.glob("*/manifest.json") if (v := video_id_of(p.parent.name + ".mp4")) is not None)
+        return sorted(v for p in self.ws.frames_root.glob(f"*/{MANIFEST}") if (v := video_id_of(p.parent.name + ".mp4")) is not None)
 
     def plan(self, *, concurrent: bool = False) -> list[Phase]:
         return phases(self.recipe.stages(), concurrent=concurrent)

@@ -81,7 +81,9 @@ async def _pipeline(run: FlowRun, data_root: str, recipe: str, concurrent: bool,
     params = {"recipe": recipe, "results_dir": str(pipeline.ws.root), "settings_file": settings_file, "data_root": data_root}
     pipeline.ws.record_run(
         {"data_root": str(Path(data_root).resolve()), "videos_dir": str(Path(data_root, "videos").resolve()),
-         "heatmaps_dir": str(Path(data_root, "heatmaps").resolve()), "recipe": recipe}
+         "heatmaps_dir": str(Path(data_root, "heatmaps").resolve()), "recipe": recipe,
+         # How this recipe files its outputs (captions+plus/, ...): the studio finds them by it.
+         "variants": dict(pipeline.ws.variants)}
     )
     if removed := pipeline.clean_temp_files():
         logger.info("removed %d temp file(s) left by a killed run", len(removed))
