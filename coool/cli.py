@@ -768,7 +768,7 @@ def prompts_import(
 
 # == model servers: `coool server start|stop ROLE` (a typer sub-app) ======================================
 
-server_app = typer.Typer(help="Start or stop a role's model server (docker).", no_args_is_help=True)
+server_app = typer.Typer(help="A role's model server: start or stop it (docker), its launch command, its image's flags.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
 
 ROLE_HELP = "captioner, detector, describer or ensembler"
@@ -811,6 +811,39 @@ def server_stop(role: str = typer.Argument(..., help=ROLE_HELP)) -> None:
     except Exception as exc:  # no docker, or no such container
         _fail(f"error: {role}: cannot stop container {container_name(role)}: {exc}", 1)
     typer.echo(f"{role}: stopped")
+
+@server_app.command("command")
+def server_command(
+    role: str = typer.Argument(..., help=ROLE_HELP),
+    launch: str = typer.Option("original", help="original (the method's flags) or plus (coool's extra flags)"),
+) -> None:
+    """Print ROLE's `vllm serve` command line as the process backend runs it (from coool/configs/servers.yaml)."""
+    from coool.launch import VARIANTS, show_command
+
+    if launch not in VARIANTS:
+        _fail(f"unknown launch {launch!r}; one of: {', '.join(VARIANTS)}")
+    typer.echo(show_command(_known_role(role), launch))  # type: ignore[arg-type]
+
+
+@server_app.command("images")
+def server_images(
+    check: bool = typer.Option(False, "--check", help="only say whether they are current (exit 1 if not)"),
+) -> None:
+    """Write the launch flags of coool/configs/servers.yaml into images/*/Dockerfile (one definition for both)."""
+    from coool.launch import IMAGES_DIR, image_names, stale_dockerfiles, write_block
+
+    if check:
+        if stale := stale_dockerfiles():
+            _fail("stale launch flags (run `coool server images`): " + ", ".join(map(str, stale)), 1)
+        typer.echo("launch flags current in every image")
+        return
+    for image in image_names():
+        try:
+            if write_block(dockerfile := IMAGES_DIR / image / "Dockerfile", image):
+                typer.echo(f"updated {dockerfile}")
+        except (ValueError, OSError) as exc:
+            _fail(str(exc))
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

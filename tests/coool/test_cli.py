@@ -369,6 +369,38 @@ def test_server_stop_without_its_container_is_one_clear_line() -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_server_command_prints_the_launch_of_servers_yaml() -> None:
+    """``coool server command ROLE``: the process backend's ``vllm serve`` line, per launch variant."""
+    original = runner.invoke(app, ["server", "command", "describer"])
+    plus = runner.invoke(app, ["server", "command", "describer", "--launch", "plus"])
+    assert original.exit_code == 0 and plus.exit_code == 0, original.output + plus.output
+    assert " serve " in original.output and original.output != plus.output
+    assert "--reasoning-parser" in plus.output and "--reasoning-parser" not in original.output
+    wrong = runner.invoke(app, ["server", "command", "describer", "--launch", "fast"])
+    assert wrong.exit_code == 2 and "unknown launch 'fast'" in wrong.output
+
+
+def test_server_images_rewrites_a_stale_dockerfile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``coool server images --check`` exits 1 naming a stale Dockerfile; without --check it rewrites it."""
+    from coool import launch
+
+    images = tmp_path / "images"
+    for image in launch.image_names():
+        (images / image).mkdir(parents=True)
+        (images / image / "Dockerfile").write_text(
+            f"FROM base\n{launch.dockerfile_block(image)}\nCMD serve\n", encoding="utf-8"
+        )
+    stale = images / launch.image_names()[0] / "Dockerfile"
+    stale.write_text(stale.read_text(encoding="utf-8").replace("ENV ", "ENV OLD=1 ", 1), encoding="utf-8")
+    monkeypatch.setattr(launch, "IMAGES_DIR", images)
+    checked = runner.invoke(app, ["server", "images", "--check"])
+    assert checked.exit_code == 1 and str(stale) in checked.output
+    written = runner.invoke(app, ["server", "images"])
+    assert written.exit_code == 0 and f"updated {stale}" in written.output
+    assert runner.invoke(app, ["server", "images", "--check"]).exit_code == 0
+    assert stale.read_text(encoding="utf-8").startswith("FROM base\n") and "OLD=1" not in stale.read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize("command", [SIM_SERVER_COMMAND, (sys.executable, "-m", "coool.sim")], ids=["cli", "python-m"])
 def test_sim_server_takes_every_option_of_the_simulated_server(tmp_path: Path, command: tuple[str, ...]) -> None:
     """``coool sim-server`` (and ``python -m coool.sim``, which delegates to it) with the options tests use."""
