@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from coool import schema as cols
+from coool.workspace import MANIFEST, caption_files, video_frames_dir, video_json
 
 if TYPE_CHECKING:
     from coool.frames import FrameManifest
@@ -171,7 +172,7 @@ def frames(
 
     async def unit(pair: VideoPair) -> dict[str, Any]:
         assert pair.heatmap is not None
-        await asyncio.to_thread(extract_caption_frames, pair.video, pair.heatmap, out_dir / str(pair.video_id), every)
+        await asyncio.to_thread(extract_caption_frames, pair.video, pair.heatmap, video_frames_dir(out_dir, pair.video_id), every)
         return {"video": pair.video_id}
 
     scheduler = Scheduler(settings, lambda stage, video: unit(video), unit, progress=rich_progress)
@@ -179,7 +180,7 @@ def frames(
     failed = {f.video for f in report.failed}
     manifests: dict[int, FrameManifest] = {
         p.video_id: m for p in pairs if p.heatmap is not None and p.video_id not in failed
-        if (m := load_manifest(out_dir / str(p.video_id))) is not None
+        if (m := load_manifest(video_frames_dir(out_dir, p.video_id))) is not None
     }
     table = Table(title=f"stage 1: frames -> {out_dir}")
     for col in ("video", "frames", "heatmap frames", "stacked images", "heatmap rule"):
@@ -267,14 +268,15 @@ def caption(
     from coool.terminal import report
 
     settings = _settings(ctx)
-    videos = _ids_in(frames_dir, "*/manifest.json")
+    videos = _ids_in(frames_dir, f"*/{MANIFEST}")
     if not videos:
         _fail(f"{frames_dir}: no <id>/manifest.json (run `coool frames` first)")
     _output_folder(out_dir)
     prompt, params = load_prompt("caption", prompts), CaptionParams()
     result = _one_stage(
         settings, "caption", "captioner",
-        lambda client, v: caption_unit(client, v, frames_dir / str(v), out_dir, prompt, params), videos,
+        lambda client, v: caption_unit(client, v, video_frames_dir(frames_dir, v), caption_files(out_dir, v), prompt, params),
+        videos,
         media_root=settings.data_root or frames_dir,
     )
     raise typer.Exit(report("caption", result))
@@ -304,10 +306,13 @@ def detect(
     prompt = load_prompt("detect", prompts)
     result = _one_stage(
         settings, "detect", "detector",
-        lambda client, v: detect_unit(client, v, captions_dir / f"{v}.csv", out, prompt, DetectParams()), videos,
+        lambda client, v: detect_unit(
+            client, v, caption_files(captions_dir, v).table, video_json(out, v), prompt, DetectParams()
+        ),
+        videos,
     )
     failed = {f.video for f in result.failed}
-    write_detections({v: int(read_json(out / f"{v}.json")["frame"]) for v in videos if v not in failed}, output)
+    write_detections({v: int(read_json(video_json(out, v))["frame"]) for v in videos if v not in failed}, output)
     raise typer.Exit(report("detect", result))
 
 
@@ -340,13 +345,14 @@ def _describe_rows(
     result = _one_stage(
         settings, f"describe {config_name}", config.role,
         lambda client, v: describe_unit(
-            client, v, config, prompt_set, frames_dir / str(v), work,
-            captions_path=captions_dir / f"{v}.csv" if captions_dir else None, detected_frame=frames_by_video.get(v),
+            client, v, config, prompt_set, video_frames_dir(frames_dir, v), video_json(work, v),
+            captions_path=caption_files(captions_dir, v).table if captions_dir else None,
+            detected_frame=frames_by_video.get(v),
         ),
         videos, media_root=settings.data_root or frames_dir,
     )
     code = report(f"describe {config_name}", result)
-    rows = {v: load_description_row(work / f"{v}.json") for v in videos if (work / f"{v}.json").exists()}
+    rows = {v: load_description_row(path) for v in videos if (path := video_json(work, v)).exists()}
     return rows, code
 
 
@@ -364,7 +370,7 @@ def describe(
     """Stage 4: describe each video's incident with one configuration; write a submission."""
     from coool.submission import write_submission
 
-    videos = _ids_in(frames_dir, "*/manifest.json")
+    videos = _ids_in(frames_dir, f"*/{MANIFEST}")
     if not videos:
         _fail(f"{frames_dir}: no <id>/manifest.json (run `coool frames` first)")
     work = work or output.parent / "describe" / config
@@ -440,11 +446,12 @@ def ensemble(
     base_rows = {int(r[cols.VIDEO]): r for r in base_frame.to_dict("records")}
     result = _one_stage(
         settings, "ensemble", "ensembler",
-        lambda client, v: ensemble_unit(client, v, base_rows[v], frames, out, prompt, EnsembleParams()), sorted(base_rows),
+        lambda client, v: ensemble_unit(client, v, base_rows[v], frames, video_json(out, v), prompt, EnsembleParams()),
+        sorted(base_rows),
     )
     code = report("ensemble", result)
     failed = {f.video for f in result.failed}
-    rows = {v: read_json(out / f"{v}.json")["row"] for v in base_rows if v not in failed}
+    rows = {v: read_json(video_json(out, v))["row"] for v in base_rows if v not in failed}
     write_submission([rows.get(v, base_rows[v]) for v in sorted(base_rows)], output, strict=False)
     typer.echo(f"{output}: {len(base_rows)} rows ({len(base_rows) - len(rows)} kept from the base)")
     raise typer.Exit(code)

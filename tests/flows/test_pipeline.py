@@ -76,6 +76,12 @@ def test_every_recipe_submission_written_and_valid(second_place_run, synthetic_d
     assert (results / "failures.csv").exists()
 
 
+def test_run_json_records_how_the_recipe_files_its_outputs(second_place_run):
+    # The studio reads these to find a switched recipe's folders (captions+plus/, ...).
+    run = json.loads((second_place_run["results"] / "run.json").read_text())
+    assert run["recipe"] == "second-place" and run["variants"] == load_recipe("second-place").output_variants()
+
+
 def test_rerun_sends_zero_requests(second_place_run):
     assert second_place_run["first_requests"] > 0
     assert second_place_run["second_requests"] == 0
