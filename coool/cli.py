@@ -63,9 +63,11 @@ def _one_stage(
     role: str,
     unit: Callable[[ChatClient, int], Awaitable[dict[str, Any]]],
     videos: list[int],
+    folder: Path,
     media_root: Path | None = None,
 ) -> StageReport:
-    """A one-stage plan through the run's scheduler, with a progress bar; ``unit(client, video)``."""
+    """A one-stage plan through the run's scheduler, with a progress bar; ``unit(client, video)``;
+    ``folder`` (the per-video outputs) held while it runs (``_held``)."""
     from coool.llm import ChatClient
     from coool.schedule import Scheduler
     from coool.stage import Stage
@@ -78,7 +80,25 @@ def _one_stage(
             )
             return await scheduler.stage(Stage(name, name, role, ()), videos)
 
-    return asyncio.run(go())
+    return _held(folder, name, go)
+
+
+def _held(folder: Path, name: str, work: Callable[[], Awaitable[Any]]) -> Any:
+    """``work()`` run while ``folder`` is held as a run's results folder is (a second command on
+    it waits, saying whose it is); Ctrl-C / SIGTERM: one line, exit 130, finished videos kept."""
+    from coool.interrupt import EXIT_INTERRUPTED, Interrupted
+    from coool.runlock import aresults_lock
+
+    async def go() -> Any:
+        async with aresults_lock(folder, on_wait=lambda m: typer.secho(m, fg="yellow", err=True), command=f"coool {name}"):
+            return await work()
+
+    try:
+        return asyncio.run(_interruptible(go()))
+    except Interrupted:
+        typer.secho(f"interrupted: {name}; finished videos are kept in {folder}, rerun the same command to resume",
+                    fg="yellow", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -176,7 +196,7 @@ def frames(
         return {"video": pair.video_id}
 
     scheduler = Scheduler(settings, lambda stage, video: unit(video), unit, progress=rich_progress)
-    report = asyncio.run(scheduler.frames([p for p in pairs if p.heatmap is not None]))
+    report = _held(out_dir, "frames", lambda: scheduler.frames([p for p in pairs if p.heatmap is not None]))
     failed = {f.video for f in report.failed}
     manifests: dict[int, FrameManifest] = {
         p.video_id: m for p in pairs if p.heatmap is not None and p.video_id not in failed
@@ -276,8 +296,7 @@ def caption(
     result = _one_stage(
         settings, "caption", "captioner",
         lambda client, v: caption_unit(client, v, video_frames_dir(frames_dir, v), caption_files(out_dir, v), prompt, params),
-        videos,
-        media_root=settings.data_root or frames_dir,
+        videos, out_dir, media_root=settings.data_root or frames_dir,
     )
     raise typer.Exit(report("caption", result))
 
@@ -309,7 +328,7 @@ def detect(
         lambda client, v: detect_unit(
             client, v, caption_files(captions_dir, v).table, video_json(out, v), prompt, DetectParams()
         ),
-        videos,
+        videos, out,
     )
     failed = {f.video for f in result.failed}
     write_detections({v: int(read_json(video_json(out, v))["frame"]) for v in videos if v not in failed}, output)
@@ -349,7 +368,7 @@ def _describe_rows(
             captions_path=caption_files(captions_dir, v).table if captions_dir else None,
             detected_frame=frames_by_video.get(v),
         ),
-        videos, media_root=settings.data_root or frames_dir,
+        videos, work, media_root=settings.data_root or frames_dir,
     )
     code = report(f"describe {config_name}", result)
     rows = {v: load_description_row(path) for v in videos if (path := video_json(work, v)).exists()}
@@ -447,7 +466,7 @@ def ensemble(
     result = _one_stage(
         settings, "ensemble", "ensembler",
         lambda client, v: ensemble_unit(client, v, base_rows[v], frames, video_json(out, v), prompt, EnsembleParams()),
-        sorted(base_rows),
+        sorted(base_rows), out,
     )
     code = report("ensemble", result)
     failed = {f.video for f in result.failed}

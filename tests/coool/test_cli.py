@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,6 +187,49 @@ def test_frames_with_nothing_to_do(tmp_path: Path) -> None:
     (tmp_path / "heatmaps").mkdir()
     done = shell("frames", tmp_path / "videos", tmp_path / "heatmaps", tmp_path / "out")
     assert done.returncode == 2 and "error" in done.stdout
+
+
+def _sim_env(sim_server) -> dict[str, str]:
+    env = {}
+    for prefix in ROLE_PREFIX.values():
+        env.update({f"{prefix}__URLS": sim_server.url, f"{prefix}__MODEL": "sim-model", f"{prefix}__BACKOFF_S": "0"})
+    return env
+
+
+def test_a_stage_command_waits_for_its_folder_and_stops_on_ctrl_c(chain: Chain, sim_server, tmp_path: Path) -> None:
+    """#15.5 for the stage commands: the output folder is held as a results folder is. A second
+    command on a held folder waits (saying whose it is); Ctrl-C then ends it with one line, exit 130."""
+    from coool.runlock import LOCK_NAME, results_lock
+
+    out = tmp_path / "captions"
+    out.mkdir()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("COOOL_")}
+    env = {**clean, **_sim_env(sim_server), "COLUMNS": "200"}
+    log = tmp_path / "stderr.log"
+    with results_lock(out, command="a test holding the folder"):
+        with open(log, "wb") as err:
+            waiting = subprocess.Popen([str(COOOL), "caption", str(chain.frames), str(out)], env=env,
+                                       stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            deadline = time.monotonic() + 60
+            while "a test holding the folder" not in log.read_text(errors="replace"):
+                assert waiting.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
+                time.sleep(0.1)
+            assert not [p for p in out.iterdir() if not p.name.startswith(LOCK_NAME)]  # nothing written while it waits
+            waiting.send_signal(signal.SIGINT)
+            assert waiting.wait(timeout=30) == 130
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+    said = log.read_text(errors="replace")
+    assert f"interrupted: caption; finished videos are kept in {out}" in said
+    assert "Traceback" not in said and "never awaited" not in said
+    # Released: the same command runs through.
+    sim_server.reset()
+    done = shell("caption", chain.frames, out, env=_sim_env(sim_server))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.glob("*.csv")) == ["0.csv", "1.csv", "2.csv"]
+    assert not (out / LOCK_NAME).exists()
 
 
 def test_caption_from_the_shell(chain: Chain, synthetic_data) -> None:
