@@ -55,9 +55,12 @@ def _job(approach: str, video: str, heatmap: str, out: str) -> dict[str, Any]:
         # The floor: decode every frame of both videos and keep nothing.
         for path in (video, heatmap):
             cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
-            step = (lambda: cap.read()[0]) if approach == "floor" else cap.grab
-            while step():
-                pass
+            if approach == "floor":
+                while cap.read()[0]:
+                    pass
+            else:
+                while cap.grab():
+                    pass
             cap.release()
     elif approach == "ours_jpg":
         from coool.frames import extract_caption_frames
