@@ -139,7 +139,7 @@ class Workspace:
 
     @property
     def count_pass_csv(self) -> Path:
-        return self.root / f"{self._marked('countpass', 'derived')}.csv"
+        return self.root / f"{self._marked('count-pass', 'derived')}.csv"
 
     # stage 5
     @property

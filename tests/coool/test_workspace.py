@@ -19,7 +19,7 @@ def test_layout(tmp_path: Path, monkeypatch) -> None:
     assert ws.describe_path("v3-prompt2", 3) == root / "describe" / "v3-prompt2" / "3.json"
     assert ws.describe_submission("v4") == root / "describe" / "v4" / "submission.csv"
     assert ws.merge_csv("exp004+exp005") == root / "merges" / "exp004+exp005.csv"
-    assert ws.count_pass_csv == root / "countpass.csv"
+    assert ws.count_pass_csv == root / "count-pass.csv"
     assert (ws.ensemble_path(3), ws.submission_csv) == (root / "ensemble" / "3.json", root / "submission.csv")
     assert (ws.failures_csv, ws.run_json, ws.prefect_dir) == (root / "failures.csv", root / "run.json", root / ".prefect")
 
