@@ -48,6 +48,7 @@ from coool.llm import ChatClient
 from coool.params import DescribeConfig, load_describe_configs
 from coool.settings import RoleSettings
 from coool.synthetic import make_clip
+from coool.workspace import video_frames_dir, video_json
 
 REPO = Path(__file__).resolve().parents[1]
 # The two configurations of the method that share a window (same frames, other prompts).
@@ -130,7 +131,7 @@ def make_clips(folder: Path, n: int, frames: int = 40, size: tuple[int, int] = (
         event = frames // 2 + 2 * video
         make_clip(folder / f"{video}.mp4", folder / f"h{video}.mp4", frames=frames, event_frame=event, seed=video,
                   width=size[0], height=size[1])
-        frames_dir = folder / "frames" / str(video)
+        frames_dir = video_frames_dir(folder / "frames", video)
         extract_caption_frames(folder / f"{video}.mp4", folder / f"h{video}.mp4", frames_dir, every=10)
         clips.append(Clip(video, frames_dir, event))
     return clips
@@ -144,7 +145,7 @@ async def describe_arm(settings: RoleSettings, configs: Sequence[DescribeConfig]
         for clip in clips:
             for config in configs:
                 done = await describe_unit(
-                    client, clip.video, config, prompts[config.name], clip.frames_dir, out / config.name,
+                    client, clip.video, config, prompts[config.name], clip.frames_dir, video_json(out / config.name, clip.video),
                     detected_frame=clip.detected_frame,
                 )
                 reasks += int(done.get("reasks") or 0)

@@ -19,7 +19,7 @@ from coool.params import CaptionParams
 from coool.parsing import coerce_caption, parse_json_lenient
 from coool.prompts import Prompt, stage_prompt
 from coool.stage import Stage, StageError, sample_record
-from coool.workspace import cached_output
+from coool.workspace import CaptionFiles, cached_output
 
 if TYPE_CHECKING:
     from coool.recipe import Recipe
@@ -129,16 +129,11 @@ async def caption_video(
     return CaptionResult(video=video, table=table, raw=list(records))
 
 
-def table_path(out_dir: Path, video: int) -> Path:
-    return Path(out_dir) / f"{video}.csv"
-
-
-def save_captions(result: CaptionResult, out_dir: Path) -> Path:
-    """``<out>/<video>.csv`` and ``<out>/<video>.raw.jsonl``, atomically."""
-    out_dir = Path(out_dir)
+def save_captions(result: CaptionResult, files: CaptionFiles) -> Path:
+    """The table and the raw answers (``files.table``, ``files.raw``), atomically; returns the table's path."""
     raw = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in result.raw)
-    atomic_write_text(out_dir / f"{result.video}.raw.jsonl", raw)
-    return atomic_write_text(table_path(out_dir, result.video), result.table.to_csv(index=False))
+    atomic_write_text(files.raw, raw)
+    return atomic_write_text(files.table, result.table.to_csv(index=False))
 
 
 def load_captions(path: Path, *, coerce: bool = True) -> pd.DataFrame:
@@ -171,7 +166,7 @@ async def caption_unit(
     client: ChatClient,
     video: int,
     frames_dir: Path,
-    out_dir: Path,
+    files: CaptionFiles,
     prompt: Prompt,
     params: CaptionParams = CaptionParams(),
     key: str | None = None,
@@ -179,26 +174,25 @@ async def caption_unit(
     """Stage 2 for one video, resumable: skipped when its saved output has the same key.
 
     ``frames_dir`` is the video's stage-1 folder (manifest + stacked images).
-    Writes ``<out>/<video>.csv``, ``.raw.jsonl`` and, last, ``<video>.json``
-    (the key and a summary), so a crash never leaves a half-done video
-    looking finished.
+    Writes ``files`` (coool.workspace.caption_files): the table, the raw
+    answers and, last, the meta JSON (the key and a summary), so a crash
+    never leaves a half-done video looking finished.
     """
     manifest = load_manifest(frames_dir)
     if manifest is None:
         raise StageError(f"video {video}: no frames manifest in {frames_dir} (run stage 1 first)")
     # A run passes its stage's key (coool.run.Run.stage_key): the one the cache uses too.
     key = key or caption_key(manifest, params, prompt, client.identity)
-    meta_path = Path(out_dir) / f"{video}.json"
-    if (done := cached_output(meta_path, key)) is not None and table_path(out_dir, video).exists():
+    if (done := cached_output(files.meta, key)) is not None and files.table.exists():
         return {**done, "cached": True}
     with count_usage() as usage:
         result = await caption_video(client, video, sorted(manifest.paths(frames_dir).items()), prompt, params)
-    save_captions(result, out_dir)
+    save_captions(result, files)
     meta = {
         "video": video, "key": key, "rows": len(result.table), "dropped": result.dropped, "model": client.model,
         "usage": usage.as_dict(),
     }
-    atomic_write_json(meta_path, meta)
+    atomic_write_json(files.meta, meta)
     return {**meta, "cached": False}
 
 
@@ -227,7 +221,7 @@ class CaptionStage:
 
     async def run(self, run: Run, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
         return await caption_unit(
-            run.client(stage.role), video, run.ws.frames_dir(video), run.ws.captions_dir, run.prompt(stage), run.recipe.caption,
+            run.client(stage.role), video, run.ws.frames_dir(video), run.ws.captions_files(video), run.prompt(stage), run.recipe.caption,
             key,
         )
 

@@ -7,16 +7,17 @@ import os
 import re
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
 from coool import schema as cols
+from coool.workspace import MANIFEST, caption_files, video_frames_dir, video_json
 
 if TYPE_CHECKING:
     from coool.frames import FrameManifest
-    from coool.inputs import InputProblem
     from coool.llm import ChatClient
     from coool.schedule import StageReport
     from coool.settings import Settings
@@ -27,8 +28,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-VIDEO_ID = "a video id: the integer stem of <id>.mp4"
 
 
 @app.callback()
@@ -64,9 +63,11 @@ def _one_stage(
     role: str,
     unit: Callable[[ChatClient, int], Awaitable[dict[str, Any]]],
     videos: list[int],
+    folder: Path,
     media_root: Path | None = None,
 ) -> StageReport:
-    """A one-stage plan through the run's scheduler, with a progress bar; ``unit(client, video)``."""
+    """A one-stage plan through the run's scheduler, with a progress bar; ``unit(client, video)``;
+    ``folder`` (the per-video outputs) held while it runs (``_held``)."""
     from coool.llm import ChatClient
     from coool.schedule import Scheduler
     from coool.stage import Stage
@@ -79,7 +80,25 @@ def _one_stage(
             )
             return await scheduler.stage(Stage(name, name, role, ()), videos)
 
-    return asyncio.run(go())
+    return _held(folder, name, go)
+
+
+def _held(folder: Path, name: str, work: Callable[[], Awaitable[Any]]) -> Any:
+    """``work()`` run while ``folder`` is held as a run's results folder is (a second command on
+    it waits, saying whose it is); Ctrl-C / SIGTERM: one line, exit 130, finished videos kept."""
+    from coool.interrupt import EXIT_INTERRUPTED, Interrupted
+    from coool.runlock import aresults_lock
+
+    async def go() -> Any:
+        async with aresults_lock(folder, on_wait=lambda m: typer.secho(m, fg="yellow", err=True), command=f"coool {name}"):
+            return await work()
+
+    try:
+        return asyncio.run(_interruptible(go()))
+    except Interrupted:
+        typer.secho(f"interrupted: {name}; finished videos are kept in {folder}, rerun the same command to resume",
+                    fg="yellow", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -142,35 +161,6 @@ def merge(
 # -- stage 1 and test data ----------------------------------------------------------
 
 
-def extract_all(
-    videos_dir: str | os.PathLike[str],
-    heatmaps_dir: str | os.PathLike[str],
-    out_root: str | os.PathLike[str],
-    every: int = 10,
-) -> tuple[dict[int, FrameManifest], list[InputProblem]]:
-    """Stage 1 for a whole folder: ``out_root/<id>/`` per video.
-
-    A video that cannot be used (corrupt, empty, no or undecodable heatmap)
-    becomes an InputProblem naming the bad file; the others are processed.
-    """
-    from coool.decode import VideoError
-    from coool.frames import extract_caption_frames
-    from coool.inputs import InputProblem, scan_inputs
-
-    pairs, problems = scan_inputs(videos_dir, heatmaps_dir)
-    manifests: dict[int, FrameManifest] = {}
-    for pair in pairs:
-        if pair.heatmap is None:
-            continue  # already reported by scan_inputs
-        try:
-            manifests[pair.video_id] = extract_caption_frames(
-                pair.video, pair.heatmap, Path(out_root) / str(pair.video_id), every
-            )
-        except VideoError as exc:
-            problems.append(InputProblem(exc.path, exc.problem))
-    return manifests, problems
-
-
 @app.command()
 def frames(
     ctx: typer.Context,
@@ -202,15 +192,15 @@ def frames(
 
     async def unit(pair: VideoPair) -> dict[str, Any]:
         assert pair.heatmap is not None
-        await asyncio.to_thread(extract_caption_frames, pair.video, pair.heatmap, out_dir / str(pair.video_id), every)
+        await asyncio.to_thread(extract_caption_frames, pair.video, pair.heatmap, video_frames_dir(out_dir, pair.video_id), every)
         return {"video": pair.video_id}
 
     scheduler = Scheduler(settings, lambda stage, video: unit(video), unit, progress=rich_progress)
-    report = asyncio.run(scheduler.frames([p for p in pairs if p.heatmap is not None]))
+    report = _held(out_dir, "frames", lambda: scheduler.frames([p for p in pairs if p.heatmap is not None]))
     failed = {f.video for f in report.failed}
     manifests: dict[int, FrameManifest] = {
         p.video_id: m for p in pairs if p.heatmap is not None and p.video_id not in failed
-        if (m := load_manifest(out_dir / str(p.video_id))) is not None
+        if (m := load_manifest(video_frames_dir(out_dir, p.video_id))) is not None
     }
     table = Table(title=f"stage 1: frames -> {out_dir}")
     for col in ("video", "frames", "heatmap frames", "stacked images", "heatmap rule"):
@@ -298,15 +288,15 @@ def caption(
     from coool.terminal import report
 
     settings = _settings(ctx)
-    videos = _ids_in(frames_dir, "*/manifest.json")
+    videos = _ids_in(frames_dir, f"*/{MANIFEST}")
     if not videos:
         _fail(f"{frames_dir}: no <id>/manifest.json (run `coool frames` first)")
     _output_folder(out_dir)
     prompt, params = load_prompt("caption", prompts), CaptionParams()
     result = _one_stage(
         settings, "caption", "captioner",
-        lambda client, v: caption_unit(client, v, frames_dir / str(v), out_dir, prompt, params), videos,
-        media_root=settings.data_root or frames_dir,
+        lambda client, v: caption_unit(client, v, video_frames_dir(frames_dir, v), caption_files(out_dir, v), prompt, params),
+        videos, out_dir, media_root=settings.data_root or frames_dir,
     )
     raise typer.Exit(report("caption", result))
 
@@ -335,10 +325,13 @@ def detect(
     prompt = load_prompt("detect", prompts)
     result = _one_stage(
         settings, "detect", "detector",
-        lambda client, v: detect_unit(client, v, captions_dir / f"{v}.csv", out, prompt, DetectParams()), videos,
+        lambda client, v: detect_unit(
+            client, v, caption_files(captions_dir, v).table, video_json(out, v), prompt, DetectParams()
+        ),
+        videos, out,
     )
     failed = {f.video for f in result.failed}
-    write_detections({v: int(read_json(out / f"{v}.json")["frame"]) for v in videos if v not in failed}, output)
+    write_detections({v: int(read_json(video_json(out, v))["frame"]) for v in videos if v not in failed}, output)
     raise typer.Exit(report("detect", result))
 
 
@@ -371,13 +364,14 @@ def _describe_rows(
     result = _one_stage(
         settings, f"describe {config_name}", config.role,
         lambda client, v: describe_unit(
-            client, v, config, prompt_set, frames_dir / str(v), work,
-            captions_path=captions_dir / f"{v}.csv" if captions_dir else None, detected_frame=frames_by_video.get(v),
+            client, v, config, prompt_set, video_frames_dir(frames_dir, v), video_json(work, v),
+            captions_path=caption_files(captions_dir, v).table if captions_dir else None,
+            detected_frame=frames_by_video.get(v),
         ),
-        videos, media_root=settings.data_root or frames_dir,
+        videos, work, media_root=settings.data_root or frames_dir,
     )
     code = report(f"describe {config_name}", result)
-    rows = {v: load_description_row(work / f"{v}.json") for v in videos if (work / f"{v}.json").exists()}
+    rows = {v: load_description_row(path) for v in videos if (path := video_json(work, v)).exists()}
     return rows, code
 
 
@@ -395,7 +389,7 @@ def describe(
     """Stage 4: describe each video's incident with one configuration; write a submission."""
     from coool.submission import write_submission
 
-    videos = _ids_in(frames_dir, "*/manifest.json")
+    videos = _ids_in(frames_dir, f"*/{MANIFEST}")
     if not videos:
         _fail(f"{frames_dir}: no <id>/manifest.json (run `coool frames` first)")
     work = work or output.parent / "describe" / config
@@ -471,11 +465,12 @@ def ensemble(
     base_rows = {int(r[cols.VIDEO]): r for r in base_frame.to_dict("records")}
     result = _one_stage(
         settings, "ensemble", "ensembler",
-        lambda client, v: ensemble_unit(client, v, base_rows[v], frames, out, prompt, EnsembleParams()), sorted(base_rows),
+        lambda client, v: ensemble_unit(client, v, base_rows[v], frames, video_json(out, v), prompt, EnsembleParams()),
+        sorted(base_rows), out,
     )
     code = report("ensemble", result)
     failed = {f.video for f in result.failed}
-    rows = {v: read_json(out / f"{v}.json")["row"] for v in base_rows if v not in failed}
+    rows = {v: read_json(video_json(out, v))["row"] for v in base_rows if v not in failed}
     write_submission([rows.get(v, base_rows[v]) for v in sorted(base_rows)], output, strict=False)
     typer.echo(f"{output}: {len(base_rows)} rows ({len(base_rows) - len(rows)} kept from the base)")
     raise typer.Exit(code)
@@ -530,13 +525,15 @@ def _run_recipe(
     except (UserError, RecipeError, ValueError, OSError) as exc:
         _fail(f"error: {exc}")
     typer.echo(folders_line(videos_dir, heatmaps_dir, results_dir, recipe, settings_file))
+    started = datetime.now(UTC)
     try:
         # One run per results folder (the flow takes the same lock: here it finds it held).
         with results_lock(settings.results_dir, wait=wait, on_wait=lambda m: typer.secho(m, fg="yellow", err=True)):
             if prefect:
+                from flows.interrupted import signals_left_to_coool
                 from flows.pipeline import pipeline_flow
 
-                with prefect_interrupt_wording() as wording:
+                with prefect_interrupt_wording() as wording, signals_left_to_coool():
                     outcome: dict[str, Any] = asyncio.run(_interruptible(
                         pipeline_flow(
                             data_root=str(data), recipe=recipe, results_dir=str(results) if results else None,
@@ -563,9 +560,26 @@ def _run_recipe(
         if not isinstance(exc, (Interrupted, KeyboardInterrupt)) and type(exc).__name__ != "TerminationSignal":
             raise
         done, total = _units_done(pipeline or Run(settings, loaded), data)
+        if prefect:
+            _cancel_interrupted_runs(pipeline.ws.run_json, started)
         typer.secho(interrupted_message(done, total), fg="yellow", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     return outcome
+
+
+def _cancel_interrupted_runs(run_json: Path, since: datetime) -> None:
+    """Prefect recorded the interrupted run as Crashed: mark it (and what ran under it) Cancelled.
+    Best effort: the results are safe either way, so a Prefect API that is gone changes nothing."""
+    from coool.files import read_json
+
+    try:
+        flow_run_id = read_json(run_json).get("prefect_flow_run_id")
+        if flow_run_id:
+            from flows.interrupted import cancel_interrupted
+
+            asyncio.run(cancel_interrupted(flow_run_id, since))
+    except Exception:  # noqa: BLE001 - never let the UI's wording fail the exit
+        pass
 
 
 @app.command("compare-recipes")
@@ -761,7 +775,7 @@ def prompts_import(
 
 # == model servers: `coool server start|stop ROLE` (a typer sub-app) ======================================
 
-server_app = typer.Typer(help="Start or stop a role's model server (docker).", no_args_is_help=True)
+server_app = typer.Typer(help="A role's model server: start or stop it (docker), its launch command, its image's flags.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
 
 ROLE_HELP = "captioner, detector, describer or ensembler"
@@ -804,6 +818,39 @@ def server_stop(role: str = typer.Argument(..., help=ROLE_HELP)) -> None:
     except Exception as exc:  # no docker, or no such container
         _fail(f"error: {role}: cannot stop container {container_name(role)}: {exc}", 1)
     typer.echo(f"{role}: stopped")
+
+@server_app.command("command")
+def server_command(
+    role: str = typer.Argument(..., help=ROLE_HELP),
+    launch: str = typer.Option("original", help="original (the method's flags) or plus (coool's extra flags)"),
+) -> None:
+    """Print ROLE's `vllm serve` command line as the process backend runs it (from coool/configs/servers.yaml)."""
+    from coool.launch import VARIANTS, show_command
+
+    if launch not in VARIANTS:
+        _fail(f"unknown launch {launch!r}; one of: {', '.join(VARIANTS)}")
+    typer.echo(show_command(_known_role(role), launch))  # type: ignore[arg-type]
+
+
+@server_app.command("images")
+def server_images(
+    check: bool = typer.Option(False, "--check", help="only say whether they are current (exit 1 if not)"),
+) -> None:
+    """Write the launch flags of coool/configs/servers.yaml into images/*/Dockerfile (one definition for both)."""
+    from coool.launch import IMAGES_DIR, image_names, stale_dockerfiles, write_block
+
+    if check:
+        if stale := stale_dockerfiles():
+            _fail("stale launch flags (run `coool server images`): " + ", ".join(map(str, stale)), 1)
+        typer.echo("launch flags current in every image")
+        return
+    for image in image_names():
+        try:
+            if write_block(dockerfile := IMAGES_DIR / image / "Dockerfile", image):
+                typer.echo(f"updated {dockerfile}")
+        except (ValueError, OSError) as exc:
+            _fail(str(exc))
+
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

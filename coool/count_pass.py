@@ -97,6 +97,7 @@ class CountPassStage:
         needed, row = self._needed(run, video)
         if not needed:
             assert run.recipe.count_pass is not None
+            # (the string is part of recorded keys: renaming it would redo finished work)
             return combined_hash(["countpass-skip", json_sha256(row), str(run.recipe.count_pass.threshold)])
         return DESCRIBE.key(run, stage, video)
 

@@ -495,7 +495,7 @@ async def describe_unit(
     config: DescribeConfig,
     prompts: DescribePromptSet,
     frames_dir: Path,
-    out_dir: Path,
+    out_path: Path,
     *,
     captions_path: Path | None = None,
     detected_frame: int | None = None,
@@ -505,8 +505,8 @@ async def describe_unit(
 
     The window comes from the caption table or the detected frame; its frames
     (raw, or stacked under ``frames: stacked``) are decoded on demand into
-    ``frames_dir`` (``window_images``). Skipped when
-    ``<out>/<video>.json`` was made with the same key.
+    ``frames_dir`` (``window_images``). Writes ``out_path``, its JSON;
+    skipped when that was made with the same key.
     """
     manifest = load_manifest(frames_dir)
     if manifest is None:
@@ -517,14 +517,13 @@ async def describe_unit(
     except ValueError as exc:
         raise StageError(f"video {video}: {exc}") from exc
     key = key or describe_key(manifest.video_sha256, window, config, prompts, client.identity)  # a run passes its stage key
-    path = Path(out_dir) / f"{video}.json"
-    if (done := cached_output(path, key)) is not None:
+    if (done := cached_output(out_path, key)) is not None:
         return {"video": video, "frame": done["frame"], "window": done["window"], "cached": True}
     # Decoding is CPU work: keep it off the event loop that drives the requests.
     images = await asyncio.to_thread(window_images, config, manifest, window, frames_dir)
     with count_usage() as usage:
         result = await describe_video(client, config, prompts, video, window, images)
-    atomic_write_json(path, {"key": key, "model": client.model, "usage": usage.as_dict(), **result.as_dict()})
+    atomic_write_json(out_path, {"key": key, "model": client.model, "usage": usage.as_dict(), **result.as_dict()})
     reasks = sum(len(p.reasks) for p in result.passes.values())
     return {
         "video": video, "frame": result.frame, "window": window, "cached": False, "notes": result.notes, "reasks": reasks,
@@ -582,7 +581,7 @@ class DescribeStage:
         run.manifest(video)  # a clear error when stage 1 did not give the video frames
         return await describe_unit(
             run.client(stage.role), video, run.recipe.configs[stage.config], run.prompt(stage), run.ws.frames_dir(video),
-            run.ws.describe_dir(stage.config), captions_path=run.ws.captions_path(video),
+            run.ws.describe_path(stage.config, video), captions_path=run.ws.captions_path(video),
             detected_frame=run.detected_frame(video), key=key,
         )
 

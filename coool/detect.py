@@ -205,25 +205,24 @@ async def detect_unit(
     client: ChatClient,
     video: int,
     captions_path: Path,
-    out_dir: Path,
+    out_path: Path,
     prompt: Prompt,
     params: DetectParams = DetectParams(),
     *,
     last_frame: int | None = None,
     key: str | None = None,
 ) -> dict[str, Any]:
-    """Stage 3 for one video, resumable (skipped when ``<out>/<video>.json`` has the same key)."""
+    """Stage 3 for one video, resumable (skipped when ``out_path``, its JSON, has the same key)."""
     if not Path(captions_path).exists():
         raise StageError(f"video {video}: no caption table at {captions_path} (run stage 2 first)")
     key = key or detect_key(captions_path, params, prompt, client.identity)  # a run passes its stage key
-    path = Path(out_dir) / f"{video}.json"
-    if (done := cached_output(path, key)) is not None:
+    if (done := cached_output(out_path, key)) is not None:
         return {"video": video, "frame": done["frame"], "cached": True}
     # The original reads its caption CSV as text (pandas types it again for the markdown).
     table = load_captions(captions_path, coerce=params.compact_table)
     with count_usage() as usage:
         result = await detect_video(client, video, table, prompt, params, last_frame=last_frame)
-    atomic_write_json(path, {"key": key, "model": client.model, "usage": usage.as_dict(), **result.as_dict()})
+    atomic_write_json(out_path, {"key": key, "model": client.model, "usage": usage.as_dict(), **result.as_dict()})
     reasks = result.attempts - 1 if result.attempts > 1 else 0
     return {
         "video": video, "frame": result.frame, "cached": False, "notes": result.notes, "reasks": reasks,
@@ -259,7 +258,7 @@ class DetectStage:
     async def run(self, run: Run, stage: Stage, video: int, key: str | None) -> dict[str, Any]:
         manifest = run.manifest(video)
         return await detect_unit(
-            run.client(stage.role), video, run.ws.captions_path(video), run.ws.detect_dir, run.prompt(stage),
+            run.client(stage.role), video, run.ws.captions_path(video), run.ws.detect_path(video), run.prompt(stage),
             run.recipe.detect, last_frame=manifest.video.frames, key=key,
         )
 

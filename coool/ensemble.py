@@ -303,20 +303,19 @@ async def ensemble_unit(
     video: int,
     base_row: Mapping[str, Any],
     inputs: Mapping[str, pd.DataFrame],
-    out_dir: Path,
+    out_path: Path,
     prompt: Prompt,
     params: EnsembleParams = EnsembleParams(),
     key: str | None = None,
 ) -> dict[str, Any]:
-    """Stage 5 for one video, resumable (skipped when ``<out>/<video>.json`` has the same key)."""
+    """Stage 5 for one video, resumable (skipped when ``out_path``, its JSON, has the same key)."""
     candidates, _ = candidates_for(video, inputs, broad=params.broad_normalise)
     key = key or ensemble_key(base_row, candidates, params, prompt, client.identity)  # a run passes its stage key
-    path = Path(out_dir) / f"{video}.json"
-    if (done := cached_output(path, key)) is not None:
+    if (done := cached_output(out_path, key)) is not None:
         return {"video": video, "row": done["row"], "cached": True}
     with count_usage() as usage:
         result = await ensemble_video(client, prompt, video, base_row, inputs, params)
-    atomic_write_json(path, {"key": key, "model": client.model, "usage": usage.as_dict(), **result.as_dict()})
+    atomic_write_json(out_path, {"key": key, "model": client.model, "usage": usage.as_dict(), **result.as_dict()})
     reasks = max(len(result.samples) - 1, 0)
     return {
         "video": video, "row": result.row, "cached": False, "notes": result.notes, "reasks": reasks,
@@ -369,7 +368,7 @@ class EnsembleStage:
         assert run.recipe.ensemble is not None
         base, inputs = self._inputs(run, video)
         return await ensemble_unit(
-            run.client(stage.role), video, base, inputs, run.ws.ensemble_dir, run.prompt(stage), run.recipe.ensemble,
+            run.client(stage.role), video, base, inputs, run.ws.ensemble_path(video), run.prompt(stage), run.recipe.ensemble,
             key,
         )
 
@@ -390,7 +389,7 @@ class EnsembleSubmission:
         return dict(read_json(path)["row"]) if path.exists() else run.row(run.recipe.ensemble.base, video)
 
     def path(self, run: Run, name: str) -> Path:
-        return run.ws.ensemble_dir / "submission.csv"
+        return run.ws.ensemble_submission
 
 
 ENSEMBLE = EnsembleStage()

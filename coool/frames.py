@@ -34,6 +34,7 @@ from pydantic import BaseModel, ValidationError
 from coool.decode import VideoError, VideoInfo, check_file, open_video, probe, read_frames
 from coool.files import atomic_write_bytes, atomic_write_json, file_sha256
 from coool.inputs import video_id_of
+from coool.workspace import manifest_in
 
 IMAGE_FORMATS: dict[str, tuple[str, list[int]]] = {
     # Low PNG compression: these files are read once by a model server, speed wins.
@@ -43,7 +44,6 @@ IMAGE_FORMATS: dict[str, tuple[str, list[int]]] = {
             + ([cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB] if hasattr(cv2, "IMWRITE_PNG_FILTER") else [])),
     "jpg": (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95]),
 }
-MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 
 
@@ -186,7 +186,7 @@ def write_images(images: Iterable[tuple[Path, np.ndarray]], fmt: str, ahead: int
 
 def load_manifest(out_dir: str | os.PathLike[str]) -> FrameManifest | None:
     """The manifest in out_dir, or None if absent or unreadable (then redo the work)."""
-    path = Path(out_dir) / MANIFEST_NAME
+    path = manifest_in(Path(out_dir))
     try:
         return FrameManifest.model_validate_json(path.read_bytes())
     except (OSError, ValidationError, ValueError):
@@ -346,7 +346,7 @@ def extract_caption_frames(
         frames=entries,
         problems=problems,
     )
-    atomic_write_json(out_dir / MANIFEST_NAME, manifest.model_dump(mode="json"))
+    atomic_write_json(manifest_in(out_dir), manifest.model_dump(mode="json"))
     return manifest
 
 

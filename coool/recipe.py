@@ -43,7 +43,7 @@ class MergeSpec(BaseModel):
 
 class CountPassSpec(CountPassParams):
     input: str
-    name: str = "countpass"
+    name: str = "count-pass"
 
 
 class EnsembleSpec(EnsembleParams):

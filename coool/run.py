@@ -33,7 +33,7 @@ from coool.schedule import Failure, Progress, Scheduler, StageReport, no_progres
 from coool.settings import Settings
 from coool.stage import Stage, StageError, StageKind
 from coool.submission import write_submission
-from coool.workspace import Workspace
+from coool.workspace import MANIFEST, Workspace
 
 if TYPE_CHECKING:
     from coool.servers import ServerManager
@@ -83,6 +83,14 @@ class Run:
             self.fail(video, "inputs", str(problem), str(problem.path))
         return [p for p in pairs if p.heatmap is not None], sorted(ids)
 
+    def record_start(self, videos_dir: Path, heatmaps_dir: Path, **extra: Any) -> Path:
+        """``run.json``: the folders read, the recipe, how it files its outputs (``captions+plus/``, ...:
+        the studio finds them by it), and what the caller adds (the flow: data root, Prefect run id)."""
+        return self.ws.record_run({
+            "videos_dir": str(Path(videos_dir).resolve()), "heatmaps_dir": str(Path(heatmaps_dir).resolve()),
+            "recipe": self.recipe.name, "variants": dict(self.ws.variants), **extra,
+        })
+
     def clean_temp_files(self) -> list[Path]:
         """Remove temp files that a killed run left in the results folder (see files.clean_stale_temp_files)."""
         return clean_stale_temp_files(self.ws.root)
@@ -96,7 +104,7 @@ class Run:
 
     async def frames_unit(self, pair: VideoPair) -> dict[str, Any]:
         """Stage 1 for one video, in a thread; "cached" when its frames were already there (reused as they were)."""
-        manifest_file = self.ws.frames_dir(pair.video_id) / "manifest.json"
+        manifest_file = self.ws.manifest_path(pair.video_id)
         before = manifest_file.stat().st_mtime_ns if manifest_file.exists() else None
         manifest = await asyncio.to_thread(self.frames, pair)
         cached = before is not None and manifest_file.stat().st_mtime_ns == before
@@ -108,9 +116,8 @@ class Run:
 
     def videos_with_frames(self) -> list[int]:
         """Video ids whose stage-1 output is in the results folder."""
-        root = self.ws.root / "frames"
         # A folder name is an id by the stage-1 rule (video_id_of): "²".isdigit() is True, int() refuses it.
-        return sorted(v for p in root.glob("*/manifest.json") if (v := video_id_of(p.parent.name + ".mp4")) is not None)
+        return sorted(v for p in self.ws.frames_root.glob(f"*/{MANIFEST}") if (v := video_id_of(p.parent.name + ".mp4")) is not None)
 
     def plan(self, *, concurrent: bool = False) -> list[Phase]:
         return phases(self.recipe.stages(), concurrent=concurrent)
@@ -301,6 +308,7 @@ async def run_plain(
     from coool.summary import role_models, total_tokens
 
     started = time.perf_counter()
+    pipeline.record_start(videos_dir, heatmaps_dir)
     pairs, videos = pipeline.collect_inputs(videos_dir, heatmaps_dir)
     pipeline.clean_temp_files()
     scheduler = plain_scheduler(pipeline, servers=ServerManager(pipeline.settings))

@@ -518,14 +518,3 @@ def evaluate_texts(
             except (MeteorError, RuntimeError, OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
                 unavailable[name] = f"{name} failed: {exc}"
     return TextScores(n=len(gts), scores=scores, unavailable=unavailable)
-
-
-def text_scores(
-    references: Mapping[int, Iterable[str]],
-    candidates: Mapping[int, str],
-    metrics: Sequence[str] = METRICS,
-    *,
-    spice_jar: str | os.PathLike[str] | None = None,
-) -> dict[str, float | None]:
-    """``evaluate_texts`` without the reasons: metric -> score, None when unavailable."""
-    return evaluate_texts(references, candidates, metrics, spice_jar=spice_jar).scores

@@ -6,9 +6,48 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from coool.files import atomic_write_json, read_json
+
+# File names inside a stage's folder. The Workspace uses them for a results folder, and the
+# stage commands (`coool caption`, `detect`, ...) for the folders a user names.
+MANIFEST = "manifest.json"
+SUBMISSION = "submission.csv"
+
+
+def video_frames_dir(frames_root: Path, video: int) -> Path:
+    """Stage 1's folder of one video under ``frames_root``: ``<video>/``."""
+    return Path(frames_root) / str(video)
+
+
+def manifest_in(frames_dir: Path) -> Path:
+    """Stage 1's manifest in a video's frames folder."""
+    return Path(frames_dir) / MANIFEST
+
+
+def video_json(folder: Path, video: int) -> Path:
+    """A stage's per-video output in ``folder``: ``<video>.json`` (detect, describe, ensemble)."""
+    return Path(folder) / f"{video}.json"
+
+
+class CaptionFiles(NamedTuple):
+    """What stage 2 writes for one video; ``meta`` (key and summary) last, marking it done."""
+
+    table: Path
+    raw: Path
+    meta: Path
+
+
+def caption_files(folder: Path, video: int) -> CaptionFiles:
+    """Stage 2's files of one video in ``folder``: ``<video>.csv``, ``.raw.jsonl``, ``.json``."""
+    folder = Path(folder)
+    return CaptionFiles(folder / f"{video}.csv", folder / f"{video}.raw.jsonl", video_json(folder, video))
+
+
+def submission_in(folder: Path) -> Path:
+    """The submission of a describe configuration's or the ensemble's folder."""
+    return Path(folder) / SUBMISSION
 
 
 @dataclass(frozen=True)
@@ -34,26 +73,33 @@ class Workspace:
         return f"{name}+{variant}" if variant else name
 
     # stage 1
+    @property
+    def frames_root(self) -> Path:
+        return self.root / "frames"
+
     def frames_dir(self, video: int) -> Path:
-        return self.root / "frames" / str(video)
+        return video_frames_dir(self.frames_root, video)
 
     def manifest_path(self, video: int) -> Path:
-        return self.frames_dir(video) / "manifest.json"
+        return manifest_in(self.frames_dir(video))
 
     # stage 2
     @property
     def captions_dir(self) -> Path:
         return self.root / self._marked("captions", "caption")
 
+    def captions_files(self, video: int) -> CaptionFiles:
+        return caption_files(self.captions_dir, video)
+
     def captions_path(self, video: int) -> Path:
-        return self.captions_dir / f"{video}.csv"
+        return self.captions_files(video).table
 
     def captions_raw_path(self, video: int) -> Path:
-        return self.captions_dir / f"{video}.raw.jsonl"
+        return self.captions_files(video).raw
 
     def captions_meta_path(self, video: int) -> Path:
         """The caption unit's key and summary, written last."""
-        return self.captions_dir / f"{video}.json"
+        return self.captions_files(video).meta
 
     # stage 3
     @property
@@ -61,7 +107,7 @@ class Workspace:
         return self.root / self._marked("detect", "detect")
 
     def detect_path(self, video: int) -> Path:
-        return self.detect_dir / f"{video}.json"
+        return video_json(self.detect_dir, video)
 
     @property
     def detections_csv(self) -> Path:
@@ -83,17 +129,17 @@ class Workspace:
         return self.describe_root / self._marked(config, f"describe:{config}")
 
     def describe_path(self, config: str, video: int) -> Path:
-        return self.describe_dir(config) / f"{video}.json"
+        return video_json(self.describe_dir(config), video)
 
     def describe_submission(self, config: str) -> Path:
-        return self.describe_dir(config) / "submission.csv"
+        return submission_in(self.describe_dir(config))
 
     def merge_csv(self, name: str) -> Path:
         return self.root / "merges" / f"{self._marked(name, 'derived')}.csv"
 
     @property
     def count_pass_csv(self) -> Path:
-        return self.root / f"{self._marked('countpass', 'derived')}.csv"
+        return self.root / f"{self._marked('count-pass', 'derived')}.csv"
 
     # stage 5
     @property
@@ -101,12 +147,16 @@ class Workspace:
         return self.root / self._marked("ensemble", "ensemble")
 
     def ensemble_path(self, video: int) -> Path:
-        return self.ensemble_dir / f"{video}.json"
+        return video_json(self.ensemble_dir, video)
+
+    @property
+    def ensemble_submission(self) -> Path:
+        return submission_in(self.ensemble_dir)
 
     @property
     def submission_csv(self) -> Path:
         """The final submission of the last run, whichever its recipe."""
-        return self.root / "submission.csv"
+        return self.root / SUBMISSION
 
     @property
     def submissions_dir(self) -> Path:

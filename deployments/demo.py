@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         truths = make_dataset(data, n=args.videos)
         print(f"demo: wrote {len(truths)} synthetic clips to {data} (events at frames {[t.event_frame for t in truths]})")
     home = Path(os.environ.get("PREFECT_HOME", ".prefect")).resolve()
+    # SIGTERM (a `kill`, a CI timeout) takes Ctrl-C's path: the `finally` below stops the servers it started.
+    signal.signal(signal.SIGTERM, _interrupt)
     prefect_proc = start_prefect(args.prefect_port, home, results.parent / "prefect-server.log")
     sims: list[subprocess.Popen[bytes]] = []
     try:
@@ -143,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
                 prefect_proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 prefect_proc.kill()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

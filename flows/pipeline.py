@@ -21,6 +21,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, tags
 from prefect.artifacts import acreate_markdown_artifact
+from prefect.runtime import flow_run as current_flow_run
 
 from coool.inputs import VideoPair
 from coool.preflight import RunStopped
@@ -79,15 +80,15 @@ async def _pipeline(run: FlowRun, data_root: str, recipe: str, concurrent: bool,
     started = time.perf_counter()
     pipeline = run.pipeline
     params = {"recipe": recipe, "results_dir": str(pipeline.ws.root), "settings_file": settings_file, "data_root": data_root}
-    pipeline.ws.record_run(
-        {"data_root": str(Path(data_root).resolve()), "videos_dir": str(Path(data_root, "videos").resolve()),
-         "heatmaps_dir": str(Path(data_root, "heatmaps").resolve()), "recipe": recipe}
-    )
+    root = Path(data_root)
+    # The recipe as given (a name or a path), and which Prefect run made these results
+    # (what `coool run` marks Cancelled after Ctrl-C).
+    pipeline.record_start(root / "videos", root / "heatmaps", data_root=str(root.resolve()), recipe=recipe,
+                          prefect_flow_run_id=current_flow_run.id)
     if removed := pipeline.clean_temp_files():
         logger.info("removed %d temp file(s) left by a killed run", len(removed))
     plan = pipeline.plan(concurrent=concurrent)
     logger.info("plan: frames -> %s", " -> ".join(f"{p.role or 'all'}[{', '.join(s.name for s in p.stages)}]" for p in plan))
-    root = Path(data_root)
     run.pairs, videos = pipeline.collect_inputs(root / "videos", root / "heatmaps")
 
     async def frames(pairs: list[VideoPair]) -> StageReport:

@@ -261,10 +261,10 @@ def test_the_three_images_share_one_serve_script() -> None:
 
 @pytest.mark.parametrize("image", VLLM_IMAGES)
 def test_generated_launch_flags_equal_the_shared_definition(image: str) -> None:
-    """The Dockerfile's ENV block is what coool/configs/servers.yaml says (python -m coool.launch images)."""
+    """The Dockerfile's ENV block is what coool/configs/servers.yaml says (coool server images)."""
     dockerfile = IMAGES / image / "Dockerfile"
     assert launch.current_block(dockerfile) == launch.dockerfile_block(image), (
-        f"{dockerfile}: stale launch flags: run `python -m coool.launch images`"
+        f"{dockerfile}: stale launch flags: run `coool server images`"
     )
 
 

@@ -71,7 +71,7 @@ def _order(rel: str) -> tuple[int, str]:
     if rel == "submission.csv":
         return (0, rel)
     # Each recipe's final submission (submissions/<recipe>.csv) next: the pairs to compare.
-    for rank, prefix in enumerate(("submissions/", "describe/", "merges/", "countpass"), start=1):
+    for rank, prefix in enumerate(("submissions/", "describe/", "merges/", "count-pass"), start=1):
         if rel.startswith(prefix):
             return (rank, rel)
     return (9, rel)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coool.workspace import Workspace
+
 
 @dataclass(frozen=True)
 class StudioConfig:
@@ -15,6 +17,7 @@ class StudioConfig:
     state_dir: Path  # studio state lives in <state_dir>/studio/
     extra_submissions: tuple[Path, ...]
     truth: Path | None
+    workspace: Workspace  # the results folder's layout, as its last run filed it (results_workspace)
     allow_remote: bool = False
 
     @property
@@ -45,6 +48,24 @@ def read_run_json(results_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def results_workspace(results_dir: Path, run: dict[str, Any]) -> Workspace:
+    """The results folder's layout as the run recorded in ``run`` (run.json) filed it: its
+    ``variants``, else its recipe's (so a second-place-plus folder's ``captions+plus/`` is
+    found); the plain layout when neither is known."""
+    variants = run.get("variants")
+    if isinstance(variants, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in variants.items()):
+        return Workspace(results_dir, variants)
+    recipe = run.get("recipe")
+    if isinstance(recipe, str) and recipe.strip():
+        from coool.recipe import load_recipe  # recipes load prompts and configurations: only when needed
+
+        try:
+            return Workspace(results_dir, load_recipe(recipe).output_variants())
+        except (ValueError, OSError):
+            pass  # a recipe that moved or is gone: the plain layout, browsing still works
+    return Workspace(results_dir)
 
 
 def _dir_from(value: Any, base: Path) -> Path | None:
@@ -106,5 +127,6 @@ def resolve_config(
         state_dir=Path(state_dir).expanduser().resolve() if state_dir is not None else results_dir,
         extra_submissions=tuple(Path(p).expanduser().resolve() for p in extra_submissions),
         truth=truth,
+        workspace=results_workspace(results_dir, run),
         allow_remote=allow_remote,
     )

@@ -50,26 +50,21 @@ def _frame(value: Any) -> int | None:
     return None
 
 
-def describe_configs(results_dir: Path) -> list[str]:
-    return Workspace(results_dir).describe_configs()
-
-
-def describe_window(results_dir: Path, config: str, video: int) -> tuple[list[int], int | None] | None:
+def describe_window(ws: Workspace, config: str, video: int) -> tuple[list[int], int | None] | None:
     """(window frames, final start frame) of describe/<config>/<video>.json; None if absent/unreadable."""
-    data = _read_json(Workspace(results_dir).describe_path(config, video))
+    data = _read_json(ws.describe_path(config, video))
     if not isinstance(data, dict):
         return None
     return _frames(data.get("window")), _frame(data.get("frame"))
 
 
-def detected_frame(results_dir: Path, video: int) -> int | None:
-    data = _read_json(Workspace(results_dir).detect_path(video))
+def detected_frame(ws: Workspace, video: int) -> int | None:
+    data = _read_json(ws.detect_path(video))
     return _frame(data.get("frame")) if isinstance(data, dict) else None
 
 
-def links(results_dir: Path, video: int) -> list[Link]:
+def links(ws: Workspace, video: int) -> list[Link]:
     """Every intermediate file of one video that exists, in pipeline order."""
-    ws = Workspace(results_dir)
     wanted = [
         ("frames manifest", ws.manifest_path(video), "json"),
         ("captions (stage 2)", ws.captions_path(video), "table"),

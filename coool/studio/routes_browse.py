@@ -15,6 +15,7 @@ from coool.studio import intermediates, render, security
 from coool.studio.context import Studio, studio
 from coool.studio.media import strip_frames
 from coool.submission import SubmissionError, load_submission
+from coool.workspace import Workspace
 
 router = APIRouter()
 
@@ -24,7 +25,7 @@ def home(request: Request, st: Studio = Depends(studio)) -> Response:
     refs = st.catalog.submissions()
     loaded = [st.catalog.load(r) for r in refs]
     files = st.catalog.video_files()
-    results = st.config.results_dir
+    ws = st.config.workspace
     videos = []
     for video in st.catalog.video_ids():
         rows = [s.rows.get(video) for s in loaded]
@@ -35,11 +36,16 @@ def home(request: Request, st: Studio = Depends(studio)) -> Response:
                 "has_source": video in files,
                 "in_subs": sum(r is not None for r in rows),
                 "labels": sorted(labels),
-                "captions": (results / "captions" / f"{video}.csv").is_file(),
-                "detect": (results / "detect" / f"{video}.json").is_file(),
+                "captions": _rel_if_file(ws, ws.captions_path(video)),
+                "detect": _rel_if_file(ws, ws.detect_path(video)),
             }
         )
     return st.render(request, "home.html", submissions=loaded, videos=videos, n_subs=len(refs))
+
+
+def _rel_if_file(ws: Workspace, path: Path) -> str | None:
+    """``path`` relative to the results folder (a /view/ link) when it exists."""
+    return path.relative_to(ws.root).as_posix() if path.is_file() else None
 
 
 def _neighbours(ids: list[int], video: int) -> tuple[int | None, int | None]:
@@ -50,22 +56,22 @@ def _neighbours(ids: list[int], video: int) -> tuple[int | None, int | None]:
 
 
 def _lanes(st: Studio, video: int, subs: list[tuple[Any, dict[str, str] | None]]) -> list[intermediates.Lane]:
-    results = st.config.results_dir
+    ws = st.config.workspace
     lanes, covered = [], set()
     for loaded, row in subs:
         start = row.get(cols.START_FRAME, "") if row else ""
         lane = intermediates.Lane(loaded.ref.label, int(start) if start.strip().isdigit() else None)
         config = intermediates.submission_config(loaded.ref.key)
-        window = intermediates.describe_window(results, config, video) if config else None
+        window = intermediates.describe_window(ws, config, video) if config else None
         if window is not None:
             lane.window = window[0]
             covered.add(config)
         lanes.append(lane)
-    for config in intermediates.describe_configs(results):
-        window = intermediates.describe_window(results, config, video)
+    for config in ws.describe_configs():
+        window = intermediates.describe_window(ws, config, video)
         if config not in covered and window is not None:
             lanes.append(intermediates.Lane(f"describe/{config} window", window[1], window[0], kind="describe"))
-    detected = intermediates.detected_frame(results, video)
+    detected = intermediates.detected_frame(ws, video)
     if detected is not None:
         lanes.append(intermediates.Lane("detect (stage 3)", detected, kind="detect"))
     return lanes
@@ -115,7 +121,7 @@ def video_page(request: Request, video: int, st: Studio = Depends(studio)) -> Re
         differ=differ,
         lanes=lanes,
         strip=strip_frames(meta.frames) if meta else [],
-        links=intermediates.links(st.config.results_dir, video),
+        links=intermediates.links(st.config.workspace, video),
         prev_id=prev_id,
         next_id=next_id,
     )

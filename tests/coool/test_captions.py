@@ -22,6 +22,7 @@ from coool.llm import ChatClient, ModelRequestError
 from coool.params import CaptionParams
 from coool.prompts import BUILTIN_DIR, load_prompt
 from coool.stage import StageError
+from coool.workspace import caption_files
 
 CAPTION = load_prompt("caption")
 CAPTION_PLUS = load_prompt("caption", variant="plus")
@@ -183,7 +184,7 @@ async def test_no_frames_means_no_requests(scripted_client) -> None:
 
 def test_save_and_load_captions(sim_captions, tmp_path: Path) -> None:
     table = sim_captions[1]
-    path = save_captions(CaptionResult(1, table, raw=[{"frame": 1, "parsed": True}]), tmp_path)
+    path = save_captions(CaptionResult(1, table, raw=[{"frame": 1, "parsed": True}]), caption_files(tmp_path, 1))
     assert path == tmp_path / "1.csv"
     assert (tmp_path / "1.raw.jsonl").read_text(encoding="utf-8") == '{"frame": 1, "parsed": true}\n'
     loaded = load_captions(path)
@@ -225,11 +226,11 @@ def test_load_captions_refuses_another_table(tmp_path: Path) -> None:
 async def test_caption_unit_is_resumable(sim, role, stage1, tmp_path: Path) -> None:
     out = tmp_path / "captions"
     async with ChatClient("captioner", role(sim)) as client:
-        first = await caption_unit(client, 2, stage1.dir(2), out, CAPTION)
+        first = await caption_unit(client, 2, stage1.dir(2), caption_files(out, 2), CAPTION)
         assert first["cached"] is False and first["rows"] == 12 and first["dropped"] == 0
         assert sim.stats()["received"] == 12
         sim.reset()
-        again = await caption_unit(client, 2, stage1.dir(2), out, CAPTION)
+        again = await caption_unit(client, 2, stage1.dir(2), caption_files(out, 2), CAPTION)
         assert again == first | {"cached": True}
         assert sim.stats()["received"] == 0
         # Another prompt is other work: it runs again.
@@ -237,12 +238,12 @@ async def test_caption_unit_is_resumable(sim, role, stage1, tmp_path: Path) -> N
         overrides.mkdir()
         text = (BUILTIN_DIR / "caption.md").read_text(encoding="utf-8") + "\nBe brief.\n"
         (overrides / "caption.md").write_text(text, encoding="utf-8")
-        changed = await caption_unit(client, 2, stage1.dir(2), out, load_prompt("caption", overrides))
+        changed = await caption_unit(client, 2, stage1.dir(2), caption_files(out, 2), load_prompt("caption", overrides))
         assert changed["cached"] is False and sim.stats()["received"] == 12
         # A lost table is redone even though its summary says done.
         sim.reset()
         (out / "2.csv").unlink()
-        redone = await caption_unit(client, 2, stage1.dir(2), out, load_prompt("caption", overrides))
+        redone = await caption_unit(client, 2, stage1.dir(2), caption_files(out, 2), load_prompt("caption", overrides))
         assert redone["cached"] is False and sim.stats()["received"] == 12
     assert json.loads((out / "2.json").read_text())["key"] == redone["key"]
     assert len(load_captions(out / "2.csv")) == 12
@@ -250,4 +251,4 @@ async def test_caption_unit_is_resumable(sim, role, stage1, tmp_path: Path) -> N
 
 async def test_caption_unit_needs_stage_1(scripted_client, tmp_path: Path) -> None:
     with pytest.raises(StageError, match="no frames manifest"):
-        await caption_unit(scripted_client([]), 0, tmp_path / "nothing", tmp_path / "out", CAPTION)
+        await caption_unit(scripted_client([]), 0, tmp_path / "nothing", caption_files(tmp_path / "out", 0), CAPTION)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from coool import schema as cols
-from coool.cli import app, extract_all
+from coool.cli import app
 from coool.detect import read_detections
 from coool.frames import load_manifest
 from coool.servers import wait_until_healthy
@@ -187,6 +189,49 @@ def test_frames_with_nothing_to_do(tmp_path: Path) -> None:
     assert done.returncode == 2 and "error" in done.stdout
 
 
+def _sim_env(sim_server) -> dict[str, str]:
+    env = {}
+    for prefix in ROLE_PREFIX.values():
+        env.update({f"{prefix}__URLS": sim_server.url, f"{prefix}__MODEL": "sim-model", f"{prefix}__BACKOFF_S": "0"})
+    return env
+
+
+def test_a_stage_command_waits_for_its_folder_and_stops_on_ctrl_c(chain: Chain, sim_server, tmp_path: Path) -> None:
+    """#15.5 for the stage commands: the output folder is held as a results folder is. A second
+    command on a held folder waits (saying whose it is); Ctrl-C then ends it with one line, exit 130."""
+    from coool.runlock import LOCK_NAME, results_lock
+
+    out = tmp_path / "captions"
+    out.mkdir()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("COOOL_")}
+    env = {**clean, **_sim_env(sim_server), "COLUMNS": "200"}
+    log = tmp_path / "stderr.log"
+    with results_lock(out, command="a test holding the folder"):
+        with open(log, "wb") as err:
+            waiting = subprocess.Popen([str(COOOL), "caption", str(chain.frames), str(out)], env=env,
+                                       stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            deadline = time.monotonic() + 60
+            while "a test holding the folder" not in log.read_text(errors="replace"):
+                assert waiting.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
+                time.sleep(0.1)
+            assert not [p for p in out.iterdir() if not p.name.startswith(LOCK_NAME)]  # nothing written while it waits
+            waiting.send_signal(signal.SIGINT)
+            assert waiting.wait(timeout=30) == 130
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+    said = log.read_text(errors="replace")
+    assert f"interrupted: caption; finished videos are kept in {out}" in said
+    assert "Traceback" not in said and "never awaited" not in said
+    # Released: the same command runs through.
+    sim_server.reset()
+    done = shell("caption", chain.frames, out, env=_sim_env(sim_server))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.glob("*.csv")) == ["0.csv", "1.csv", "2.csv"]
+    assert not (out / LOCK_NAME).exists()
+
+
 def test_caption_from_the_shell(chain: Chain, synthetic_data) -> None:
     done = chain.steps["caption"]
     assert done.returncode == 0, done.stderr
@@ -317,19 +362,23 @@ def frames_command(videos_dir: Path, heatmaps_dir: Path, out_dir: Path, every: i
     return result.exit_code
 
 
-def test_extract_all_reports_bad_files_and_does_the_rest(tmp_path, messy_inputs) -> None:
+def test_frames_reports_bad_files_and_does_the_rest(tmp_path, messy_inputs, capsys) -> None:
+    """``coool frames`` on a messy folder: every usable video done, every bad file named with its problem."""
     videos, heatmaps = messy_inputs
-    manifests, problems = extract_all(videos, heatmaps, tmp_path / "frames", every=30)
+    assert frames_command(videos, heatmaps, tmp_path / "frames", every=30) == 1
+    manifests = {int(p.parent.name): load_manifest(p.parent) for p in (tmp_path / "frames").glob("*/manifest.json")}
     assert sorted(manifests) == [0, 1, 8]
-    for vid, m in manifests.items():
-        assert (tmp_path / "frames" / str(vid) / "manifest.json").is_file()
-        assert [f.frame for f in m.frames] == [1, 31, 61, 91]
-    named = {p.path: p.problem for p in problems}
-    assert "cannot be opened" in named[videos / "2.mp4"]
-    assert "empty" in named[videos / "3.mp4"]
-    assert "no heatmap" in named[videos / "4.mp4"]
-    assert "cannot be opened" in named[heatmaps / "5.mp4"]  # the heatmap is named, not the video
-    assert {videos / "clip.mp4", videos / "7.mp4", videos / "007.MP4"} <= set(named)
+    assert all([f.frame for f in m.frames] == [1, 31, 61, 91] for m in manifests.values())
+    problems = [line.removeprefix("problem: ") for line in capsys.readouterr().out.splitlines() if line.startswith("problem: ")]
+
+    def named(path: Path) -> str:
+        return " | ".join(line for line in problems if line.startswith(f"{path}: "))
+
+    assert "cannot be opened" in named(videos / "2.mp4")
+    assert "empty" in named(videos / "3.mp4")
+    assert "no heatmap" in named(videos / "4.mp4")
+    assert "cannot be opened" in named(heatmaps / "5.mp4")  # the heatmap is named, not the video
+    assert all(named(videos / name) for name in ("clip.mp4", "7.mp4", "007.MP4"))
     assert len(problems) == 7
     assert not (tmp_path / "frames" / "2").exists()
 
@@ -367,6 +416,38 @@ def test_server_stop_without_its_container_is_one_clear_line() -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("error: detector: cannot stop container coool-detector:")
     assert "Traceback" not in done.stderr
+
+
+def test_server_command_prints_the_launch_of_servers_yaml() -> None:
+    """``coool server command ROLE``: the process backend's ``vllm serve`` line, per launch variant."""
+    original = runner.invoke(app, ["server", "command", "describer"])
+    plus = runner.invoke(app, ["server", "command", "describer", "--launch", "plus"])
+    assert original.exit_code == 0 and plus.exit_code == 0, original.output + plus.output
+    assert " serve " in original.output and original.output != plus.output
+    assert "--reasoning-parser" in plus.output and "--reasoning-parser" not in original.output
+    wrong = runner.invoke(app, ["server", "command", "describer", "--launch", "fast"])
+    assert wrong.exit_code == 2 and "unknown launch 'fast'" in wrong.output
+
+
+def test_server_images_rewrites_a_stale_dockerfile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``coool server images --check`` exits 1 naming a stale Dockerfile; without --check it rewrites it."""
+    from coool import launch
+
+    images = tmp_path / "images"
+    for image in launch.image_names():
+        (images / image).mkdir(parents=True)
+        (images / image / "Dockerfile").write_text(
+            f"FROM base\n{launch.dockerfile_block(image)}\nCMD serve\n", encoding="utf-8"
+        )
+    stale = images / launch.image_names()[0] / "Dockerfile"
+    stale.write_text(stale.read_text(encoding="utf-8").replace("ENV ", "ENV OLD=1 ", 1), encoding="utf-8")
+    monkeypatch.setattr(launch, "IMAGES_DIR", images)
+    checked = runner.invoke(app, ["server", "images", "--check"])
+    assert checked.exit_code == 1 and str(stale) in checked.output
+    written = runner.invoke(app, ["server", "images"])
+    assert written.exit_code == 0 and f"updated {stale}" in written.output
+    assert runner.invoke(app, ["server", "images", "--check"]).exit_code == 0
+    assert stale.read_text(encoding="utf-8").startswith("FROM base\n") and "OLD=1" not in stale.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("command", [SIM_SERVER_COMMAND, (sys.executable, "-m", "coool.sim")], ids=["cli", "python-m"])

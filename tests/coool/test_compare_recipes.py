@@ -65,7 +65,7 @@ def test_faithful_paths_are_unchanged_and_plus_outputs_live_beside_them(tmp_path
     assert (plus.captions_path(3), plus.detect_path(3), plus.detections_csv) == (
         tmp_path / "captions+plus" / "3.csv", tmp_path / "detect+plus" / "3.json", tmp_path / "detect+plus.csv")
     assert (plus.merge_csv("ens2"), plus.count_pass_csv, plus.ensemble_path(3)) == (
-        tmp_path / "merges" / "ens2+plus.csv", tmp_path / "countpass+plus.csv", tmp_path / "ensemble+plus" / "3.json")
+        tmp_path / "merges" / "ens2+plus.csv", tmp_path / "count-pass+plus.csv", tmp_path / "ensemble+plus" / "3.json")
     # Shared: stage 1, and the last run's submission.csv; each recipe keeps its own final.
     assert (plus.frames_dir(3), plus.submission_csv) == (faithful.frames_dir(3), faithful.submission_csv)
     assert plus.recipe_submission("second-place-plus") == tmp_path / "submissions" / "second-place-plus.csv"

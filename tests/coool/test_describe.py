@@ -38,6 +38,7 @@ from coool.prompts import load_prompt, load_snippet
 from coool.stage import StageError
 from coool.submission import submission_text, validate
 from coool.synthetic import read_stamp
+from coool.workspace import caption_files, video_json
 
 CONFIGS = load_describe_configs()
 V4 = CONFIGS["v4"]
@@ -426,7 +427,7 @@ async def test_describe_unit_against_the_simulator_is_resumable(sim, role, stage
     out = tmp_path / "describe" / "v4"
     async with ChatClient("describer", role(sim)) as client:
         detected = await detect_video(client, truth.video_id, sim_captions[truth.video_id], load_prompt("detect"))
-        first = await describe_unit(client, truth.video_id, V4, DescribePromptSet.load(V4), frames_dir, out,
+        first = await describe_unit(client, truth.video_id, V4, DescribePromptSet.load(V4), frames_dir, video_json(out, truth.video_id),
                                     detected_frame=detected.frame)
         assert first["cached"] is False
         assert first["window"] == select_window(V4, frame_count=120, detected_frame=detected.frame)
@@ -436,12 +437,12 @@ async def test_describe_unit_against_the_simulator_is_resumable(sim, role, stage
         assert saved["row"][cols.DETECTION] == 1 and saved["row"][cols.LABEL] == "ego-car hits barrier"
         assert strict_problems(saved["row"]) == []
         sim.reset()
-        again = await describe_unit(client, truth.video_id, V4, DescribePromptSet.load(V4), frames_dir, out,
+        again = await describe_unit(client, truth.video_id, V4, DescribePromptSet.load(V4), frames_dir, video_json(out, truth.video_id),
                                     detected_frame=detected.frame)
         assert again == {"video": truth.video_id, "frame": first["frame"], "window": first["window"], "cached": True}
         assert sim.stats()["received"] == 0
         # Another detected frame is another window: described again.
-        moved = await describe_unit(client, truth.video_id, V4, DescribePromptSet.load(V4), frames_dir, out,
+        moved = await describe_unit(client, truth.video_id, V4, DescribePromptSet.load(V4), frames_dir, video_json(out, truth.video_id),
                                     detected_frame=detected.frame - 40)
         assert moved["cached"] is False and sim.stats()["received"] >= 3
 
@@ -449,11 +450,13 @@ async def test_describe_unit_against_the_simulator_is_resumable(sim, role, stage
 async def test_describe_unit_caption_trigger(sim, role, stage1, sim_captions, synthetic_data, tmp_path: Path) -> None:
     truth = synthetic_data.truths[0]
     frames_dir = stage1.copy(truth.video_id, tmp_path / "frames")
-    captions_path = save_captions(CaptionResult(truth.video_id, sim_captions[truth.video_id]), tmp_path / "captions")
+    captions_path = save_captions(
+        CaptionResult(truth.video_id, sim_captions[truth.video_id]), caption_files(tmp_path / "captions", truth.video_id)
+    )
     config = CONFIGS["exp004"]
     async with ChatClient("describer", role(sim)) as client:
         done = await describe_unit(client, truth.video_id, config, DescribePromptSet.load(config), frames_dir,
-                                   tmp_path / "out", captions_path=captions_path)
+                                   video_json(tmp_path / "out", truth.video_id), captions_path=captions_path)
     assert done["window"] == list(range(1, 120, 10))  # 12 caption rows, N = 12: every row
     assert abs(done["frame"] - truth.event_frame) <= 10
 
@@ -494,10 +497,10 @@ async def test_v4_heatmap_describes_from_stacked_frames_end_to_end(sim, role, st
     detected = truth.event_frame + 2
     async with ChatClient("describer", role(sim)) as client:
         done = await describe_unit(client, truth.video_id, HEATMAP, DescribePromptSet.load(HEATMAP), frames_dir,
-                                   tmp_path / "heatmap", detected_frame=detected)
+                                   video_json(tmp_path / "heatmap", truth.video_id), detected_frame=detected)
         logged = sim.requests()
         sim.reset()
-        await describe_unit(client, truth.video_id, V4, DescribePromptSet.load(V4), frames_dir, tmp_path / "raw",
+        await describe_unit(client, truth.video_id, V4, DescribePromptSet.load(V4), frames_dir, video_json(tmp_path / "raw", truth.video_id),
                             detected_frame=detected)
         raw_logged = sim.requests()
     window = select_window(HEATMAP, frame_count=truth.frames, detected_frame=detected)
@@ -573,12 +576,12 @@ def test_stacked_window_frames_follow_the_heatmap_length_rule(synthetic_data, tm
 async def test_describe_unit_errors(scripted_client, stage1, tmp_path: Path) -> None:
     prompts = DescribePromptSet.load(V4)
     with pytest.raises(StageError, match="no frames manifest"):
-        await describe_unit(scripted_client([]), 0, V4, prompts, tmp_path / "none", tmp_path / "out", detected_frame=5)
+        await describe_unit(scripted_client([]), 0, V4, prompts, tmp_path / "none", video_json(tmp_path / "out", 0), detected_frame=5)
     with pytest.raises(StageError, match="video 0: v4: the detected-frame window needs the stage-3 frame"):
-        await describe_unit(scripted_client([]), 0, V4, prompts, stage1.dir(0), tmp_path / "out")
+        await describe_unit(scripted_client([]), 0, V4, prompts, stage1.dir(0), video_json(tmp_path / "out", 0))
     config = CONFIGS["exp004"]
     with pytest.raises(StageError, match="caption-trigger window needs the video's caption table"):
-        await describe_unit(scripted_client([]), 0, config, DescribePromptSet.load(config), stage1.dir(0), tmp_path / "out",
+        await describe_unit(scripted_client([]), 0, config, DescribePromptSet.load(config), stage1.dir(0), video_json(tmp_path / "out", 0),
                             captions_path=tmp_path / "missing.csv")
 
 

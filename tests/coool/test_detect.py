@@ -24,6 +24,7 @@ from coool.llm import ChatClient, ModelRequestError
 from coool.params import DetectParams
 from coool.prompts import load_prompt
 from coool.stage import StageError
+from coool.workspace import caption_files, video_json
 
 DETECT = load_prompt("detect")
 DETECT_PLUS = load_prompt("detect", variant="plus")
@@ -107,7 +108,7 @@ def test_the_original_parse_takes_booleans_as_integers() -> None:
 
 
 def test_original_markdown_is_pandas_rendering_of_the_saved_table(table: pd.DataFrame, tmp_path: Path) -> None:
-    path = save_captions(CaptionResult(0, table), tmp_path)
+    path = save_captions(CaptionResult(0, table), caption_files(tmp_path, 0))
     lines = original_markdown(table).splitlines()
     # The same from the table as saved and read back as text (what detect_unit does).
     from coool.captions import load_captions
@@ -268,24 +269,24 @@ def test_detections_csv_round_trip(tmp_path: Path) -> None:
 
 async def test_detect_unit_is_resumable(sim, role, sim_captions, tmp_path: Path) -> None:
     captions_dir, out = tmp_path / "captions", tmp_path / "detect"
-    captions = save_captions(CaptionResult(1, sim_captions[1]), captions_dir)
+    captions = save_captions(CaptionResult(1, sim_captions[1]), caption_files(captions_dir, 1))
     async with ChatClient("detector", role(sim)) as client:
-        first = await detect_unit(client, 1, captions, out, DETECT, last_frame=120)
+        first = await detect_unit(client, 1, captions, video_json(out, 1), DETECT, last_frame=120)
         assert first["cached"] is False and sim.stats()["received"] == 12
         saved = json.loads((out / "1.json").read_text())
         assert saved["frame"] == first["frame"] and len(saved["votes"]) == 12 and saved["model"] == "sim-model"
         sim.reset()
-        again = await detect_unit(client, 1, captions, out, DETECT, last_frame=120)
+        again = await detect_unit(client, 1, captions, video_json(out, 1), DETECT, last_frame=120)
         assert again == {"video": 1, "frame": first["frame"], "cached": True}
         assert sim.stats()["received"] == 0
         # New captions are new work.
         changed = sim_captions[1].copy()
         changed[cols.CAP_DETECTION] = -1
-        save_captions(CaptionResult(1, changed), captions_dir)
-        redone = await detect_unit(client, 1, captions, out, DETECT, last_frame=120)
+        save_captions(CaptionResult(1, changed), caption_files(captions_dir, 1))
+        redone = await detect_unit(client, 1, captions, video_json(out, 1), DETECT, last_frame=120)
         assert redone["cached"] is False and redone["frame"] == 1 and sim.stats()["received"] == 12
 
 
 async def test_detect_unit_needs_captions(scripted_client, tmp_path: Path) -> None:
     with pytest.raises(StageError, match="no caption table"):
-        await detect_unit(scripted_client([]), 0, tmp_path / "0.csv", tmp_path, DETECT)
+        await detect_unit(scripted_client([]), 0, tmp_path / "0.csv", video_json(tmp_path, 0), DETECT)

@@ -27,6 +27,7 @@ from coool.llm import ChatClient
 from coool.params import EnsembleParams
 from coool.prompts import load_prompt
 from coool.submission import load_submission, read_submission, validate, write_submission
+from coool.workspace import video_json
 
 PROMPT = load_prompt("ensemble")
 PROMPT_PLUS = load_prompt("ensemble", variant="plus")
@@ -324,12 +325,12 @@ async def test_a_tag_answer_is_used(scripted_client) -> None:
 async def test_ensemble_unit_is_resumable(sim, role, tmp_path: Path) -> None:
     inputs = inputs_with({"a": 40, "b": 55, "c": 40})
     async with ChatClient("ensembler", role(sim)) as client:
-        first = await ensemble_unit(client, 3, BASE, inputs, tmp_path, PROMPT)
+        first = await ensemble_unit(client, 3, BASE, inputs, video_json(tmp_path, 3), PROMPT)
         assert first["cached"] is False and first["row"][cols.START_FRAME] == 40
         sim.reset()
-        again = await ensemble_unit(client, 3, BASE, inputs, tmp_path, PROMPT)
+        again = await ensemble_unit(client, 3, BASE, inputs, video_json(tmp_path, 3), PROMPT)
         assert again == {"video": 3, "row": first["row"], "cached": True} and sim.stats()["received"] == 0
-        changed = await ensemble_unit(client, 3, BASE, inputs_with({"a": 40, "b": 55, "c": 55}), tmp_path, PROMPT)
+        changed = await ensemble_unit(client, 3, BASE, inputs_with({"a": 40, "b": 55, "c": 55}), video_json(tmp_path, 3), PROMPT)
         assert changed["cached"] is False and changed["row"][cols.START_FRAME] == 55
     saved = json.loads((tmp_path / "3.json").read_text())
     assert [c["source"] for c in saved["candidates"]] == ["a", "b", "c"] and saved["model"] == "sim-model"
@@ -345,7 +346,7 @@ async def test_the_real_ensemble_of_661_videos(sim, role, ref, tmp_path: Path) -
     base_rows = {int(r[cols.VIDEO]): r for r in base.to_dict("records")}
     async with ChatClient("ensembler", role(sim, max_concurrency=32)) as client:
         outcomes = await asyncio.gather(
-            *(ensemble_unit(client, v, base_rows[v], inputs, tmp_path / "work", PROMPT) for v in sorted(base_rows))
+            *(ensemble_unit(client, v, base_rows[v], inputs, video_json(tmp_path / "work", v), PROMPT) for v in sorted(base_rows))
         )
     assert sim.stats()["received"] == 661 and sim.stats()["tasks"] == {"ensemble": 661}
     out = write_submission([o["row"] for o in outcomes], tmp_path / "ensemble.csv", expected_videos=range(661))

@@ -229,3 +229,11 @@ async def test_second_place_plus_shares_the_stages_no_switch_changes(sim, synthe
     assert tasks["describe_reconcile"] == 8 * 3
     final = assert_valid(results / "submission.csv", [0, 1, 2])
     assert_near_events(final, synthetic_data.truths)
+    # run.json says how the last run filed its outputs: the studio reads plus's folders by it.
+    from coool.studio.config import read_run_json, results_workspace
+
+    recorded = read_run_json(results)
+    assert recorded["recipe"] == "second-place-plus" and recorded["videos_dir"] == str(synthetic_data.videos.resolve())
+    assert recorded["variants"] == dict(Run(settings_for(sim, results), load_recipe(str(plus_recipe))).ws.variants)
+    studio_ws = results_workspace(results, recorded)
+    assert studio_ws.detect_path(0).exists() and studio_ws.describe_path("v4", 0).exists()

@@ -26,6 +26,7 @@ from coool.improvements import resolve, with_improvements
 from coool.llm import ChatClient
 from coool.params import DescribeConfig, load_describe_configs
 from coool.settings import RoleSettings
+from coool.workspace import video_json
 
 CONFIGS = load_describe_configs()
 SHARED = ("v3", "v3-prompt2")  # the method's two configurations with the same window
@@ -72,7 +73,7 @@ async def record(sim, role, stage1, tmp_path: Path, configs: list[DescribeConfig
     frames_dir = stage1.copy(video, tmp_path / "frames")
     async with RecordingClient("describer", role(sim)) as client:
         for config in configs:
-            await describe_unit(client, video, config, DescribePromptSet.load(config), frames_dir, tmp_path / config.name,
+            await describe_unit(client, video, config, DescribePromptSet.load(config), frames_dir, video_json(tmp_path / config.name, video),
                                 detected_frame=frame)
     return client.bodies
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from coool.workspace import Workspace, cached_output
+from coool.workspace import Workspace, cached_output, caption_files, manifest_in, submission_in, video_frames_dir, video_json
 
 
 def test_layout(tmp_path: Path, monkeypatch) -> None:
@@ -19,9 +19,23 @@ def test_layout(tmp_path: Path, monkeypatch) -> None:
     assert ws.describe_path("v3-prompt2", 3) == root / "describe" / "v3-prompt2" / "3.json"
     assert ws.describe_submission("v4") == root / "describe" / "v4" / "submission.csv"
     assert ws.merge_csv("exp004+exp005") == root / "merges" / "exp004+exp005.csv"
-    assert ws.count_pass_csv == root / "countpass.csv"
+    assert ws.count_pass_csv == root / "count-pass.csv"
     assert (ws.ensemble_path(3), ws.submission_csv) == (root / "ensemble" / "3.json", root / "submission.csv")
     assert (ws.failures_csv, ws.run_json, ws.prefect_dir) == (root / "failures.csv", root / "run.json", root / ".prefect")
+
+
+def test_a_stage_folders_file_names(tmp_path: Path) -> None:
+    # The names the stage commands use in a folder the user names, and the Workspace in a results folder.
+    assert caption_files(tmp_path, 7) == (tmp_path / "7.csv", tmp_path / "7.raw.jsonl", tmp_path / "7.json")
+    assert (video_json(tmp_path, 7), submission_in(tmp_path)) == (tmp_path / "7.json", tmp_path / "submission.csv")
+    assert manifest_in(video_frames_dir(tmp_path, 7)) == tmp_path / "7" / "manifest.json"
+    ws = Workspace(tmp_path, variants={"caption": "plus", "detect": "plus", "ensemble": "plus"})
+    plus = tmp_path / "captions+plus"
+    assert ws.captions_files(7) == caption_files(plus, 7)
+    assert (ws.captions_path(7), ws.captions_raw_path(7), ws.captions_meta_path(7)) == caption_files(plus, 7)
+    assert ws.manifest_path(7) == tmp_path / "frames" / "7" / "manifest.json"
+    assert ws.detect_path(7) == tmp_path / "detect+plus" / "7.json"
+    assert ws.ensemble_submission == tmp_path / "ensemble+plus" / "submission.csv"
 
 
 def test_record_run_merges_with_what_is_there(tmp_path: Path) -> None:

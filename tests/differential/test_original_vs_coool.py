@@ -41,6 +41,7 @@ from coool.llm import ChatClient
 from coool.prompts import load_prompt
 from coool.recipe import Recipe, load_recipe
 from coool.settings import RoleSettings
+from coool.workspace import caption_files, video_json
 
 pytestmark = [pytest.mark.reference, pytest.mark.slow]
 
@@ -208,7 +209,7 @@ def captions(world: World, second_place: Recipe, prompts_dir: Path | None) -> di
             params = second_place.caption
             prompt = load_prompt(params.prompt, prompts_dir)
             for vid in world.ids:
-                await caption_unit(chat, vid, frames_dir(world, vid), out, prompt, params)
+                await caption_unit(chat, vid, frames_dir(world, vid), caption_files(out, vid), prompt, params)
 
     run(go())
     return {"original": original, "coool": logged(world), "coool_dir": out}
@@ -265,7 +266,8 @@ def detection(world: World, second_place: Recipe, captions: dict[str, Any], prom
             params = second_place.detect
             prompt = load_prompt(params.prompt, prompts_dir)
             for vid in world.ids:
-                done = await detect_unit(chat, vid, captions["coool_dir"] / f"{vid}.csv", out, prompt, params, last_frame=90)
+                done = await detect_unit(chat, vid, captions["coool_dir"] / f"{vid}.csv", video_json(out, vid), prompt, params,
+                                        last_frame=90)
                 frames[vid] = int(done["frame"])
 
     run(go())
@@ -342,7 +344,7 @@ def run_describe(world: World, recipe: Recipe, name: str, captions: dict[str, An
             for vid in world.ids:
                 # The caption-trigger window (exp001) reads coool's caption table (equal to the original's).
                 await describe_unit(
-                    chat, vid, config, prompts, frames_dir(world, vid), out,
+                    chat, vid, config, prompts, frames_dir(world, vid), video_json(out, vid),
                     captions_path=captions["coool_dir"] / f"{vid}.csv", detected_frame=detected_frames[vid],
                 )
                 rows[vid] = load_description_row(out / f"{vid}.json")
@@ -468,7 +470,8 @@ def ensembled(world: World, second_place: Recipe, prompts_dir: Path | None) -> d
             assert params is not None and sorted(params.inputs) == sorted(ENSEMBLE_FILES)
             prompt = load_prompt(params.prompt, prompts_dir)
             for row in base:
-                done = await ensemble_unit(chat, row[cols.VIDEO], row, frames, world.coool / "ensemble", prompt, params)
+                done = await ensemble_unit(chat, row[cols.VIDEO], row, frames, video_json(world.coool / "ensemble", row[cols.VIDEO]), prompt,
+                                         params)
                 rows[row[cols.VIDEO]] = done["row"]
 
     run(go())

@@ -76,6 +76,12 @@ def test_every_recipe_submission_written_and_valid(second_place_run, synthetic_d
     assert (results / "failures.csv").exists()
 
 
+def test_run_json_records_how_the_recipe_files_its_outputs(second_place_run):
+    # The studio reads these to find a switched recipe's folders (captions+plus/, ...).
+    run = json.loads((second_place_run["results"] / "run.json").read_text())
+    assert run["recipe"] == "second-place" and run["variants"] == load_recipe("second-place").output_variants()
+
+
 def test_rerun_sends_zero_requests(second_place_run):
     assert second_place_run["first_requests"] > 0
     assert second_place_run["second_requests"] == 0
@@ -169,3 +175,33 @@ def test_external_server_down_fails_fast_naming_role_and_url(prefect_api, synthe
         run_flow(data_root=str(synthetic_data.root), recipe="quick", results_dir=str(tmp_path))
     assert "captioner" in str(info.value) and f"127.0.0.1:{port}" in str(info.value)
     assert not (tmp_path / "submission.csv").exists()
+
+
+def test_a_stage_kind_added_to_the_registry_runs_as_a_flow(prefect_api, synthetic_data, tmp_path):
+    """#13: a new kind (its module + one registry entry, tests/support/notes_stage.py) runs in the
+    Prefect pipeline as a flow run of its own, one task per video, with nothing else edited."""
+    from notes_stage import notes_registered
+
+    from coool.sim.testing import running_sim_server
+
+    results = tmp_path / "results"
+    monkey = pytest.MonkeyPatch()
+    with notes_registered(), running_sim_server(model=["sim-model"]) as sim:
+        for key, value in point_roles_at(sim.url).items():
+            monkey.setenv(key, value)
+        try:
+            outcome = run_flow(data_root=str(synthetic_data.root), recipe="quick", results_dir=str(results))
+        finally:
+            monkey.undo()
+    assert outcome["failures"] == 0
+    assert [r["done"] for r in outcome["stages"] if r["stage"] == "notes"] == [3]
+    assert sorted(p.name for p in (results / "notes").glob("*.json")) == ["0.json", "1.json", "2.json"]
+
+    async def look() -> tuple[list[str], list[str]]:
+        async with get_client() as client:
+            flows = await client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=["notes"])))
+            tasks = await client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["notes-video-2"])))
+        return [f.name for f in flows], [t.name for t in tasks]
+
+    flows, tasks = asyncio.run(look())
+    assert flows and tasks

@@ -181,6 +181,7 @@ def test_a_very_large_resolution_works_with_bounded_memory(sim, data_copy: Path,
               event_frame=3, seed=7)
     results = tmp_path / "r"
     argv = [COOOL, "run", "--no-prefect", "--data", str(data_copy), "--results", str(results), "--recipe", "quick"]
+    sim.reset()  # as plain_run: the same server state as the clean run
     child = subprocess.Popen(argv, env=child_env("http://127.0.0.1:9/api", role_env(sim.url)), cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     peak = 0

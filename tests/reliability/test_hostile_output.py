@@ -35,6 +35,7 @@ from coool.run import Run, run_plain
 from coool.settings import RoleSettings, load_settings
 from coool.sim.testing import SimHandle, running_sim_server
 from coool.submission import is_english, submission_text, validate
+from coool.workspace import caption_files, video_json
 
 VIDEO = 0
 FRAMES = 60
@@ -102,7 +103,7 @@ def describe(sim: SimHandle, stage1: Path, out: Path, config: Any = V4) -> dict[
 
     async def go() -> dict[str, Any]:
         async with client(sim) as c:
-            return await describe_unit(c, VIDEO, config, DescribePromptSet.load(config), stage1, out,
+            return await describe_unit(c, VIDEO, config, DescribePromptSet.load(config), stage1, video_json(out, VIDEO),
                                        detected_frame=DETECTED)
 
     asyncio.run(go())
@@ -269,7 +270,7 @@ def captions(server: SimHandle, stage1: Path, tmp_path_factory: pytest.TempPathF
 
     async def go() -> None:
         async with client(server, "captioner") as c:
-            await caption_unit(c, VIDEO, stage1, out, load_prompt("caption"), CaptionParams())
+            await caption_unit(c, VIDEO, stage1, caption_files(out, VIDEO), load_prompt("caption"), CaptionParams())
 
     asyncio.run(go())
     return out / f"{VIDEO}.csv"
@@ -281,7 +282,7 @@ def test_detected_frames_beyond_the_video_are_clamped(sim, captions: Path, tmp_p
 
     async def go() -> dict[str, Any]:
         async with client(sim, "detector") as c:
-            return await detect_unit(c, VIDEO, captions, tmp_path, load_prompt("detect"), DetectParams(), last_frame=FRAMES)
+            return await detect_unit(c, VIDEO, captions, video_json(tmp_path, VIDEO), load_prompt("detect"), DetectParams(), last_frame=FRAMES)
 
     assert asyncio.run(go())["frame"] == expected
     saved = json.loads((tmp_path / f"{VIDEO}.json").read_text())
@@ -295,7 +296,7 @@ def test_unparsable_detector_answers_are_asked_again(sim, captions: Path, tmp_pa
     async def go() -> dict[str, Any]:
         async with client(sim, "detector") as c:
             params = DetectParams(retry_delay_s=0.0)
-            return await detect_unit(c, VIDEO, captions, tmp_path, load_prompt("detect"), params, last_frame=FRAMES)
+            return await detect_unit(c, VIDEO, captions, video_json(tmp_path, VIDEO), load_prompt("detect"), params, last_frame=FRAMES)
 
     outcome = asyncio.run(go())
     saved = json.loads((tmp_path / f"{VIDEO}.json").read_text())
@@ -318,9 +319,11 @@ def test_caption_text_cannot_forge_rows_of_the_detector_table(sim, stage1: Path,
 
     async def go() -> None:
         async with client(sim, "captioner") as c:
-            await caption_unit(c, VIDEO, stage1, tmp_path / "faithful", load_prompt("caption"), CaptionParams())
+            await caption_unit(c, VIDEO, stage1, caption_files(tmp_path / "faithful", VIDEO), load_prompt("caption"), CaptionParams())
             # coool's switch cleans the values before they are stored.
-            await caption_unit(c, VIDEO, stage1, tmp_path, load_prompt("caption"), CaptionParams(clean_captions=True))
+            await caption_unit(
+                c, VIDEO, stage1, caption_files(tmp_path, VIDEO), load_prompt("caption"), CaptionParams(clean_captions=True)
+            )
 
     asyncio.run(go())
     # As the original: the values are stored as the model wrote them (its detector reads them so).
@@ -356,7 +359,7 @@ def run_ensemble(sim: SimHandle, out: Path, params: EnsembleParams = EnsemblePar
 
     async def go() -> None:
         async with client(sim, "ensembler") as c:
-            await ensemble_unit(c, VIDEO, base, inputs, out, load_prompt("ensemble"), params)
+            await ensemble_unit(c, VIDEO, base, inputs, video_json(out, VIDEO), load_prompt("ensemble"), params)
 
     asyncio.run(go())
     return json.loads((out / f"{VIDEO}.json").read_text())

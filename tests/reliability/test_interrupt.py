@@ -11,17 +11,24 @@ finished.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 import psutil
 import pytest
 import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
 from reliability_support import assert_valid_submission, child_env, finished_units, kill_group, start_run, wait_until
 
 from coool.runlock import LOCK_NAME
 from coool.sim.testing import SIM_SERVER_COMMAND, free_port
+from flows.interrupted import INTERRUPTED
 
 pytestmark = pytest.mark.slow
 
@@ -54,14 +61,33 @@ def _server_of(run: psutil.Process) -> psutil.Process | None:
     return None
 
 
+async def _states_under(flow_run_id: str) -> dict[str, Any]:
+    """(state type, message) of the pipeline's flow run, of its stage flow runs, of their task runs."""
+    async with get_client() as client:
+        top = await client.read_flow_run(UUID(flow_run_id))
+        flows = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[top.id]))
+        )
+        tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[top.id, *(f.id for f in flows)])))
+
+    def state(run: Any) -> tuple[str, str]:
+        return run.state.type.value, run.state.message or ""
+
+    return {"pipeline": state(top), "flows": [state(f) for f in flows], "tasks": [state(t) for t in tasks]}
+
+
 def _caption_requests(results: Path) -> int:
     log = results / "servers" / "captioner.log"
     return log.read_text(errors="replace").count(CAPTION_REQUEST) if log.exists() else 0
 
 
-@pytest.mark.parametrize("mode", ["no-prefect", "prefect"])
+@pytest.mark.parametrize(
+    ("mode", "signum"),
+    [("no-prefect", signal.SIGINT), ("prefect", signal.SIGINT), ("prefect", signal.SIGTERM)],
+    ids=["no-prefect", "prefect", "prefect-sigterm"],
+)
 def test_ctrl_c_mid_stage_stops_cleanly_and_the_rerun_resumes(
-    mode: str, prefect_api: str, clips4: Path, small_recipe: Path, tmp_path: Path
+    mode: str, signum: int, prefect_api: str, clips4: Path, small_recipe: Path, tmp_path: Path
 ) -> None:
     results = tmp_path / "results"
     settings = _settings(tmp_path, free_port())
@@ -76,7 +102,7 @@ def test_ctrl_c_mid_stage_stops_cleanly_and_the_rerun_resumes(
                    "a first video's captions", alive=run, poll_s=0.05)
         server = _server_of(psutil.Process(run.pid))
         assert server is not None, "the process-backend server is a child of the run"
-        os.kill(run.pid, signal.SIGINT)
+        os.kill(run.pid, signum)  # Ctrl-C, or SIGTERM (a scheduler or `kill` stopping the run)
         code = run.wait(timeout=120)
     finally:
         if run.poll() is None:
@@ -94,6 +120,12 @@ def test_ctrl_c_mid_stage_stops_cleanly_and_the_rerun_resumes(
     # The server coool started is stopped (not left serving a model on the GPUs).
     wait_until(lambda: not server.is_running() or server.status() == psutil.STATUS_ZOMBIE, 30, "the server to stop")
     assert not (results / LOCK_NAME).exists()
+    if mode == "prefect":
+        # The Prefect UI shows the run as stopped by the user, not as a crash: Cancelled, with why.
+        states = asyncio.run(_states_under(json.loads((results / "run.json").read_text())["prefect_flow_run_id"]))
+        assert states["pipeline"] == ("CANCELLED", INTERRUPTED), states
+        assert "CRASHED" not in {t for t, _ in states["flows"] + states["tasks"]}, states
+        assert ("CANCELLED", INTERRUPTED) in states["flows"] and ("CANCELLED", INTERRUPTED) in states["tasks"], states
 
     # The rerun: only what was not finished (caption requests counted in the server's log).
     before = _caption_requests(results)

@@ -38,6 +38,7 @@ from coool.params import load_describe_configs
 from coool.settings import RoleSettings
 from coool.sim.testing import running_sim_server
 from coool.submission import submission_text, validate
+from coool.workspace import video_json
 
 VIDEO = 0
 DETECTED = 30
@@ -205,7 +206,7 @@ def test_a_describe_pass_whose_answer_is_too_large_is_reasked_and_the_row_is_val
 
         async def go() -> dict[str, Any]:
             async with ChatClient("describer", settings) as client:
-                await describe_unit(client, VIDEO, config, DescribePromptSet.load(config), stage1, tmp_path / "out",
+                await describe_unit(client, VIDEO, config, DescribePromptSet.load(config), stage1, video_json(tmp_path / "out", VIDEO),
                                     detected_frame=DETECTED)
                 return client.stats.as_dict()
 

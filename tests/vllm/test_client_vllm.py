@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from coool import schema as cols
+from coool.describe import DescribePromptSet
 from coool.detect import caption_markdown, parse_frame
 from coool.llm import ChatClient, ModelRequestError, user_message
 from coool.parsing import parse_json_strict
@@ -123,7 +124,7 @@ async def test_describe_counts_schema_with_enums(vllm_role_settings: RoleSetting
     schema = prompt.schema
     assert schema["properties"][cols.SEVERITY]["enum"] == list(cols.SEVERITIES)
     assert schema["properties"][cols.LABEL]["enum"] == list(cols.LABELS)
-    text = prompt.render(n_frames=12, last_index=11, extra="")
+    text = prompt.render(**DescribePromptSet(prompt, prompt, prompt).values(12))
     async with ChatClient("describer", vllm_role_settings) as client:
         samples = await client.complete(
             [user_message(text)],

@@ -61,11 +61,15 @@ def caption_table() -> pd.DataFrame:
 
 
 async def test_detector_stage(vllm_role_settings: RoleSettings) -> None:
-    """Stage 3: 12 samples through json_schema; every answer parses; a frame is decided."""
+    """Stage 3: 12 samples through json_schema; every answer parses; a frame is decided.
+
+    The json_schema switch is on: a random-weight model writes JSON only under guided decoding.
+    """
+    params = DetectParams(json_schema=True)
     async with ChatClient("detector", vllm_role_settings) as client:
-        result = await detect_video(client, 0, caption_table(), load_prompt("detect"), DetectParams(), last_frame=120)
+        result = await detect_video(client, 0, caption_table(), load_prompt("detect"), params, last_frame=120)
     assert client.stats.failures == 0
-    assert len(result.samples) >= DetectParams().samples
+    assert len(result.samples) >= params.samples
     assert all(s["frame"] is not None for s in result.samples), [s["content"] for s in result.samples]
     assert 1 <= result.frame <= 120
 
@@ -91,17 +95,20 @@ async def test_ensembler_stage_on_real_rows(vllm_role_settings: RoleSettings) ->
 
 
 async def test_image_stages(vllm_vl_role_settings: RoleSettings, vllm_media_root: Path) -> None:
-    """Stages 2 and 4 with a vision-language model: stacked frames and a window of raw frames."""
+    """Stages 2 and 4 with a vision-language model: stacked frames and a window of raw frames.
+
+    json_schema on (as in second-place-plus): a random-weight model writes JSON only under guided decoding.
+    """
     clip = vllm_media_root / "clip"
     truth = make_clip(clip / "0.mp4", clip / "h0.mp4", frames=40, event_frame=20)
     manifest = extract_caption_frames(clip / "0.mp4", clip / "h0.mp4", clip / "frames", every=10)
-    config = load_describe_configs()["v5"].model_copy(update={"max_tokens": 1024})
+    config = load_describe_configs()["v5"].model_copy(update={"max_tokens": 1024, "json_schema": True})
     window = [10, 14, 18, 22, 26, 30]
     images = extract_raw_frames(clip / "0.mp4", window, clip / "frames")
     async with ChatClient("describer", vllm_vl_role_settings, media_root=vllm_media_root) as client:
         captions = await caption_video(
             client, 0, sorted(manifest.paths(clip / "frames").items()), load_prompt("caption"),
-            CaptionParams(max_tokens=1024),
+            CaptionParams(max_tokens=1024, json_schema=True),
         )
         described = await describe_video(client, config, DescribePromptSet.load(config), 0, window, images)
     assert truth.event_frame == 20

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from coool import schema as cols
+from coool.describe import DescribePromptSet
 from coool.llm import ChatClient, ImageFile, ModelRequestError, image_url, user_message
 from coool.prompts import load_prompt
 from coool.settings import RoleSettings
@@ -89,7 +90,7 @@ async def test_describer_24_frame_window_file_urls(
         urls = [client.image_url(f) for f in frames]
         assert all(u.startswith("file://") for u in urls)
         samples = await client.complete(
-            [user_message(prompt.render(n_frames=24, last_index=23, extra=""), urls)],
+            [user_message(prompt.render(**DescribePromptSet(prompt, prompt, prompt).values(24)), urls)],
             n=4,
             temperature=0.6,
             top_p=0.95,

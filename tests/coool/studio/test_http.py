@@ -16,6 +16,7 @@ from studio_support import DESCRIBED, FINAL, N_VIDEOS, StudioDirs, caption, csrf
 
 from coool import schema as cols
 from coool.decode import probe
+from coool.files import atomic_write_json
 from coool.studio import create_app, studio_command
 from coool.studio.security import check_bind_host
 from coool.studio.votes import CSV_HEADER
@@ -115,6 +116,39 @@ def test_videos_dir_comes_from_run_json_or_the_argument(dirs: StudioDirs, tmp_pa
     other = tmp_path / "other"
     other.mkdir()
     assert client(dirs, videos_dir=other).app.state.studio.config.videos_dir == other.resolve()
+
+
+def _refile(dirs: StudioDirs, variant: str, run: dict[str, object]) -> None:
+    """The fixture's captions/ and detect/ as a switched recipe files them (captions+<variant>/ ...)."""
+    for stage in ("captions", "detect"):
+        (dirs.results / stage).rename(dirs.results / f"{stage}+{variant}")
+    atomic_write_json(dirs.results / "run.json", {"videos_dir": str(dirs.videos), **run})
+
+
+@pytest.mark.parametrize(
+    ("variant", "run"),
+    [
+        ("plus", {"recipe": "second-place-plus"}),  # run.json names the recipe: its variants
+        ("sw-1234abcd", {"recipe": "gone.yaml", "variants": {"caption": "sw-1234abcd", "detect": "sw-1234abcd"}}),
+    ],
+)
+def test_a_switched_recipes_folder_shows_its_captions_and_detect(dirs: StudioDirs, variant: str, run: dict) -> None:
+    _refile(dirs, variant, run)
+    c = client(dirs)
+    home = c.get("/").text
+    for rel in (f"captions+{variant}/0.csv", f"detect+{variant}/0.json"):
+        assert f'href="/view/{rel}"' in home
+    html = c.get("/video/0").text
+    for rel in (f"captions+{variant}/0.csv", f"detect+{variant}/0.json"):
+        assert f'href="/view/{rel}"' in html
+    assert "detect (stage 3)" in html and re.search(r'class="start seek" data-frame="31"', html)  # the detect lane
+    assert c.get(f"/view/detect+{variant}/0.json").status_code == 200
+
+
+def test_an_unknown_recipe_in_run_json_browses_the_plain_layout(dirs: StudioDirs) -> None:
+    atomic_write_json(dirs.results / "run.json", {"videos_dir": str(dirs.videos), "recipe": "no-such-recipe"})
+    assert client(dirs).app.state.studio.config.workspace.variants == {}
+    assert 'href="/view/captions/0.csv"' in client(dirs).get("/").text
 
 
 def test_intermediates_render_readably(dirs: StudioDirs) -> None:
