@@ -28,7 +28,9 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NONE
 from prefect.context import TagsContext, TaskRunContext
+from prefect.exceptions import ObjectAlreadyExists
 from prefect.filesystems import LocalFileSystem, WritableFileSystem
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random
 
 from coool.files import atomic_write_bytes, text_sha256
 from coool.inputs import VideoPair
@@ -67,7 +69,14 @@ async def result_storage(settings: Settings, pipeline: Run) -> WritableFileSyste
         return await WritableFileSystem.aload(settings.result_storage_block)  # type: ignore[return-value]
     base = str(pipeline.ws.prefect_dir)
     storage = AtomicLocalFileSystem(basepath=base)
-    await storage.save(f"coool-results-{text_sha256(base)[:12]}", overwrite=True)
+    # Runs starting at the same moment on a fresh Prefect server all register the block
+    # type; the losers get ObjectAlreadyExists, and saving again finds it registered.
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(ObjectAlreadyExists), stop=stop_after_attempt(5),
+        wait=wait_random(0.05, 0.5), reraise=True,
+    ):
+        with attempt:
+            await storage.save(f"coool-results-{text_sha256(base)[:12]}", overwrite=True)
     return storage
 
 
