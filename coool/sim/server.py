@@ -447,6 +447,21 @@ async def _chat(state: SimState, request: Request) -> Response:
     return JSONResponse(body)
 
 
+# An absolute path in a prompt (the original's detector shows its caption CSV, image paths
+# included), or a file:// URL: where the results folder lives.
+_ABSOLUTE_PATH = re.compile(r"(?:(?<=[\s|\"'(])|(?<=file://))(?:/[\w.+-]+)+")
+
+
+def location_free(text: str) -> str:
+    """``text`` with every absolute path cut to its last three parts (``1/stacked/000011.png``).
+
+    The answers are seeded by the request body; a model answers from what the paths show
+    (video, frame), not from where the folder is. Cut, the same run in two results folders
+    gets the same answers, so tests can compare them.
+    """
+    return _ABSOLUTE_PATH.sub(lambda m: "/".join(m.group(0).rsplit("/", 3)[-3:]), text)
+
+
 async def _prepare(state: SimState, request: Request) -> tuple[ChatRequest, ChatInput]:
     """Parse and check the request; every 4xx is decided here, before any fault applies."""
     try:
@@ -480,7 +495,7 @@ async def _checked(state: SimState, raw: Any) -> tuple[ChatRequest, ChatInput]:
         raise RequestError(400, str(exc)) from exc
     system_text = "\n".join(m.text() for m in req.messages if m.role in ("system", "developer"))
     kwargs = req.chat_template_kwargs or {}
-    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = location_free(json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
     # Near-greedy sampling (the captioner's 0.01) gives the same answer every time, whatever else
     # was asked before: only a sampling temperature makes a repeated body answer afresh.
     if "seed" not in raw and float(raw.get("temperature", 1.0) or 0.0) >= 0.1:
