@@ -97,10 +97,6 @@ class Workspace:
     def captions_raw_path(self, video: int) -> Path:
         return self.captions_files(video).raw
 
-    def captions_meta_path(self, video: int) -> Path:
-        """The caption unit's key and summary, written last."""
-        return self.captions_files(video).meta
-
     # stage 3
     @property
     def detect_dir(self) -> Path:
@@ -165,12 +161,6 @@ class Workspace:
     def recipe_submission(self, recipe: str) -> Path:
         """The final submission of recipe ``recipe``: kept when another recipe runs in the same folder."""
         return self.submissions_dir / f"{safe_name(recipe)}.csv"
-
-    def recipe_submissions(self) -> dict[str, Path]:
-        """Every recipe's final submission in the folder, by file stem."""
-        if not self.submissions_dir.is_dir():
-            return {}
-        return {p.stem: p for p in sorted(self.submissions_dir.glob("*.csv")) if not p.name.startswith(".")}
 
     @property
     def failures_csv(self) -> Path:

@@ -32,7 +32,7 @@ def test_a_stage_folders_file_names(tmp_path: Path) -> None:
     ws = Workspace(tmp_path, variants={"caption": "plus", "detect": "plus", "ensemble": "plus"})
     plus = tmp_path / "captions+plus"
     assert ws.captions_files(7) == caption_files(plus, 7)
-    assert (ws.captions_path(7), ws.captions_raw_path(7), ws.captions_meta_path(7)) == caption_files(plus, 7)
+    assert (ws.captions_path(7), ws.captions_raw_path(7)) == caption_files(plus, 7)[:2]
     assert ws.manifest_path(7) == tmp_path / "frames" / "7" / "manifest.json"
     assert ws.detect_path(7) == tmp_path / "detect+plus" / "7.json"
     assert ws.ensemble_submission == tmp_path / "ensemble+plus" / "submission.csv"
