@@ -25,7 +25,7 @@ import pandas as pd
 
 from coool import schema as cols
 from coool.captions import load_captions
-from coool.files import atomic_write_json, combined_hash, read_json
+from coool.files import combined_hash, read_json
 from coool.frames import FrameManifest, extract_raw_frames, extract_stacked_frames, load_manifest
 from coool.llm import ChatClient, ImageFile, ModelRequestError, count_usage, user_message
 from coool.params import DescribeConfig
@@ -44,7 +44,7 @@ from coool.stage import Stage, StageError, sample_record
 from coool.submission import is_english
 from coool.voting import consistent, empty_fields, vote_original, vote_samples
 from coool.windows import caption_trigger_window, detected_frame_window, window_index_to_frame
-from coool.workspace import cached_output
+from coool.workspace import cached_output, write_output
 
 if TYPE_CHECKING:
     from coool.recipe import Recipe
@@ -523,7 +523,7 @@ async def describe_unit(
     images = await asyncio.to_thread(window_images, config, manifest, window, frames_dir)
     with count_usage() as usage:
         result = await describe_video(client, config, prompts, video, window, images)
-    atomic_write_json(out_path, {"key": key, "model": client.model, "usage": usage.as_dict(), **result.as_dict()})
+    write_output(out_path, key, client.model, usage.as_dict(), result.as_dict())
     reasks = sum(len(p.reasks) for p in result.passes.values())
     return {
         "video": video, "frame": result.frame, "window": window, "cached": False, "notes": result.notes, "reasks": reasks,

@@ -13,7 +13,7 @@ import pandas as pd
 
 from coool import schema as cols
 from coool.captions import load_captions
-from coool.files import atomic_write_json, atomic_write_text, combined_hash, file_sha256, text_sha256
+from coool.files import atomic_write_text, combined_hash, file_sha256, text_sha256
 from coool.frames import load_manifest
 from coool.llm import ChatClient, Sample, count_usage, user_message
 from coool.params import DetectParams
@@ -21,7 +21,7 @@ from coool.parsing import parse_json_strict
 from coool.prompts import Prompt, stage_prompt
 from coool.stage import Stage, StageError, sample_record
 from coool.voting import decide_incident_frame
-from coool.workspace import cached_output
+from coool.workspace import cached_output, write_output
 
 if TYPE_CHECKING:
     from coool.recipe import Recipe
@@ -222,7 +222,7 @@ async def detect_unit(
     table = load_captions(captions_path, coerce=params.compact_table)
     with count_usage() as usage:
         result = await detect_video(client, video, table, prompt, params, last_frame=last_frame)
-    atomic_write_json(out_path, {"key": key, "model": client.model, "usage": usage.as_dict(), **result.as_dict()})
+    write_output(out_path, key, client.model, usage.as_dict(), result.as_dict())
     reasks = result.attempts - 1 if result.attempts > 1 else 0
     return {
         "video": video, "frame": result.frame, "cached": False, "notes": result.notes, "reasks": reasks,

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from coool import schema as cols
-from coool.files import atomic_write_json, combined_hash, json_sha256, read_json
+from coool.files import combined_hash, json_sha256, read_json
 from coool.frames import load_manifest
 from coool.llm import ChatClient, count_usage, user_message
 from coool.params import EnsembleParams
@@ -22,7 +22,7 @@ from coool.prompts import Prompt, stage_prompt
 from coool.stage import Stage, sample_record
 from coool.submission import is_english
 from coool.voting import most_common_frame
-from coool.workspace import cached_output
+from coool.workspace import cached_output, write_output
 
 if TYPE_CHECKING:
     from coool.recipe import Recipe
@@ -315,7 +315,7 @@ async def ensemble_unit(
         return {"video": video, "row": done["row"], "cached": True}
     with count_usage() as usage:
         result = await ensemble_video(client, prompt, video, base_row, inputs, params)
-    atomic_write_json(out_path, {"key": key, "model": client.model, "usage": usage.as_dict(), **result.as_dict()})
+    write_output(out_path, key, client.model, usage.as_dict(), result.as_dict())
     reasks = max(len(result.samples) - 1, 0)
     return {
         "video": video, "row": result.row, "cached": False, "notes": result.notes, "reasks": reasks,

@@ -200,3 +200,9 @@ def cached_output(path: Path, key: str) -> dict[str, Any] | None:
     except (ValueError, OSError):
         return None  # unreadable: redo it
     return data if isinstance(data, dict) and data.get("key") == key else None
+
+
+def write_output(path: Path, key: str | None, model: str, usage: Mapping[str, Any], result: Mapping[str, Any]) -> Path:
+    """A unit's output at ``path``, atomically: the key it was made for (what ``cached_output``
+    checks), the model that answered, the tokens, then the result's own fields."""
+    return atomic_write_json(path, {"key": key, "model": model, "usage": dict(usage), **result})
