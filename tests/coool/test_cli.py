@@ -137,14 +137,17 @@ class Chain:
         return self.root / "frames"
 
 
+def _sim_env(sim_server) -> dict[str, str]:
+    env = {}
+    for prefix in ROLE_PREFIX.values():
+        env.update({f"{prefix}__URLS": sim_server.url, f"{prefix}__MODEL": "sim-model", f"{prefix}__BACKOFF_S": "0"})
+    return env
+
+
 @pytest.fixture(scope="module")
 def chain(sim_server, synthetic_data, tmp_path_factory: pytest.TempPathFactory) -> Chain:
     root = tmp_path_factory.mktemp("cli-chain")
-    env = {}
-    for prefix in ROLE_PREFIX.values():
-        env[f"{prefix}__URLS"] = sim_server.url
-        env[f"{prefix}__MODEL"] = "sim-model"
-        env[f"{prefix}__BACKOFF_S"] = "0"
+    env = _sim_env(sim_server)
     steps, requests = {}, {}
 
     def step(name: str, *args: object, in_process: bool = False) -> None:
@@ -187,13 +190,6 @@ def test_frames_with_nothing_to_do(tmp_path: Path) -> None:
     (tmp_path / "heatmaps").mkdir()
     done = shell("frames", tmp_path / "videos", tmp_path / "heatmaps", tmp_path / "out")
     assert done.returncode == 2 and "error" in done.stdout
-
-
-def _sim_env(sim_server) -> dict[str, str]:
-    env = {}
-    for prefix in ROLE_PREFIX.values():
-        env.update({f"{prefix}__URLS": sim_server.url, f"{prefix}__MODEL": "sim-model", f"{prefix}__BACKOFF_S": "0"})
-    return env
 
 
 def test_a_stage_command_waits_for_its_folder_and_stops_on_ctrl_c(chain: Chain, sim_server, tmp_path: Path) -> None:
