@@ -448,8 +448,10 @@ async def _chat(state: SimState, request: Request) -> Response:
 
 
 # An absolute path in a prompt (the original's detector shows its caption CSV, image paths
-# included), or a file:// URL: where the results folder lives.
-_ABSOLUTE_PATH = re.compile(r"(?:(?<=[\s|\"'(])|(?<=file://))(?:/[\w.+-]+)+")
+# included), or a file:// URL: where the results folder lives. The pattern starts with the
+# "/" itself, so the scan jumps from slash to slash (a describe body holds megabytes of
+# base64); the lookbehinds then say whether that slash starts a path.
+_ABSOLUTE_PATH = re.compile(r"/(?:(?<=[\s|\"'(]/)|(?<=file:///))[\w.+-]+(?:/[\w.+-]+)*")
 
 
 def location_free(text: str) -> str:

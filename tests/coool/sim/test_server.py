@@ -483,3 +483,16 @@ def test_start_sim_process_serves_until_terminated(tmp_path: Path) -> None:
         process.terminate()
         assert process.wait(timeout=10) is not None
     assert "SIMULATED" in (tmp_path / "sim.log").read_text()
+
+
+def test_answers_do_not_depend_on_where_the_results_folder_is() -> None:
+    """A path in a body is cut to its last three parts before seeding; base64 image data is left as it is."""
+    from coool.sim.server import location_free
+
+    def table(root: str) -> str:
+        return f'{{"text":"| 11 | {root}/frames/1/stacked/000011.png |\\n","url":"file://{root}/frames/2/raw/000007.png"}}'
+
+    assert location_free(table("/tmp/a/results")) == location_free(table("/home/u/run-2/x.y/results"))
+    assert location_free(table("/tmp/a/results")) == '{"text":"| 11 | 1/stacked/000011.png |\\n","url":"file://2/raw/000007.png"}'
+    image = '"url":"data:image/png;base64,iVBO/RW0K+Ggo/ANSUhEUg/AAAB/CAY"'
+    assert location_free(image) == image
